@@ -1,0 +1,132 @@
+//! The envelope every stored event travels in: identity, place (stream, version, position),
+//! type and schema version, payload, and the metadata that says who caused it and why.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+/// Namespace for event ids derived from idempotency keys (UUID v5). Fixed forever: changing it
+/// would make a retried command after an upgrade look new.
+const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c65_6467_6572_2d65_7665_6e74_2d69_6473);
+
+/// An event's place in the store-wide log. Ordered: a later event has a greater position.
+///
+/// Two parts, as EventStoreDB's `$all` positions have (commit, prepare), so that every adapter
+/// maps onto it without loss: the Postgres store uses (appending transaction id, sequence
+/// number), the in-memory store uses its sequence number for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Position {
+    pub commit: u64,
+    pub prepare: u64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.commit, self.prepare)
+    }
+}
+
+impl std::str::FromStr for Position {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let (commit, prepare) = value
+            .split_once('/')
+            .ok_or_else(|| format!("position {value:?} is not of the form COMMIT/PREPARE"))?;
+        let parse = |part: &str| {
+            part.parse::<u64>()
+                .map_err(|_| format!("position {value:?}: {part:?} is not a whole number"))
+        };
+        Ok(Self {
+            commit: parse(commit)?,
+            prepare: parse(prepare)?,
+        })
+    }
+}
+
+/// Who caused an event and in answer to what. Stored as JSON beside every event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Shared by everything one business request caused, across services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The message (request or event) that directly caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// The acting principal: a token's subject, a worker's name, an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// The client's key that makes the command safe to retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub data: serde_json::Value,
+    pub metadata: Metadata,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub event_id: Uuid,
+    pub stream: String,
+    pub version: u64,
+    pub position: Position,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub data: serde_json::Value,
+    pub metadata: Metadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The id of the `index`-th event a command produces. With an idempotency key the id is derived
+/// from (stream, key, index), so a retried command produces the same ids and the store
+/// recognises the retry; without one the id is random.
+pub fn event_id_for(stream: &str, idempotency_key: Option<&str>, index: usize) -> Uuid {
+    match idempotency_key {
+        Some(key) => Uuid::new_v5(
+            &EVENT_ID_NAMESPACE,
+            format!("{stream}\u{1f}{key}\u{1f}{index}").as_bytes(),
+        ),
+        None => Uuid::new_v4(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_from_the_same_key_are_equal_and_differ_by_index_and_stream() {
+        let a = event_id_for("sku-A", Some("k1"), 0);
+        assert_eq!(a, event_id_for("sku-A", Some("k1"), 0));
+        assert_ne!(a, event_id_for("sku-A", Some("k1"), 1));
+        assert_ne!(a, event_id_for("sku-B", Some("k1"), 0));
+        assert_ne!(
+            event_id_for("sku-A", None, 0),
+            event_id_for("sku-A", None, 0)
+        );
+    }
+
+    #[test]
+    fn positions_order_by_commit_then_prepare_and_round_trip_as_text() {
+        let a = Position {
+            commit: 1,
+            prepare: 9,
+        };
+        let b = Position {
+            commit: 2,
+            prepare: 3,
+        };
+        assert!(a < b);
+        assert_eq!("2/3".parse::<Position>().unwrap(), b);
+        assert!("2-3".parse::<Position>().is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! Inventory ledger core: the SKU domain, the event store port with its adapters, and the
+//! command handler.
+//!
+//! # Layout
+//! - [`domain`]: values, commands, events and the SKU aggregate. Pure (no I/O, no clock, no
+//!   logging) so every rule is tested without a database and replay is deterministic.
+//! - [`envelope`]: what travels with every stored event (ids, positions, metadata).
+//! - [`store`]: the `EventStore` port and its adapters (in-memory, Postgres). Split from the
+//!   domain so the domain never depends on storage.
+//! - [`handler`]: load → decide → append with the expected version, with bounded retries.
+//! - [`pg`]: PostgreSQL plumbing shared with the read models and the embedded default
+//!   (pooling with explicit timeouts, migrations, the private cluster).
+
+pub mod domain;
+pub mod envelope;
+pub mod handler;
+pub mod pg;
+pub mod store;
+
+pub use envelope::{Metadata, NewEvent, Position, RecordedEvent};
+pub use handler::{CommandContext, CommandError, CommandHandler, CommandOutcome};
+pub use store::{AppendResult, EventStore, ExpectedVersion, StoreError};

@@ -1,0 +1,365 @@
+//! The Postgres event store: the embedded default and single-database deployments.
+//!
+//! An append is one call of `event_store.append_events` (one round trip, one transaction); the
+//! store-wide log is ordered by (appending transaction id, sequence) and readers only see events
+//! of transactions older than every running one. The migration script explains why that order
+//! never lets a late commit slip behind a reader's checkpoint.
+
+use super::{
+    check_append, clamp_read_count, subscription, AppendResult, EventStore, EventStream,
+    ExpectedVersion, StoreError,
+};
+use crate::envelope::{Metadata, NewEvent, Position, RecordedEvent};
+use crate::pg::migrate::{migrate, Migration};
+use crate::pg::{Database, DatabaseError};
+use async_trait::async_trait;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "events",
+    sql: include_str!("../../migrations/event_store/0001_events.sql"),
+}];
+
+/// The channel appends notify on; followers wake on it instead of waiting for their next poll.
+const NOTIFY_CHANNEL: &str = "event_store_appended";
+
+/// Pause before the listener reconnects after losing its connection. Followers keep polling
+/// meanwhile, so a longer pause only costs latency, never events.
+const LISTENER_RECONNECT_DELAY_MS: u64 = 1_000;
+
+const EVENT_COLUMNS: &str = "transaction_id, sequence, event_id, stream, version, event_type, \
+                             schema_version, data, metadata, recorded_at";
+
+const APPEND_SQL: &str = "SELECT outcome, stream_version, last_transaction_id, last_sequence, \
+                          conflicting_event_id \
+                          FROM event_store.append_events($1, $2, $3, $4, $5, $6, $7)";
+
+/// The visibility bound of the store-wide log: transactions below it have all ended.
+const VISIBLE_BOUND: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    database: Database,
+    /// Bumped by the listener task on every notification from an append.
+    appended: watch::Receiver<u64>,
+    /// Test-only fault injection: hold each append's transaction open for a random time up to
+    /// this long before committing, to provoke out-of-order commits.
+    commit_delay_max: Option<Duration>,
+}
+
+impl PostgresStore {
+    /// Apply the event store's migrations and start listening for appends.
+    pub async fn open(database: Database) -> Result<Self, DatabaseError> {
+        let mut client = database
+            .pool()
+            .get()
+            .await
+            .map_err(|e| DatabaseError::Unreachable(e.to_string()))?;
+        migrate(&mut client, "event_store", MIGRATIONS).await?;
+        drop(client);
+        let (sender, appended) = watch::channel(0);
+        tokio::spawn(listen(database.config().clone(), Arc::new(sender)));
+        Ok(Self {
+            database,
+            appended,
+            commit_delay_max: None,
+        })
+    }
+
+    /// Fault injection for tests: delay every commit by a random time up to `delay_max`.
+    pub fn with_commit_delay_for_tests(mut self, delay_max: Duration) -> Self {
+        self.commit_delay_max = Some(delay_max);
+        self
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.database.pool().get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Timeout(_) => StoreError::Timeout {
+                timeout_ms: crate::pg::POOL_WAIT_TIMEOUT_MS,
+            },
+            other => StoreError::Unavailable(other.to_string()),
+        })
+    }
+
+    /// One call of `append_events`. A unique violation on the event id means a concurrent
+    /// identical append committed first; the caller asks again and gets the original result.
+    async fn call_append(
+        &self,
+        stream: &str,
+        expected: i64,
+        events: &[NewEvent],
+    ) -> Result<Row, CallError> {
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let versions: Vec<i32> = events.iter().map(|e| e.schema_version as i32).collect();
+        let data: Vec<&serde_json::Value> = events.iter().map(|e| &e.data).collect();
+        let metadata: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::to_value(&e.metadata).expect("metadata always serialises"))
+            .collect();
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &stream, &expected, &ids, &types, &versions, &data, &metadata,
+        ];
+        let mut client = self.client().await.map_err(CallError::Store)?;
+        let statement = client.prepare_cached(APPEND_SQL).await?;
+        let row = match self.commit_delay_max {
+            None => client.query_one(&statement, &params).await?,
+            Some(delay_max) => {
+                let transaction = client.transaction().await?;
+                let row = transaction.query_one(&statement, &params).await?;
+                let delay = delay_max.mul_f64(rand::random::<f64>());
+                transaction
+                    .execute("SELECT pg_sleep($1)", &[&delay.as_secs_f64()])
+                    .await?;
+                transaction.commit().await?;
+                row
+            }
+        };
+        Ok(row)
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(backend)?;
+        client.query(&statement, params).await.map_err(backend)
+    }
+}
+
+enum CallError {
+    UniqueViolation,
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for CallError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            Self::UniqueViolation
+        } else {
+            Self::Store(backend(error))
+        }
+    }
+}
+
+fn backend(error: tokio_postgres::Error) -> StoreError {
+    if error.is_closed() {
+        return StoreError::Unavailable(error.to_string());
+    }
+    match error.as_db_error() {
+        Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
+        None => StoreError::Unavailable(error.to_string()),
+    }
+}
+
+fn encode_expected(expected: ExpectedVersion) -> i64 {
+    match expected {
+        ExpectedVersion::Exact(v) => i64::try_from(v).expect("stream versions stay below i64::MAX"),
+        ExpectedVersion::NoStream => -1,
+        ExpectedVersion::Any => -2,
+        ExpectedVersion::StreamExists => -3,
+    }
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).expect("stored versions, transaction ids and sequences are non-negative")
+}
+
+fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
+    let metadata: serde_json::Value = row.get("metadata");
+    let metadata: Metadata = serde_json::from_value(metadata)
+        .map_err(|e| StoreError::Backend(format!("stored metadata is not readable: {e}")))?;
+    Ok(RecordedEvent {
+        event_id: row.get("event_id"),
+        stream: row.get("stream"),
+        version: to_u64(row.get("version")),
+        position: Position {
+            commit: to_u64(row.get("transaction_id")),
+            prepare: to_u64(row.get("sequence")),
+        },
+        event_type: row.get("event_type"),
+        schema_version: row.get::<_, i32>("schema_version") as u32,
+        data: row.get("data"),
+        metadata,
+        recorded_at: row.get("recorded_at"),
+    })
+}
+
+fn position_param(position: Option<Position>) -> (i64, i64) {
+    position.map_or((-1, -1), |p| {
+        (
+            i64::try_from(p.commit).unwrap_or(i64::MAX),
+            i64::try_from(p.prepare).unwrap_or(i64::MAX),
+        )
+    })
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    #[tracing::instrument(name = "event_store.append", skip_all, fields(stream, events = events.len()))]
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        check_append(&events)?;
+        let expected_code = encode_expected(expected);
+        let row = match self.call_append(stream, expected_code, &events).await {
+            Ok(row) => row,
+            Err(CallError::UniqueViolation) => {
+                match self.call_append(stream, expected_code, &events).await {
+                    Ok(row) => row,
+                    Err(CallError::UniqueViolation) => {
+                        return Err(StoreError::Backend(
+                            "event ids collided twice in a row with a concurrent append".into(),
+                        ))
+                    }
+                    Err(CallError::Store(error)) => return Err(error),
+                }
+            }
+            Err(CallError::Store(error)) => return Err(error),
+        };
+        let outcome: &str = row.get("outcome");
+        match outcome {
+            "appended" | "duplicate" => Ok(AppendResult {
+                version: to_u64(row.get("stream_version")),
+                position: Position {
+                    commit: to_u64(row.get("last_transaction_id")),
+                    prepare: to_u64(row.get("last_sequence")),
+                },
+                deduplicated: outcome == "duplicate",
+            }),
+            "wrong_expected_version" => Err(StoreError::WrongExpectedVersion {
+                stream: stream.to_owned(),
+                expected,
+                actual: row.get::<_, Option<i64>>("stream_version").map(to_u64),
+            }),
+            "idempotency_mismatch" => Err(StoreError::IdempotencyMismatch {
+                stream: stream.to_owned(),
+                event_id: row.get("conflicting_event_id"),
+            }),
+            other => Err(StoreError::Backend(format!(
+                "append_events answered an unknown outcome {other:?}"
+            ))),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max_count: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM event_store.events \
+             WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3"
+        );
+        let from_version = i64::try_from(from_version).unwrap_or(i64::MAX);
+        let limit = clamp_read_count(max_count) as i64;
+        self.query(&sql, &[&stream, &from_version, &limit])
+            .await?
+            .iter()
+            .map(decode_event)
+            .collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Option<Position>,
+        max_count: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM event_store.events \
+             WHERE (transaction_id, sequence) > ($1, $2) AND transaction_id < {VISIBLE_BOUND} \
+             ORDER BY transaction_id, sequence LIMIT $3"
+        );
+        let (commit, prepare) = position_param(after);
+        let limit = clamp_read_count(max_count) as i64;
+        self.query(&sql, &[&commit, &prepare, &limit])
+            .await?
+            .iter()
+            .map(decode_event)
+            .collect()
+    }
+
+    async fn head_position(&self) -> Result<Option<Position>, StoreError> {
+        let sql = format!(
+            "SELECT transaction_id, sequence FROM event_store.events \
+             WHERE transaction_id < {VISIBLE_BOUND} \
+             ORDER BY transaction_id DESC, sequence DESC LIMIT 1"
+        );
+        Ok(self.query(&sql, &[]).await?.first().map(|row| Position {
+            commit: to_u64(row.get(0)),
+            prepare: to_u64(row.get(1)),
+        }))
+    }
+
+    fn subscribe_all(&self, after: Option<Position>) -> EventStream {
+        subscription::follow(self.clone(), after, self.appended.clone())
+    }
+}
+
+/// Keep a dedicated connection listening for append notifications and bump `appended` on each,
+/// reconnecting after a pause when the connection is lost, until every follower and the store
+/// itself are gone.
+async fn listen(config: tokio_postgres::Config, appended: Arc<watch::Sender<u64>>) {
+    loop {
+        if let Err(error) = listen_once(&config, &appended).await {
+            tracing::warn!(%error, "event store listener lost its connection; followers poll until it is back");
+        }
+        tokio::select! {
+            _ = appended.closed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(LISTENER_RECONNECT_DELAY_MS)) => {}
+        }
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    appended: &Arc<watch::Sender<u64>>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let notify = appended.clone();
+    let mut driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message? {
+                AsyncMessage::Notification(_) => notify.send_modify(|count| *count += 1),
+                _ => continue,
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    });
+    client
+        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+        .await?;
+    // Notifications sent while this listener was down are lost: wake everyone once to re-read.
+    appended.send_modify(|count| *count += 1);
+    tokio::select! {
+        _ = appended.closed() => {
+            driver.abort();
+            Ok(())
+        }
+        result = &mut driver => match result {
+            Ok(result) => result,
+            Err(join) => {
+                tracing::warn!(error = %join, "event store listener task ended abnormally");
+                Ok(())
+            }
+        },
+    }
+}

@@ -1,0 +1,10 @@
+//! Test support shared by the end-to-end tests.
+//!
+//! # Layout
+//! - [`postgres`]: a real PostgreSQL for every test — `DATABASE_URL` when set, otherwise a
+//!   private throwaway cluster started once per test process — with a fresh database per test.
+//! - [`contract`]: the event store contract suite, generic over the port, and the
+//!   [`event_store_contract!`] macro that runs it against one adapter in one line.
+
+pub mod contract;
+pub mod postgres;
