@@ -20,14 +20,14 @@ const TEST_CLUSTER_CONNECTIONS_MAX: u32 = 300;
 pub const TEST_POOL_SIZE: usize = 24;
 
 enum Server {
-    Shared(tokio_postgres::Config),
+    Shared(Box<tokio_postgres::Config>),
     Private(PrivateCluster),
 }
 
 impl Server {
     fn admin_config(&self) -> tokio_postgres::Config {
         match self {
-            Self::Shared(config) => config.clone(),
+            Self::Shared(config) => config.as_ref().clone(),
             Self::Private(cluster) => cluster.connection_config("postgres"),
         }
     }
@@ -49,7 +49,7 @@ async fn server() -> &'static Server {
                 let config = url
                     .parse()
                     .unwrap_or_else(|e| panic!("DATABASE_URL is not a valid PostgreSQL URL: {e}"));
-                return Server::Shared(config);
+                return Server::Shared(Box::new(config));
             }
             let folder = std::env::temp_dir().join(format!(
                 "ledger-test-pg-{}-{}",

@@ -78,8 +78,8 @@ $$;
 --   'appended' with the stream's new version and the last event's position;
 --   'duplicate' / 'idempotency_mismatch' as find_retry;
 --   'wrong_expected_version' with the stream's actual version (NULL: no stream).
--- The streams row is the per-stream lock: concurrent appenders to one stream queue on it, and
--- the loser of a race sees the winner's version and reports a conflict.
+-- Concurrent appenders to one stream queue on the stream's advisory lock; the loser of a race
+-- then sees the winner's version in the streams row and reports a conflict.
 CREATE FUNCTION event_store.append_events(
     p_stream text, p_expected bigint, p_event_ids uuid[], p_event_types text[],
     p_schema_versions integer[], p_data jsonb[], p_metadata jsonb[])
@@ -97,6 +97,16 @@ BEGIN
     IF FOUND THEN
         RETURN;
     END IF;
+
+    -- Serialise appenders of this stream before anything writes. A transaction gets its id at
+    -- its first write attempt, and a row lock is only waited for after that attempt; so if
+    -- appenders queued on the streams row, one that queued early could take a later version
+    -- with a smaller transaction id, and the log (ordered by transaction id) would list the
+    -- stream's versions out of order. An advisory lock needs no transaction id: whoever holds
+    -- it gets its id after every earlier holder of the same stream, so log order within a
+    -- stream is version order. (Class 1 is this lock's key space; hash collisions between
+    -- streams only serialise them, never break anything.)
+    PERFORM pg_advisory_xact_lock(1, hashtext(p_stream));
 
     IF p_expected = -1 THEN
         INSERT INTO event_store.streams AS s (stream, version) VALUES (p_stream, v_count - 1)
