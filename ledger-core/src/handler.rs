@@ -201,6 +201,15 @@ impl<S: EventStore + ?Sized> CommandHandler<S> {
                 }
             }
             if page_length < READ_EVENTS_MAX {
+                // Stored events are facts, but a foreign writer or a damaged store could still
+                // hold a history no sequence of decisions produces; refuse to decide on it.
+                loaded
+                    .state
+                    .check_invariants()
+                    .map_err(|broken| CommandError::CorruptStream {
+                        stream: stream.clone(),
+                        message: format!("the folded state breaks an invariant: {broken}"),
+                    })?;
                 return Ok(loaded);
             }
         }

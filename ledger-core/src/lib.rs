@@ -8,12 +8,15 @@
 //! - [`store`]: the `EventStore` port and its adapters (in-memory, Postgres). Split from the
 //!   domain so the domain never depends on storage.
 //! - [`handler`]: load → decide → append with the expected version, with bounded retries.
+//! - [`history`]: a SKU's history and as-of state replayed from the event store, shared by
+//!   the API and the replay CLI so both tell auditors the same story.
 //! - [`pg`]: PostgreSQL plumbing shared with the read models and the embedded default
 //!   (pooling with explicit timeouts, migrations, the private cluster).
 
 pub mod domain;
 pub mod envelope;
 pub mod handler;
+pub mod history;
 pub mod pg;
 pub mod store;
 

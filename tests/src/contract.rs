@@ -3,7 +3,7 @@
 //! Each case is a function taking a fresh, empty store. [`event_store_contract!`] turns the
 //! whole list into one test per case for one adapter:
 //!
-//! ```ignore
+//! ```text
 //! ledger_tests::event_store_contract!(memory, || async { (MemoryStore::new(), ()) });
 //! ```
 

@@ -92,6 +92,7 @@ DECLARE
     v_last     bigint;
     v_first    bigint;
     v_sequence bigint;
+    v_recorded_at timestamptz;
 BEGIN
     RETURN QUERY SELECT * FROM event_store.find_retry(p_stream, p_event_ids);
     IF FOUND THEN
@@ -141,15 +142,19 @@ BEGIN
     END IF;
 
     v_first := v_last - v_count + 1;
+    -- The wall clock now, under the stream's lock: recorded times follow version order within a
+    -- stream (now() would be the transaction's start, which may precede a waiter's lock).
+    v_recorded_at := clock_timestamp();
     -- One insert per event, so sequence numbers follow version order within the transaction
     -- (the log order of one stream must be its version order).
     FOR i IN 1 .. v_count LOOP
         v_sequence := nextval('event_store.event_sequence');
         INSERT INTO event_store.events
-            (sequence, event_id, stream, version, event_type, schema_version, data, metadata)
+            (sequence, event_id, stream, version, event_type, schema_version, data, metadata,
+             recorded_at)
         VALUES
             (v_sequence, p_event_ids[i], p_stream, v_first + i - 1, p_event_types[i],
-             p_schema_versions[i], p_data[i], p_metadata[i]);
+             p_schema_versions[i], p_data[i], p_metadata[i], v_recorded_at);
     END LOOP;
     PERFORM pg_notify('event_store_appended', '');
     RETURN QUERY SELECT 'appended'::text, v_last, pg_current_xact_id()::text::bigint,

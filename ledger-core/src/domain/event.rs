@@ -2,18 +2,22 @@
 //! JSON payload of every (type, version) pair is described by a schema under `schemas/`.
 //!
 //! Payloads use plain types rather than the validated command values on purpose: a fact
-//! recorded under yesterday's rules must still load if a rule is tightened tomorrow.
+//! recorded under yesterday's rules must still load if a rule is tightened tomorrow. Unknown
+//! fields are refused, though: a changed payload gets a new schema version, so an unknown field
+//! means a misspelling or a foreign writer, and silently dropping it would lose data.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StockReplenished {
     pub quantity: u64,
     pub reference: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StockReserved {
     pub reservation_id: String,
     pub order_id: Option<String>,
@@ -23,6 +27,7 @@ pub struct StockReserved {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReservationReleased {
     pub reservation_id: String,
     pub order_id: Option<String>,
@@ -31,6 +36,7 @@ pub struct ReservationReleased {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReservationExpired {
     pub reservation_id: String,
     pub order_id: Option<String>,
@@ -39,6 +45,7 @@ pub struct ReservationExpired {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReservationConfirmed {
     pub reservation_id: String,
     pub order_id: Option<String>,
@@ -46,6 +53,7 @@ pub struct ReservationConfirmed {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StockAdjusted {
     pub delta: i64,
     pub reason: String,
@@ -53,6 +61,7 @@ pub struct StockAdjusted {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReorderPointSet {
     pub reorder_point: u64,
     pub previous_reorder_point: u64,

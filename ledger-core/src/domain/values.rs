@@ -316,7 +316,12 @@ fn check_text(field: &'static str, value: &str, length_max: usize) -> Result<(),
             format!("is {length} characters long; at most {length_max} are allowed"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    // U+2028/U+2029 are not control characters to Unicode, yet they break lines in logs and
+    // terminals just the same.
+    if value
+        .chars()
+        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+    {
         return Err(ValidationError::new(
             field,
             "must not contain control characters (line breaks, tabs, NUL)",
@@ -422,6 +427,7 @@ mod tests {
     fn blank_or_multi_line_reasons_are_rejected() {
         assert!(Reason::parse("   ").is_err());
         assert!(Reason::parse("broken\nshelf").is_err());
+        assert!(Reason::parse("broken\u{2028}shelf").is_err());
         assert!(Reason::parse(&"x".repeat(REASON_LENGTH_MAX + 1)).is_err());
         assert!(Reason::parse("damaged in transit").is_ok());
     }
