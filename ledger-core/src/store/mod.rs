@@ -5,6 +5,7 @@
 //! adapter passes the same contract suite (`ledger-tests`), so code above the port cannot tell
 //! which store it runs on.
 
+pub mod kurrent;
 pub mod memory;
 pub mod postgres;
 mod subscription;

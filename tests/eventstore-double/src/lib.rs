@@ -1,0 +1,219 @@
+//! An in-memory double of the EventStoreDB/KurrentDB gRPC protocol, for testing the ledger's
+//! event store adapter through the real client, on machines where no server can run.
+//!
+//! # Layout
+//! - [`proto`]: the protocol subset, generated at build time from `proto/` (written for this
+//!   project; field numbers follow the published definitions).
+//! - `log`: the store itself — streams, the store-wide log, expected-revision checks and
+//!   event-id idempotency as the server applies them — with no networking in it.
+//! - `service`: the gRPC services over the log: server features, stream and `$all` reads,
+//!   catch-up-then-live subscriptions to `$all`, appends.
+//! - [`EventStoreDouble`]: the test's handle: start on 127.0.0.1, stop and restart on the same
+//!   port (state survives, connections do not, as in a server crash), start later, and stall
+//!   appends to provoke client deadlines.
+//!
+//! Each incarnation of the server runs on its own thread and runtime, so stopping it drops every
+//! connection and subscription at once, exactly what a client sees when a server dies.
+
+mod log;
+mod service;
+
+/// The generated protocol types and service traits, nested as their protobuf packages are so
+/// that the generated cross-package paths resolve.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    pub mod event_store {
+        pub mod client {
+            tonic::include_proto!("event_store.client");
+            pub mod streams {
+                tonic::include_proto!("event_store.client.streams");
+            }
+            pub mod server_features {
+                tonic::include_proto!("event_store.client.server_features");
+            }
+        }
+    }
+    pub use event_store::client as shared;
+    pub use event_store::client::{server_features, streams};
+}
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+pub use log::Log;
+
+/// Where the double listens: loopback only, so a test server is never reachable from outside.
+const LISTEN_ADDRESS: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// Connections the listener queues before accepting; tests open a handful.
+const LISTEN_BACKLOG: u32 = 128;
+
+/// How an append is held up, to make the client's deadline expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendStall {
+    /// Wait this long before looking at the append: a client that gives up first leaves
+    /// nothing written.
+    BeforeWrite(Duration),
+    /// Write at once, then wait this long before answering: the events are stored but the
+    /// client never hears so, as when an answer is lost. A retry must then be recognised.
+    AfterWrite(Duration),
+}
+
+/// Test controls shared by every incarnation of the server.
+#[derive(Debug, Default)]
+pub(crate) struct Controls {
+    pub(crate) append_stall: Option<AppendStall>,
+}
+
+/// State that outlives a restart: the stored events and the test controls.
+pub(crate) struct Shared {
+    pub(crate) log: Log,
+    pub(crate) controls: Mutex<Controls>,
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// One double of an EventStoreDB/KurrentDB node. Dropping it stops the server.
+pub struct EventStoreDouble {
+    shared: Arc<Shared>,
+    address: SocketAddr,
+    running: Option<Running>,
+}
+
+impl EventStoreDouble {
+    /// A double serving at once on a free loopback port.
+    pub fn start() -> io::Result<Self> {
+        let mut double = Self::start_later()?;
+        double.serve()?;
+        Ok(double)
+    }
+
+    /// A double that has chosen its port but does not listen yet: connections are refused until
+    /// [`serve`](Self::serve), as with a server that is still starting.
+    pub fn start_later() -> io::Result<Self> {
+        // Binding port 0 and closing again picks a free port; the double binds it again with
+        // SO_REUSEADDR when it serves. Another process could take it in between, which on a
+        // test machine's loopback is unlikely enough to accept.
+        let probe = std::net::TcpListener::bind(SocketAddrV4::new(LISTEN_ADDRESS, 0))?;
+        let address = probe.local_addr()?;
+        drop(probe);
+        Ok(Self::unstarted(address))
+    }
+
+    /// A double serving at once on `port` of the loopback interface, for running it as a
+    /// stand-in server outside a test process.
+    pub fn start_on_port(port: u16) -> io::Result<Self> {
+        let mut double = Self::unstarted(SocketAddrV4::new(LISTEN_ADDRESS, port).into());
+        double.serve()?;
+        Ok(double)
+    }
+
+    fn unstarted(address: SocketAddr) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                log: Log::new(),
+                controls: Mutex::new(Controls::default()),
+            }),
+            address,
+            running: None,
+        }
+    }
+
+    /// Start serving on the double's port; does nothing when it already serves.
+    pub fn serve(&mut self) -> io::Result<()> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        let (stop, stopped) = oneshot::channel();
+        let (bound, is_bound) = std::sync::mpsc::channel();
+        let shared = Arc::clone(&self.shared);
+        let address = self.address;
+        let thread = std::thread::Builder::new()
+            .name(format!("eventstore-double-{}", address.port()))
+            .spawn(move || service::run(shared, address, LISTEN_BACKLOG, bound, stopped))?;
+        match is_bound.recv() {
+            Ok(Ok(())) => {
+                self.running = Some(Running { stop, thread });
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(io::Error::other(
+                    "the double's server thread ended before binding",
+                ))
+            }
+        }
+    }
+
+    /// Stop serving, as a crash would: the listener closes and every open connection and
+    /// subscription is dropped. Stored events are kept for a later [`serve`](Self::serve).
+    pub fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.stop.send(());
+            let _ = running.thread.join();
+        }
+    }
+
+    /// Stop, then serve again on the same port with the same events.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        self.serve()
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.running.is_some()
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A connection string for the double: a single insecure node.
+    pub fn url(&self) -> String {
+        format!("esdb://{}?tls=false", self.address)
+    }
+
+    /// Hold up every later append as `stall` says, until [`clear_append_stall`](Self::clear_append_stall).
+    pub fn stall_appends(&self, stall: AppendStall) {
+        self.controls().append_stall = Some(stall);
+    }
+
+    pub fn clear_append_stall(&self) {
+        self.controls().append_stall = None;
+    }
+
+    /// The stored events of `stream`, as event ids in revision order; for tests that check for
+    /// duplicates on the server side, below the adapter.
+    pub fn stream_event_ids(&self, stream: &str) -> Vec<uuid::Uuid> {
+        self.shared.log.stream_event_ids(stream.as_bytes())
+    }
+
+    /// How many append calls reached the server, including refused and idempotent ones.
+    pub fn appends_received(&self) -> u64 {
+        self.shared.log.appends_received()
+    }
+
+    fn controls(&self) -> std::sync::MutexGuard<'_, Controls> {
+        self.shared
+            .controls
+            .lock()
+            .expect("double controls lock poisoned")
+    }
+}
+
+impl Drop for EventStoreDouble {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

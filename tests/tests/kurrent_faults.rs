@@ -1,0 +1,264 @@
+//! Faults the EventStoreDB/KurrentDB adapter must ride out, provoked with the protocol double:
+//! a server that is down when the client first connects, a server restart under a live
+//! subscription, and an append whose answer never comes in time.
+
+use eventstore_double::{AppendStall, EventStoreDouble};
+use futures::StreamExt;
+use ledger_core::envelope::{Metadata, NewEvent, RecordedEvent};
+use ledger_core::store::kurrent::{KurrentOptions, KurrentStore};
+use ledger_core::store::{EventStore, EventStream, ExpectedVersion, StoreError};
+use std::time::Duration;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Bounds every wait for a recovery; a passing run takes a few seconds at most.
+const RECOVERY_DEADLINE_MS: u64 = 20_000;
+
+/// Pause between two looks while polling for a recovery.
+const POLL_INTERVAL_MS: u64 = 50;
+
+/// A short connect timeout, to prove the server is down without waiting long.
+const DOWN_CONNECT_TIMEOUT_MS: u64 = 300;
+
+/// The deadline the timeout test gives each call, and the stall that outlasts it.
+const SHORT_DEADLINE_MS: u64 = 500;
+const STALL_MS: u64 = 3_000;
+
+fn options() -> KurrentOptions {
+    KurrentOptions {
+        connect_timeout_ms: RECOVERY_DEADLINE_MS,
+        ..KurrentOptions::default()
+    }
+}
+
+fn sku_stream() -> String {
+    format!("sku-FAULT-{}", Uuid::new_v4().simple())
+}
+
+fn movement(n: u64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "StockReplenished".to_owned(),
+        schema_version: 1,
+        data: serde_json::json!({ "quantity": n }),
+        metadata: Metadata {
+            principal: Some("fault-test".into()),
+            ..Metadata::default()
+        },
+    }
+}
+
+/// Append one event at `expected`, polling until the store takes it: after a restart the first
+/// calls may still meet the old, broken connection.
+async fn append_when_possible(
+    store: &KurrentStore,
+    stream: &str,
+    expected: ExpectedVersion,
+    n: u64,
+) {
+    let deadline = Instant::now() + Duration::from_millis(RECOVERY_DEADLINE_MS);
+    let event = movement(n);
+    loop {
+        match store.append(stream, expected, vec![event.clone()]).await {
+            Ok(_) => return,
+            Err(StoreError::Unavailable(_) | StoreError::Timeout { .. }) => {
+                assert!(Instant::now() < deadline, "the store never recovered");
+                tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+            }
+            Err(other) => panic!("unexpected append failure: {other}"),
+        }
+    }
+}
+
+/// The next event the subscription delivers, skipping the errors it reports while the server
+/// is away.
+async fn next_event(subscription: &mut EventStream) -> RecordedEvent {
+    let deadline = Instant::now() + Duration::from_millis(RECOVERY_DEADLINE_MS);
+    loop {
+        let item = tokio::time::timeout_at(deadline, subscription.next())
+            .await
+            .expect("the subscription delivered nothing before the deadline")
+            .expect("a subscription never ends");
+        if let Ok(event) = item {
+            return event;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_connects_once_a_server_that_was_down_comes_up() {
+    let mut double = EventStoreDouble::start_later().unwrap();
+    // The client is started while nothing listens; its first connection attempt fails.
+    let url = double.url();
+    let waiting = tokio::spawn(async move { KurrentStore::connect(&url, options()).await });
+    let down = KurrentStore::connect(
+        &double.url(),
+        KurrentOptions {
+            connect_timeout_ms: DOWN_CONNECT_TIMEOUT_MS,
+            ..options()
+        },
+    )
+    .await;
+    assert!(
+        matches!(down, Err(StoreError::Unavailable(_))),
+        "nothing listens yet, so connecting gives up: {:?}",
+        down.err()
+    );
+    double.serve().unwrap();
+    let store = waiting
+        .await
+        .unwrap()
+        .expect("the store connects once the server is up");
+    let stream = sku_stream();
+    let result = store
+        .append(&stream, ExpectedVersion::NoStream, vec![movement(1)])
+        .await
+        .unwrap();
+    assert_eq!(result.version, 0);
+    assert_eq!(store.read_stream(&stream, 0, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_fail_while_the_server_is_down_and_succeed_once_it_is_back() {
+    let mut double = EventStoreDouble::start().unwrap();
+    let store = KurrentStore::connect(&double.url(), options())
+        .await
+        .unwrap();
+    let stream = sku_stream();
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![movement(0)])
+        .await
+        .unwrap();
+    double.stop();
+    let refused = store.read_stream(&stream, 0, 10).await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    double.serve().unwrap();
+    append_when_possible(&store, &stream, ExpectedVersion::Exact(0), 1).await;
+    let versions: Vec<u64> = store
+        .read_stream(&stream, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [0, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_survives_a_server_restart_without_losing_or_repeating_events() {
+    let mut double = EventStoreDouble::start().unwrap();
+    let store = KurrentStore::connect(&double.url(), options())
+        .await
+        .unwrap();
+    let stream = sku_stream();
+    for n in 0..5_u64 {
+        let expected = n
+            .checked_sub(1)
+            .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+        append_when_possible(&store, &stream, expected, n).await;
+    }
+    let mut subscription = store.subscribe_all(None);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_event(&mut subscription).await.version);
+    }
+    // Down mid-catch-up: two stored events not delivered yet, and more written after the
+    // restart.
+    double.restart().unwrap();
+    for n in 5..10 {
+        append_when_possible(&store, &stream, ExpectedVersion::Exact(n - 1), n).await;
+    }
+    for _ in 3..10 {
+        seen.push(next_event(&mut subscription).await.version);
+    }
+    assert_eq!(
+        seen,
+        (0..10).collect::<Vec<u64>>(),
+        "every event once, in order"
+    );
+    // Once more, while live: a restart, then one event; the next delivery must be exactly it.
+    double.restart().unwrap();
+    append_when_possible(&store, &stream, ExpectedVersion::Exact(9), 10).await;
+    assert_eq!(next_event(&mut subscription).await.version, 10);
+    assert_eq!(double.stream_event_ids(&stream).len(), 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_answer_is_late_times_out_and_its_retry_is_not_duplicated() {
+    let double = EventStoreDouble::start().unwrap();
+    let store = KurrentStore::connect(
+        &double.url(),
+        KurrentOptions {
+            operation_deadline_ms: SHORT_DEADLINE_MS,
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    let stream = sku_stream();
+    let batch = vec![movement(1), movement(2)];
+    // The server stores the events but answers too late, as when an answer is lost.
+    double.stall_appends(AppendStall::AfterWrite(Duration::from_millis(STALL_MS)));
+    let started = Instant::now();
+    let result = store
+        .append(&stream, ExpectedVersion::NoStream, batch.clone())
+        .await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Timeout {
+                timeout_ms: SHORT_DEADLINE_MS
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(STALL_MS),
+        "the deadline was not respected: waited {waited:?}"
+    );
+    double.clear_append_stall();
+    // The caller retries with what it sent the first time.
+    let retried = store
+        .append(&stream, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    assert!(retried.deduplicated);
+    assert_eq!(retried.version, 1);
+    let stored = double.stream_event_ids(&stream);
+    assert_eq!(stored, batch.iter().map(|e| e.event_id).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_that_times_out_before_it_is_written_is_written_once_by_its_retry() {
+    let double = EventStoreDouble::start().unwrap();
+    let store = KurrentStore::connect(
+        &double.url(),
+        KurrentOptions {
+            operation_deadline_ms: SHORT_DEADLINE_MS,
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    let stream = sku_stream();
+    let batch = vec![movement(1)];
+    double.stall_appends(AppendStall::BeforeWrite(Duration::from_millis(STALL_MS)));
+    let result = store
+        .append(&stream, ExpectedVersion::NoStream, batch.clone())
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Timeout { .. })),
+        "{result:?}"
+    );
+    double.clear_append_stall();
+    let retried = store
+        .append(&stream, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(retried.version, 0);
+    assert_eq!(double.stream_event_ids(&stream), [batch[0].event_id]);
+}
