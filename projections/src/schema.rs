@@ -1,0 +1,271 @@
+//! Where a projection's tables live: one PostgreSQL schema per projection, named
+//! `rm_<projection>`, holding the read model tables and the projection's checkpoint.
+//!
+//! The DDL of a projection is a template with the schema name substituted, so the same tables
+//! can be created in a shadow schema (`rm_<projection>__shadow`) that a rebuild fills and then
+//! swaps in by renaming schemas in one transaction. Apply and query code therefore always takes
+//! the schema name as a value and never spells `rm_...` itself.
+
+use crate::projection::Projection;
+use ledger_core::pg::migrate::{migrate, Migration};
+use ledger_core::pg::DatabaseError;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+
+/// Prefix of every read model schema; keeps them apart from `event_store` and `public`.
+pub const SCHEMA_PREFIX: &str = "rm_";
+
+/// Suffix of the schema a rebuild fills before swapping it in.
+pub const SHADOW_SUFFIX: &str = "__shadow";
+
+/// Suffix a live schema takes for the moment between a rebuild's swap and its drop.
+pub const RETIRED_SUFFIX: &str = "__retired";
+
+/// PostgreSQL truncates identifiers longer than 63 bytes (NAMEDATALEN - 1); a longer name would
+/// silently address a different schema, so it is refused instead.
+pub const IDENTIFIER_BYTES_MAX: usize = 63;
+
+/// The placeholder in DDL templates that is replaced by the schema name.
+const SCHEMA_PLACEHOLDER: &str = "{schema}";
+
+/// The placeholder in DDL templates that is replaced by the projection name.
+const PROJECTION_PLACEHOLDER: &str = "{projection}";
+
+/// A schema (or projection) name that is safe to splice into SQL unquoted: lower-case ASCII
+/// letters, digits and `_`, starting with a letter, at most [`IDENTIFIER_BYTES_MAX`] bytes.
+/// Splicing is unavoidable (identifiers cannot be bound parameters), so this type is the only
+/// way a name reaches SQL text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct SchemaName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a valid schema name: {reason}")]
+pub struct InvalidSchemaName {
+    pub name: String,
+    pub reason: &'static str,
+}
+
+impl SchemaName {
+    pub fn parse(name: &str) -> Result<Self, InvalidSchemaName> {
+        check_identifier(name)?;
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The live schema of a projection: `rm_<projection>`.
+    pub fn live(projection: &str) -> Self {
+        Self::parse(&format!("{SCHEMA_PREFIX}{projection}"))
+            .expect("projection names are valid identifiers")
+    }
+
+    /// The shadow schema a rebuild of a projection fills: `rm_<projection>__shadow`.
+    pub fn shadow(projection: &str) -> Self {
+        Self::parse(&format!("{SCHEMA_PREFIX}{projection}{SHADOW_SUFFIX}"))
+            .expect("projection names are short valid identifiers")
+    }
+
+    /// The schema a rebuild renames the old live schema to before dropping it.
+    pub fn retired(projection: &str) -> Self {
+        Self::parse(&format!("{SCHEMA_PREFIX}{projection}{RETIRED_SUFFIX}"))
+            .expect("projection names are short valid identifiers")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SchemaName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub(crate) fn check_identifier(name: &str) -> Result<(), InvalidSchemaName> {
+    let invalid = |reason| {
+        Err(InvalidSchemaName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > IDENTIFIER_BYTES_MAX {
+        return invalid("it is longer than 63 bytes, which PostgreSQL would truncate");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return invalid("it must start with a lower-case ASCII letter");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return invalid("only lower-case ASCII letters, digits and '_' are allowed");
+    }
+    Ok(())
+}
+
+/// The checkpoint table every projection schema holds: one row, the projection's position in
+/// the store-wide log as (commit, prepare), how many events it applied, and its last error.
+/// It lives beside the read model so that a schema swap moves the checkpoint with the data.
+const CHECKPOINT_DDL: &str = "
+CREATE SCHEMA {schema};
+
+CREATE TABLE {schema}.checkpoint (
+    projection       text        PRIMARY KEY CHECK (projection = '{projection}'),
+    position_commit  bigint,
+    position_prepare bigint,
+    events_applied   bigint      NOT NULL DEFAULT 0 CHECK (events_applied >= 0),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    last_error       text,
+    last_error_at    timestamptz,
+    CHECK ((position_commit IS NULL) = (position_prepare IS NULL))
+);
+
+INSERT INTO {schema}.checkpoint (projection) VALUES ('{projection}');
+";
+
+/// The full DDL of `projection` rendered for `schema`: the schema, its checkpoint table and row,
+/// and the projection's own tables.
+pub fn render_ddl(projection: &dyn Projection, schema: &SchemaName) -> String {
+    check_identifier(projection.name()).expect("projection names are valid identifiers");
+    let template = format!("{CHECKPOINT_DDL}\n{}", projection.ddl_template());
+    template
+        .replace(SCHEMA_PLACEHOLDER, schema.as_str())
+        .replace(PROJECTION_PLACEHOLDER, projection.name())
+}
+
+/// The migration component of a projection's live schema, in `public.ledger_migrations`.
+pub fn migration_component(projection: &dyn Projection) -> String {
+    format!("read_model.{}", projection.name())
+}
+
+/// Create the live schema of `projection` if this database does not have it yet (version 1 is
+/// the template applied to `rm_<projection>`). Safe to call from several processes at once: the
+/// migration runner serialises them.
+pub async fn migrate_live(
+    client: &mut tokio_postgres::Client,
+    projection: &dyn Projection,
+) -> Result<(), DatabaseError> {
+    let sql = live_ddl(projection);
+    let migrations = [Migration {
+        version: 1,
+        name: "tables",
+        sql,
+    }];
+    migrate(client, &migration_component(projection), &migrations).await
+}
+
+/// The DDL of `projection` rendered for its live schema, as the `&'static str` the migration
+/// runner takes. Rendered once per projection name and kept for the process's lifetime: a few
+/// kilobytes for each of the four projections, however often the read models are opened.
+fn live_ddl(projection: &dyn Projection) -> &'static str {
+    static RENDERED: Mutex<BTreeMap<&'static str, &'static str>> = Mutex::new(BTreeMap::new());
+    let mut rendered = RENDERED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    rendered.entry(projection.name()).or_insert_with(|| {
+        let ddl = render_ddl(projection, &SchemaName::live(projection.name()));
+        Box::leak(ddl.into_boxed_str())
+    })
+}
+
+/// Create `schema` with the tables of `projection` (for a rebuild's shadow schema), stamped
+/// with the DDL's fingerprint. Fails if the schema exists: a rebuild decides explicitly whether
+/// to drop a leftover shadow first.
+pub async fn create_schema(
+    client: &mut tokio_postgres::Client,
+    projection: &dyn Projection,
+    schema: &SchemaName,
+) -> Result<(), tokio_postgres::Error> {
+    let transaction = client.transaction().await?;
+    transaction
+        .batch_execute(&render_ddl(projection, schema))
+        .await?;
+    transaction
+        .batch_execute(&format!(
+            "COMMENT ON SCHEMA {schema} IS '{}'",
+            ddl_fingerprint(projection)
+        ))
+        .await?;
+    transaction.commit().await
+}
+
+/// The fingerprint stamped on `schema` by [`create_schema`]; `None` when the schema does not
+/// exist, `Some(None)` when it carries no stamp.
+pub async fn schema_fingerprint(
+    client: &tokio_postgres::Client,
+    schema: &SchemaName,
+) -> Result<Option<Option<String>>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
+            &[&schema.as_str()],
+        )
+        .await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// A fingerprint of a projection's rendered DDL (FNV-1a, 64 bits, stable across builds and
+/// platforms, unlike the standard library's hasher). A rebuild stamps it on the shadow schema
+/// and starts over when a leftover shadow was built from different DDL.
+pub fn ddl_fingerprint(projection: &dyn Projection) -> String {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let rendered = render_ddl(projection, &SchemaName::live(projection.name()));
+    let hash = rendered.bytes().fold(OFFSET_BASIS, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    });
+    format!("ddl:{hash:016x}")
+}
+
+/// Drop `schema` and everything in it, if it exists.
+pub async fn drop_schema(
+    client: &tokio_postgres::Client,
+    schema: &SchemaName,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_and_shadow_schema_names_follow_the_convention() {
+        assert_eq!(SchemaName::live("stock_levels").as_str(), "rm_stock_levels");
+        assert_eq!(
+            SchemaName::shadow("stock_levels").as_str(),
+            "rm_stock_levels__shadow"
+        );
+    }
+
+    #[test]
+    fn schema_names_that_could_break_out_of_sql_are_rejected() {
+        for bad in [
+            "",
+            "Rm_x",
+            "rm-x",
+            "rm_x; DROP TABLE y",
+            "rm_\"x\"",
+            "1rm",
+            "rm x",
+            "rm_ä",
+        ] {
+            assert!(SchemaName::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(SchemaName::parse("rm_stock_levels__shadow").is_ok());
+    }
+
+    #[test]
+    fn schema_names_longer_than_postgres_keeps_are_rejected() {
+        let name = format!("r{}", "x".repeat(IDENTIFIER_BYTES_MAX));
+        let error = SchemaName::parse(&name).unwrap_err();
+        assert!(error.reason.contains("63"), "{error}");
+        assert!(SchemaName::parse(&name[..IDENTIFIER_BYTES_MAX]).is_ok());
+    }
+}

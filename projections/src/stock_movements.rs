@@ -1,0 +1,239 @@
+//! The movement ledger: one row per event of every SKU, with the change it made and the
+//! balances right after it. A batch reads each touched SKU's last row for the balances before,
+//! folds with the aggregate's own `apply`, and inserts every row in one statement. The primary
+//! key is the event's position and (sku, version) is unique, so an event applied twice would
+//! fail the batch rather than count twice.
+
+use crate::error::ProjectionError;
+use crate::projection::{position_to, stored_sku, to_i64, to_u64, Projection, SkuRecord};
+use crate::schema::SchemaName;
+use crate::stock_levels::distinct_skus;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use ledger_core::domain::{SkuEvent, SkuState};
+use std::collections::BTreeMap;
+
+pub const NAME: &str = "stock_movements";
+
+const DDL: &str = "
+CREATE TABLE {schema}.movements (
+    position_commit     bigint      NOT NULL,
+    position_prepare    bigint      NOT NULL,
+    sku                 text        NOT NULL,
+    version             bigint      NOT NULL CHECK (version >= 0),
+    event_id            uuid        NOT NULL UNIQUE,
+    event_type          text        NOT NULL,
+    movement            text,
+    on_hand_change      bigint      NOT NULL,
+    reserved_change     bigint      NOT NULL,
+    on_hand_after       bigint      NOT NULL CHECK (on_hand_after >= 0),
+    reserved_after      bigint      NOT NULL CHECK (reserved_after >= 0),
+    available_after     bigint      NOT NULL CHECK (available_after >= 0),
+    reorder_point_after bigint      NOT NULL CHECK (reorder_point_after >= 0),
+    reservation_id      text,
+    order_id            text,
+    reason              text,
+    reference           text,
+    actor               text,
+    correlation_id      text,
+    causation_id        text,
+    recorded_at         timestamptz NOT NULL,
+    PRIMARY KEY (position_commit, position_prepare),
+    UNIQUE (sku, version)
+);
+
+-- A SKU's movements in a time range (auditors, reports).
+CREATE INDEX movements_by_sku_and_time ON {schema}.movements (sku, recorded_at);
+";
+
+pub struct StockMovements;
+
+#[async_trait]
+impl Projection for StockMovements {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn ddl_template(&self) -> &'static str {
+        DDL
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["movements"]
+    }
+
+    async fn apply(
+        &self,
+        transaction: &Transaction<'_>,
+        schema: &SchemaName,
+        records: &[SkuRecord],
+    ) -> Result<(), ProjectionError> {
+        let skus = distinct_skus(records);
+        let load = format!(
+            "SELECT s.sku, m.on_hand_after, m.reserved_after, m.reorder_point_after \
+             FROM unnest($1::text[]) AS s(sku) \
+             CROSS JOIN LATERAL ( \
+                 SELECT on_hand_after, reserved_after, reorder_point_after \
+                 FROM {schema}.movements WHERE sku = s.sku ORDER BY version DESC LIMIT 1 \
+             ) AS m"
+        );
+        let statement = transaction.prepare_cached(&load).await?;
+        let mut states: BTreeMap<String, SkuState> = BTreeMap::new();
+        for row in transaction.query(&statement, &[&skus]).await? {
+            let sku: String = row.get("sku");
+            let mut state = SkuState::new(stored_sku(&sku)?);
+            state.on_hand = to_u64("on hand", row.get("on_hand_after"))?;
+            state.reserved = to_u64("reserved", row.get("reserved_after"))?;
+            state.reorder_point = to_u64("reorder point", row.get("reorder_point_after"))?;
+            states.insert(sku, state);
+        }
+        let mut rows = MovementColumns::default();
+        for record in records {
+            let state = states
+                .entry(record.sku.as_str().to_owned())
+                .or_insert_with(|| SkuState::new(record.sku.clone()));
+            let before = (state.on_hand, state.reserved);
+            state.apply(&record.event);
+            state.reservations.clear();
+            rows.push(record, before, state)?;
+        }
+        let sql = format!(
+            "INSERT INTO {schema}.movements \
+                 (position_commit, position_prepare, sku, version, event_id, event_type, \
+                  movement, on_hand_change, reserved_change, on_hand_after, reserved_after, \
+                  available_after, reorder_point_after, reservation_id, order_id, reason, \
+                  reference, actor, correlation_id, causation_id, recorded_at) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], \
+                                  $5::uuid[], $6::text[], $7::text[], $8::bigint[], \
+                                  $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
+                                  $13::bigint[], $14::text[], $15::text[], $16::text[], \
+                                  $17::text[], $18::text[], $19::text[], $20::text[], \
+                                  $21::timestamptz[])"
+        );
+        let statement = transaction.prepare_cached(&sql).await?;
+        let r = &rows;
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &r.position_commit,
+                    &r.position_prepare,
+                    &r.sku,
+                    &r.version,
+                    &r.event_id,
+                    &r.event_type,
+                    &r.movement,
+                    &r.on_hand_change,
+                    &r.reserved_change,
+                    &r.on_hand_after,
+                    &r.reserved_after,
+                    &r.available_after,
+                    &r.reorder_point_after,
+                    &r.reservation_id,
+                    &r.order_id,
+                    &r.reason,
+                    &r.reference,
+                    &r.actor,
+                    &r.correlation_id,
+                    &r.causation_id,
+                    &r.recorded_at,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct MovementColumns<'a> {
+    position_commit: Vec<i64>,
+    position_prepare: Vec<i64>,
+    sku: Vec<&'a str>,
+    version: Vec<i64>,
+    event_id: Vec<uuid::Uuid>,
+    event_type: Vec<&'a str>,
+    movement: Vec<Option<&'static str>>,
+    on_hand_change: Vec<i64>,
+    reserved_change: Vec<i64>,
+    on_hand_after: Vec<i64>,
+    reserved_after: Vec<i64>,
+    available_after: Vec<i64>,
+    reorder_point_after: Vec<i64>,
+    reservation_id: Vec<Option<&'a str>>,
+    order_id: Vec<Option<&'a str>>,
+    reason: Vec<Option<&'a str>>,
+    reference: Vec<Option<&'a str>>,
+    actor: Vec<Option<&'a str>>,
+    correlation_id: Vec<Option<&'a str>>,
+    causation_id: Vec<Option<&'a str>>,
+    recorded_at: Vec<DateTime<Utc>>,
+}
+
+/// The reservation, order, reason and reference an event carries, as the history shows them.
+type EventDetails<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+fn details(event: &SkuEvent) -> EventDetails<'_> {
+    match event {
+        SkuEvent::Replenished(e) => (None, None, None, e.reference.as_deref()),
+        SkuEvent::Reserved(e) => (Some(&e.reservation_id), e.order_id.as_deref(), None, None),
+        SkuEvent::Released(e) => (
+            Some(&e.reservation_id),
+            e.order_id.as_deref(),
+            e.reason.as_deref(),
+            None,
+        ),
+        SkuEvent::Expired(e) => (Some(&e.reservation_id), e.order_id.as_deref(), None, None),
+        SkuEvent::Confirmed(e) => (Some(&e.reservation_id), e.order_id.as_deref(), None, None),
+        SkuEvent::Adjusted(e) => (None, None, Some(&e.reason), e.reference.as_deref()),
+        SkuEvent::ReorderPointSet(_) => (None, None, None, None),
+    }
+}
+
+impl<'a> MovementColumns<'a> {
+    fn push(
+        &mut self,
+        record: &'a SkuRecord,
+        (on_hand_before, reserved_before): (u64, u64),
+        after: &SkuState,
+    ) -> Result<(), ProjectionError> {
+        let recorded = &record.recorded;
+        let (commit, prepare) = position_to(recorded.position)?;
+        let on_hand_after = to_i64("on hand", after.on_hand)?;
+        let reserved_after = to_i64("reserved", after.reserved)?;
+        let (reservation_id, order_id, reason, reference) = details(&record.event);
+        self.position_commit.push(commit);
+        self.position_prepare.push(prepare);
+        self.sku.push(record.sku.as_str());
+        self.version.push(to_i64("version", recorded.version)?);
+        self.event_id.push(recorded.event_id);
+        self.event_type.push(&recorded.event_type);
+        self.movement.push(record.event.movement());
+        self.on_hand_change
+            .push(on_hand_after - to_i64("on hand", on_hand_before)?);
+        self.reserved_change
+            .push(reserved_after - to_i64("reserved", reserved_before)?);
+        self.on_hand_after.push(on_hand_after);
+        self.reserved_after.push(reserved_after);
+        self.available_after
+            .push(to_i64("available", after.available())?);
+        self.reorder_point_after
+            .push(to_i64("reorder point", after.reorder_point)?);
+        self.reservation_id.push(reservation_id);
+        self.order_id.push(order_id);
+        self.reason.push(reason);
+        self.reference.push(reference);
+        self.actor.push(recorded.metadata.principal.as_deref());
+        self.correlation_id
+            .push(recorded.metadata.correlation_id.as_deref());
+        self.causation_id
+            .push(recorded.metadata.causation_id.as_deref());
+        self.recorded_at.push(recorded.recorded_at);
+        Ok(())
+    }
+}

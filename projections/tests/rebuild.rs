@@ -1,0 +1,191 @@
+//! Rebuilding read models into the shadow schema and swapping them in, against real PostgreSQL.
+
+mod support;
+
+use projections::rebuild::{shadow_checkpoint, RebuildOptions};
+use projections::schema::SchemaName;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use support::*;
+
+/// Small pages so a short history spans several of them.
+const PAGE_EVENTS: u64 = 10;
+
+async fn schema_oid(ledger: &Ledger, schema: &SchemaName) -> Option<u32> {
+    let client = ledger.database.pool().get().await.unwrap();
+    client
+        .query_opt(
+            "SELECT oid FROM pg_namespace WHERE nspname = $1",
+            &[&schema.as_str()],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+async fn projected_history(rounds: u64) -> Ledger {
+    let ledger = Ledger::new().await;
+    mixed_history(&ledger, rounds).await;
+    let running = ledger.spawn_default();
+    ledger.wait_caught_up().await;
+    running.stop().await;
+    ledger
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_of_every_projection_equals_the_live_read_models() {
+    let ledger = projected_history(5).await;
+    let live = dump_all(&ledger.database).await;
+    for projection in projections::projection::names() {
+        let summary = projections::rebuild(
+            ledger.store.as_ref(),
+            &ledger.database,
+            projection,
+            RebuildOptions {
+                page_events_max: PAGE_EVENTS,
+                ..RebuildOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(summary.swapped && !summary.interrupted);
+        assert!(summary.resumed_from.is_none());
+        for table in &summary.tables {
+            assert_eq!(
+                table.live_rows, table.rebuilt_rows,
+                "{projection}.{}",
+                table.table
+            );
+        }
+        assert!(schema_oid(&ledger, &SchemaName::shadow(projection))
+            .await
+            .is_none());
+        assert!(schema_oid(&ledger, &SchemaName::retired(projection))
+            .await
+            .is_none());
+    }
+    assert_eq!(dump_all(&ledger.database).await, live);
+    ledger.assert_read_models_match_fold().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rebuild_resumes_from_its_shadow_checkpoint() {
+    let ledger = projected_history(5).await;
+    let live = dump_all(&ledger.database).await;
+    let pages = Arc::new(AtomicU64::new(0));
+    let counter = pages.clone();
+    let interrupted = projections::rebuild(
+        ledger.store.as_ref(),
+        &ledger.database,
+        "stock_movements",
+        RebuildOptions {
+            page_events_max: PAGE_EVENTS,
+            progress: Some(Arc::new(move |_| {
+                if counter.fetch_add(1, Ordering::SeqCst) + 1 == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })),
+            ..RebuildOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(interrupted.interrupted && !interrupted.swapped);
+    assert_eq!(interrupted.events_applied, 2 * PAGE_EVENTS);
+    let stopped_at = shadow_checkpoint(&ledger.database, "stock_movements")
+        .await
+        .unwrap()
+        .expect("the shadow schema is left for the next run");
+    assert_eq!(stopped_at.map(Into::into), interrupted.checkpoint);
+
+    let resumed = projections::rebuild(
+        ledger.store.as_ref(),
+        &ledger.database,
+        "stock_movements",
+        RebuildOptions {
+            page_events_max: PAGE_EVENTS,
+            ..RebuildOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(resumed.resumed_from, interrupted.checkpoint);
+    assert!(resumed.swapped);
+    let total = live["rm_stock_movements.movements"].len() as u64;
+    assert_eq!(
+        resumed.events_applied,
+        total - interrupted.events_applied,
+        "the resumed run applied only the rest"
+    );
+    assert_eq!(dump_all(&ledger.database).await, live);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_rebuilds_the_shadow_but_swaps_nothing() {
+    let ledger = projected_history(3).await;
+    let live_schema = SchemaName::live("reservations");
+    let live_oid = schema_oid(&ledger, &live_schema).await;
+    let live = dump_all(&ledger.database).await;
+    let summary = projections::rebuild(
+        ledger.store.as_ref(),
+        &ledger.database,
+        "reservations",
+        RebuildOptions {
+            dry_run: true,
+            ..RebuildOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(summary.dry_run && !summary.swapped);
+    assert_eq!(summary.tables[0].live_rows, summary.tables[0].rebuilt_rows);
+    assert_eq!(
+        schema_oid(&ledger, &live_schema).await,
+        live_oid,
+        "live schema untouched"
+    );
+    assert!(schema_oid(&ledger, &SchemaName::shadow("reservations"))
+        .await
+        .is_some());
+    assert_eq!(dump_all(&ledger.database).await, live);
+    assert_eq!(
+        dump(
+            &ledger.database,
+            &SchemaName::shadow("reservations"),
+            "reservations"
+        )
+        .await,
+        live["rm_reservations.reservations"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_swaps_in_under_a_running_projector_which_then_carries_on() {
+    // Goal: the live runner pauses for the swap, notices the new checkpoint, and keeps
+    // applying new events to the rebuilt schema without applying anything twice.
+    let ledger = Ledger::new().await;
+    mixed_history(&ledger, 3).await;
+    let running = ledger.spawn_default();
+    ledger.wait_caught_up().await;
+    let before = schema_oid(&ledger, &SchemaName::live("stock_movements")).await;
+    let summary = projections::rebuild(
+        ledger.store.as_ref(),
+        &ledger.database,
+        "stock_movements",
+        RebuildOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(summary.swapped);
+    assert_ne!(
+        schema_oid(&ledger, &SchemaName::live("stock_movements")).await,
+        before
+    );
+    mixed_history(&ledger, 2).await;
+    ledger.wait_caught_up().await;
+    ledger.assert_read_models_match_fold().await;
+    running.stop().await;
+}

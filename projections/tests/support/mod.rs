@@ -1,0 +1,567 @@
+//! Shared by the projection tests: a real Postgres event store with a command handler on a
+//! controllable clock, projector start and stop, waiting by polling with a deadline, and the
+//! comparison of every read model with the fold of the aggregates.
+#![allow(dead_code)]
+
+use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
+use ledger_core::domain::{
+    AdjustStock, AdjustmentDelta, ConfirmReservation, ExpireReservation, Quantity, Reason,
+    ReleaseReservation, ReorderPoint, ReplenishStock, ReservationId, ReservationStatus,
+    ReserveStock, SetReorderPoint, Sku, SkuCommand, SkuEvent, SkuState, TtlSeconds,
+};
+use ledger_core::handler::{Clock, CommandContext, CommandError, CommandHandler};
+use ledger_core::history::{history, replay, HistoryFilter};
+use ledger_core::pg::Database;
+use ledger_core::store::postgres::PostgresStore;
+use ledger_core::EventStore;
+use ledger_tests::postgres::{TestDatabase, TEST_POOL_SIZE};
+use projections::queries::{AlertCloseReason, AlertStatus, MovementFilter, ReadModels};
+use projections::schema::SchemaName;
+use projections::{ProjectorOptions, ProjectorSet};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long a test waits for projectors to catch up before failing.
+pub const CATCH_UP_DEADLINE_MS: u64 = 60_000;
+
+/// Pause between polls while waiting for a condition.
+pub const POLL_INTERVAL_MS: u64 = 20;
+
+/// Standbys in tests ask for the lock often, so takeovers are quick.
+pub const TEST_LOCK_RETRY_INTERVAL_MS: u64 = 100;
+
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn advance(&self, seconds: i64) {
+        let mut now = self.0.lock().unwrap();
+        *now += ChronoDuration::seconds(seconds);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+pub struct Ledger {
+    pub store: Arc<PostgresStore>,
+    pub database: Database,
+    pub handler: CommandHandler<PostgresStore>,
+    pub clock: Arc<ManualClock>,
+    pub read_models: ReadModels,
+    pub test_database: TestDatabase,
+}
+
+impl Ledger {
+    pub async fn new() -> Self {
+        let test_database = TestDatabase::create().await;
+        let database = test_database.database(TEST_POOL_SIZE);
+        let store = Arc::new(
+            PostgresStore::open(database.clone())
+                .await
+                .expect("open the event store"),
+        );
+        projections::migrate(&database).await.expect("migrate");
+        let clock = Arc::new(ManualClock(Mutex::new(
+            Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
+        )));
+        let handler = CommandHandler::with_clock(store.clone(), clock.clone());
+        Self {
+            store,
+            read_models: ReadModels::new(database.clone()),
+            database,
+            handler,
+            clock,
+            test_database,
+        }
+    }
+
+    /// Run a command; business rejections are part of random histories and are ignored.
+    pub async fn run(&self, sku: &str, command: SkuCommand) {
+        let context = CommandContext {
+            principal: Some("tester".into()),
+            correlation_id: Some(format!("corr-{}", uuid::Uuid::new_v4().simple())),
+            ..CommandContext::default()
+        };
+        match self.handler.execute(&sku_of(sku), &command, &context).await {
+            Ok(_) | Err(CommandError::Rejected(_)) => {}
+            Err(other) => panic!("command failed: {other}"),
+        }
+    }
+
+    /// The handler's "now".
+    pub fn handler_now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn spawn(&self, options: ProjectorOptions) -> Running {
+        let (stop, shutdown) = watch::channel(false);
+        let set = ProjectorSet::spawn(
+            self.store.clone() as Arc<dyn EventStore>,
+            self.database.clone(),
+            options,
+            shutdown,
+        );
+        Running { set, stop }
+    }
+
+    pub fn spawn_default(&self) -> Running {
+        self.spawn(test_options())
+    }
+
+    /// The position of the newest committed event, read from the table itself: the store's
+    /// head only shows events below the oldest running transaction, and a projector's own
+    /// batch transaction can hold that back for a moment.
+    pub async fn last_committed_position(&self) -> Option<ledger_core::Position> {
+        let client = self.database.pool().get().await.unwrap();
+        client
+            .query_opt(
+                "SELECT transaction_id, sequence FROM event_store.events \
+                 ORDER BY transaction_id DESC, sequence DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|row| ledger_core::Position {
+                commit: row.get::<_, i64>(0) as u64,
+                prepare: row.get::<_, i64>(1) as u64,
+            })
+    }
+
+    /// Wait until every projection's checkpoint has reached the newest committed event.
+    pub async fn wait_caught_up(&self) {
+        let target = self.last_committed_position().await;
+        let database = self.database.clone();
+        wait_until("projections catch up with the newest event", || {
+            let database = database.clone();
+            async move {
+                let client = database.pool().get().await.unwrap();
+                for projection in projections::projection::all() {
+                    let checkpoint = projections::checkpoint::load(
+                        &**client,
+                        &SchemaName::live(projection.name()),
+                        projection.name(),
+                    )
+                    .await
+                    .unwrap();
+                    if checkpoint.position < target {
+                        return false;
+                    }
+                }
+                true
+            }
+        })
+        .await;
+    }
+
+    pub async fn skus(&self) -> Vec<Sku> {
+        let client = self.database.pool().get().await.unwrap();
+        client
+            .query(
+                "SELECT DISTINCT stream FROM event_store.events ORDER BY stream",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|row| Sku::from_stream(row.get(0)))
+            .collect()
+    }
+
+    pub async fn fold(&self, sku: &Sku) -> SkuState {
+        self.handler.load(sku).await.unwrap().state
+    }
+
+    /// Compare every read model with the fold of the aggregates and the replayed history.
+    pub async fn assert_read_models_match_fold(&self) {
+        let mut expected_notifications = 0;
+        for sku in self.skus().await {
+            let state = self.fold(&sku).await;
+            self.assert_stock_level(&state).await;
+            self.assert_reservations(&state).await;
+            self.assert_movements(&sku).await;
+            expected_notifications += self.assert_alerts(&sku).await;
+        }
+        let notifications = self
+            .read_models
+            .notifications_after(0, projections::PAGE_SIZE_MAX)
+            .await
+            .unwrap();
+        assert_eq!(notifications.len(), expected_notifications);
+        for (index, notification) in notifications.iter().enumerate() {
+            assert_eq!(
+                notification.notification_id,
+                index as i64 + 1,
+                "notification ids are dense and start at 1"
+            );
+        }
+    }
+
+    async fn assert_stock_level(&self, state: &SkuState) {
+        let level = self
+            .read_models
+            .stock_level(&state.sku)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no stock level for {}", state.sku));
+        assert_eq!(
+            (
+                level.on_hand,
+                level.reserved,
+                level.available,
+                level.reorder_point,
+                Some(level.version),
+                level.below_reorder_point
+            ),
+            (
+                state.on_hand,
+                state.reserved,
+                state.available(),
+                state.reorder_point,
+                state.version,
+                state.is_below_reorder_point()
+            ),
+            "stock level of {}",
+            state.sku
+        );
+    }
+
+    async fn assert_reservations(&self, state: &SkuState) {
+        let rows = self
+            .read_models
+            .reservations(&state.sku, None, projections::PAGE_SIZE_MAX)
+            .await
+            .unwrap();
+        let projected: BTreeMap<String, (u64, ReservationStatus, Option<String>, Option<_>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.reservation_id.clone(),
+                    (r.quantity, r.status, r.order_id.clone(), r.expires_at),
+                )
+            })
+            .collect();
+        let folded: BTreeMap<String, (u64, ReservationStatus, Option<String>, Option<_>)> = state
+            .reservations
+            .values()
+            .map(|r| {
+                (
+                    r.reservation_id.clone(),
+                    (r.quantity, r.status, r.order_id.clone(), r.expires_at),
+                )
+            })
+            .collect();
+        assert_eq!(projected, folded, "reservations of {}", state.sku);
+        for status in [ReservationStatus::Open, ReservationStatus::Confirmed] {
+            let filtered = self
+                .read_models
+                .reservations(&state.sku, Some(status), projections::PAGE_SIZE_MAX)
+                .await
+                .unwrap();
+            assert_eq!(
+                filtered.len(),
+                folded.values().filter(|r| r.1 == status).count()
+            );
+        }
+    }
+
+    async fn assert_movements(&self, sku: &Sku) {
+        let expected = history(
+            self.store.as_ref(),
+            sku,
+            &HistoryFilter {
+                limit: ledger_core::history::HISTORY_PAGE_ENTRIES_MAX,
+                ..HistoryFilter::default()
+            },
+        )
+        .await
+        .unwrap()
+        .entries;
+        let movements = self
+            .read_models
+            .movements(
+                sku,
+                MovementFilter {
+                    limit: projections::PAGE_SIZE_MAX,
+                    ..MovementFilter::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(movements.len(), expected.len(), "movements of {sku}");
+        for (movement, entry) in movements.iter().zip(&expected) {
+            assert_eq!(
+                (
+                    movement.version,
+                    ledger_core::Position::from(movement.position),
+                    movement.event_id,
+                    movement.movement.as_deref(),
+                    movement.on_hand_change,
+                    movement.reserved_change,
+                    movement.on_hand_after,
+                    movement.reserved_after,
+                    movement.available_after,
+                    movement.reorder_point_after,
+                ),
+                (
+                    entry.version,
+                    entry.position,
+                    entry.event_id,
+                    entry.movement,
+                    entry.on_hand_change,
+                    entry.reserved_change,
+                    entry.on_hand_after,
+                    entry.reserved_after,
+                    entry.available_after,
+                    entry.reorder_point_after,
+                ),
+                "movement of {sku}"
+            );
+            assert_eq!(
+                (
+                    &movement.reservation_id,
+                    &movement.order_id,
+                    &movement.reason,
+                    &movement.reference,
+                    &movement.actor,
+                    &movement.correlation_id,
+                    movement.recorded_at
+                ),
+                (
+                    &entry.reservation_id,
+                    &entry.order_id,
+                    &entry.reason,
+                    &entry.reference,
+                    &entry.principal,
+                    &entry.correlation_id,
+                    entry.recorded_at
+                )
+            );
+        }
+    }
+
+    /// Compare the SKU's alerts with a plain replay of the rule; returns the notifications the
+    /// SKU should have produced.
+    async fn assert_alerts(&self, sku: &Sku) -> usize {
+        let expected = expected_alerts(self.store.as_ref(), sku).await;
+        let mut alerts = self
+            .read_models
+            .alert_history(sku, projections::PAGE_SIZE_MAX)
+            .await
+            .unwrap();
+        alerts.reverse();
+        let projected: Vec<ExpectedAlert> = alerts
+            .iter()
+            .map(|a| ExpectedAlert {
+                opened_version: a.opened_version,
+                available_at_open: a.available_at_open,
+                reorder_point_at_open: a.reorder_point_at_open,
+                closed_version: a.closed_version,
+                close_reason: a.close_reason,
+            })
+            .collect();
+        assert_eq!(projected, expected, "alert history of {sku}");
+        let open: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.status == AlertStatus::Open)
+            .collect();
+        let state = self.fold(sku).await;
+        assert_eq!(open.len(), usize::from(state.is_below_reorder_point()));
+        expected.len()
+            + expected
+                .iter()
+                .filter(|a| a.closed_version.is_some())
+                .count()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedAlert {
+    pub opened_version: u64,
+    pub available_at_open: u64,
+    pub reorder_point_at_open: u64,
+    pub closed_version: Option<u64>,
+    pub close_reason: Option<AlertCloseReason>,
+}
+
+/// The alert rule, replayed plainly from the SKU's stream: the reference model.
+pub async fn expected_alerts(store: &dyn EventStore, sku: &Sku) -> Vec<ExpectedAlert> {
+    let mut alerts: Vec<ExpectedAlert> = Vec::new();
+    replay(store, sku, |recorded, event, before, after| {
+        let open = alerts.last().is_some_and(|a| a.closed_version.is_none());
+        if after.is_below_reorder_point() && !open {
+            alerts.push(ExpectedAlert {
+                opened_version: recorded.version,
+                available_at_open: after.available(),
+                reorder_point_at_open: after.reorder_point,
+                closed_version: None,
+                close_reason: None,
+            });
+        } else if !after.is_below_reorder_point() && open {
+            let last = alerts.last_mut().unwrap();
+            last.closed_version = Some(recorded.version);
+            last.close_reason = Some(
+                if matches!(event, SkuEvent::ReorderPointSet(_))
+                    && after.reorder_point < before.reorder_point
+                {
+                    AlertCloseReason::ReorderPointLowered
+                } else {
+                    AlertCloseReason::Recovered
+                },
+            );
+        }
+        true
+    })
+    .await
+    .unwrap();
+    alerts
+}
+
+pub struct Running {
+    pub set: ProjectorSet,
+    pub stop: watch::Sender<bool>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_millis(CATCH_UP_DEADLINE_MS), self.set.join())
+            .await
+            .expect("projectors stop within the deadline");
+    }
+}
+
+pub fn test_options() -> ProjectorOptions {
+    ProjectorOptions {
+        lock_retry_interval_ms: TEST_LOCK_RETRY_INTERVAL_MS,
+        ..ProjectorOptions::default()
+    }
+}
+
+/// Poll `condition` until it holds, failing the test after [`CATCH_UP_DEADLINE_MS`].
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(CATCH_UP_DEADLINE_MS);
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+    }
+}
+
+pub fn sku_of(sku: &str) -> Sku {
+    Sku::parse(sku).unwrap()
+}
+
+pub fn replenish(quantity: u64) -> SkuCommand {
+    SkuCommand::Replenish(ReplenishStock {
+        quantity: Quantity::new(quantity).unwrap(),
+        reference: None,
+    })
+}
+
+pub fn reserve(id: &str, quantity: u64, ttl_seconds: Option<i64>) -> SkuCommand {
+    SkuCommand::Reserve(ReserveStock {
+        reservation_id: ReservationId::parse(id).unwrap(),
+        order_id: Some(ledger_core::domain::OrderId::parse(&format!("order-{id}")).unwrap()),
+        quantity: Quantity::new(quantity).unwrap(),
+        ttl_seconds: ttl_seconds.map(|t| TtlSeconds::new(t).unwrap()),
+    })
+}
+
+pub fn release(id: &str) -> SkuCommand {
+    SkuCommand::Release(ReleaseReservation {
+        reservation_id: ReservationId::parse(id).unwrap(),
+        reason: Some(Reason::parse("cart abandoned").unwrap()),
+    })
+}
+
+pub fn confirm(id: &str) -> SkuCommand {
+    SkuCommand::Confirm(ConfirmReservation {
+        reservation_id: ReservationId::parse(id).unwrap(),
+    })
+}
+
+pub fn expire(id: &str) -> SkuCommand {
+    SkuCommand::Expire(ExpireReservation {
+        reservation_id: ReservationId::parse(id).unwrap(),
+    })
+}
+
+pub fn adjust(delta: i64) -> SkuCommand {
+    SkuCommand::Adjust(AdjustStock {
+        delta: AdjustmentDelta::new(delta).unwrap(),
+        reason: Reason::parse("cycle count").unwrap(),
+        reference: None,
+    })
+}
+
+pub fn set_reorder_point(reorder_point: i64) -> SkuCommand {
+    SkuCommand::SetReorderPoint(SetReorderPoint {
+        reorder_point: ReorderPoint::new(reorder_point).unwrap(),
+    })
+}
+
+/// A fixed mixed history over a few SKUs: stock arriving, reservations ending every way,
+/// adjustments and reorder points that open and close alerts.
+pub async fn mixed_history(ledger: &Ledger, rounds: u64) {
+    for round in 0..rounds {
+        for (index, sku) in ["ALPHA", "BETA", "GAMMA"].iter().enumerate() {
+            let id = format!("r{round}");
+            ledger.run(sku, set_reorder_point(5 + index as i64)).await;
+            ledger.run(sku, replenish(4 + round % 5)).await;
+            ledger.run(sku, reserve(&id, 1 + round % 3, Some(60))).await;
+            match round % 3 {
+                0 => ledger.run(sku, release(&id)).await,
+                1 => ledger.run(sku, confirm(&id)).await,
+                _ => {
+                    ledger.clock.advance(61);
+                    ledger.run(sku, expire(&id)).await;
+                }
+            }
+            ledger.run(sku, adjust(-1)).await;
+        }
+    }
+}
+
+/// Every row of a table, as JSON text in a stable order, for comparing two schemas.
+pub async fn dump(database: &Database, schema: &SchemaName, table: &str) -> Vec<String> {
+    let client = database.pool().get().await.unwrap();
+    client
+        .query(
+            &format!("SELECT row_to_json(t)::text AS row FROM {schema}.{table} t ORDER BY 1"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Every table of every live projection, dumped.
+pub async fn dump_all(database: &Database) -> BTreeMap<String, Vec<String>> {
+    let mut dumps = BTreeMap::new();
+    for projection in projections::projection::all() {
+        let schema = SchemaName::live(projection.name());
+        for table in projection.tables() {
+            dumps.insert(
+                format!("{schema}.{table}"),
+                dump(database, &schema, table).await,
+            );
+        }
+    }
+    dumps
+}
