@@ -6,7 +6,9 @@ use crate::projection;
 use crate::runtime::{ProjectorOptions, ProjectorSet};
 use crate::webhook::WebhookOptions;
 use ledger_core::pg::Database;
+use ledger_core::store::kurrent::{KurrentOptions, KurrentStore};
 use ledger_core::store::postgres::PostgresStore;
+use ledger_core::store::EventStore;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -56,11 +58,6 @@ pub struct Arguments {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error(
-        "EVENTSTORE_URL is set, but following EventStoreDB is not yet supported by the \
-         projector; unset it to follow the Postgres event store in DATABASE_URL"
-    )]
-    EventStoreNotSupported,
     #[error(transparent)]
     Projection(#[from] ProjectionError),
     #[error("cannot install the signal handler: {0}")]
@@ -102,15 +99,21 @@ pub fn init_telemetry(format: LogFormat) {
 
 /// Start the projectors and run until a shutdown signal, then stop them between batches.
 pub async fn run(arguments: Arguments) -> Result<(), CliError> {
-    if arguments.eventstore_url.is_some() {
-        return Err(CliError::EventStoreNotSupported);
-    }
     let projections = selected_projections(&arguments.projectors)?;
     let database = Database::from_url(&arguments.database_url, PROJECTOR_POOL_SIZE)
         .map_err(ProjectionError::from)?;
-    let store = PostgresStore::open(database.clone())
-        .await
-        .map_err(ProjectionError::from)?;
+    let store: Arc<dyn EventStore> = match &arguments.eventstore_url {
+        Some(url) => Arc::new(
+            KurrentStore::connect(url, KurrentOptions::default())
+                .await
+                .map_err(ProjectionError::from)?,
+        ),
+        None => Arc::new(
+            PostgresStore::open(database.clone())
+                .await
+                .map_err(ProjectionError::from)?,
+        ),
+    };
     crate::migrate(&database).await?;
     let (stop, shutdown) = watch::channel(false);
     let options = ProjectorOptions {
@@ -119,7 +122,7 @@ pub async fn run(arguments: Arguments) -> Result<(), CliError> {
         ..ProjectorOptions::default()
     };
     tracing::info!(projections = ?options.projections, "projector starting");
-    let set = ProjectorSet::spawn(Arc::new(store), database, options, shutdown);
+    let set = ProjectorSet::spawn(store, database, options, shutdown);
     wait_for_signal().await?;
     tracing::info!("shutdown requested; stopping after the current batches");
     let _ = stop.send(true);

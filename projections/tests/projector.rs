@@ -40,7 +40,7 @@ fn every_environment_variable_the_projector_reads_is_listed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_projector_refuses_an_eventstore_url_it_cannot_follow_yet() {
+async fn the_projector_refuses_an_eventstore_url_that_leaves_tls_unsaid() {
     let output = projector()
         .env("DATABASE_URL", "postgresql://nobody@localhost:1/none")
         .env("EVENTSTORE_URL", "esdb://localhost:2113")
@@ -49,7 +49,7 @@ async fn the_projector_refuses_an_eventstore_url_it_cannot_follow_yet() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("not yet supported"), "{stderr}");
+    assert!(stderr.contains("tls=true or tls=false"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,23 @@
+//! The inventory ledger's HTTP API, and the embedded default that runs it with no setup.
+//!
+//! # Layout
+//! - [`config`]: every setting as a flag and an environment variable.
+//! - [`startup`]: backends chosen from the configuration (the private cluster by default),
+//!   workers, serving, ordered shutdown.
+//! - [`routes`]: commands, queries and operational endpoints, all registered through the
+//!   OpenAPI router so the description cannot drift from the served API.
+//! - [`auth`], [`extract`], [`idempotency`], [`problem`]: what every command shares — tokens
+//!   and roles, strict input parsing, replayable answers, RFC 9457 errors.
+//! - [`expiry`]: the worker that expires reservations whose time-to-live has passed.
+//! - [`telemetry`]: logs, metrics and the per-request middleware.
+
+pub mod auth;
+pub mod config;
+pub mod expiry;
+pub mod extract;
+pub mod idempotency;
+pub mod problem;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

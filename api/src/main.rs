@@ -1,0 +1,84 @@
+//! `api`: serve the inventory ledger over HTTP. See `api --help`.
+
+use api::config::{Command, Config};
+use api::startup::{self, Running};
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    if let Some(Command::HashToken { token }) = &config.command {
+        println!("{}", api::auth::hash_token(token));
+        return ExitCode::SUCCESS;
+    }
+    api::telemetry::init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let running = match startup::start(config).await {
+            Ok(running) => running,
+            Err(error) => {
+                tracing::error!(%error, "start-up failed");
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        print_banner(&running);
+        wait_for_signal(&running).await;
+        eprintln!("shutting down: finishing in-flight requests");
+        running.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_banner(running: &Running) {
+    let url = format!("http://{}", running.address);
+    println!("inventory ledger API listening on {url}");
+    println!("  data: {}", running.backends_description);
+    if running.open_access {
+        println!("  WARNING: no tokens configured, the API is open to anyone who can reach it");
+    }
+    println!("  try:");
+    println!(
+        "    curl -s -X POST {url}/v1/skus/WIDGET-1/replenishments -H 'content-type: application/json' -d '{{\"quantity\": 10}}'"
+    );
+    println!(
+        "    curl -s -X POST {url}/v1/skus/WIDGET-1/reservations -H 'content-type: application/json' -d '{{\"reservation_id\": \"order-1001\", \"quantity\": 2, \"ttl_seconds\": 900}}'"
+    );
+    println!("    curl -s {url}/v1/skus/WIDGET-1/history");
+    println!("  API description: {url}/openapi.json · metrics: {url}/metrics · stop: Ctrl-C");
+}
+
+async fn wait_for_signal(running: &Running) {
+    let terminate = async {
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    };
+    let failed = async {
+        while !running.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+        _ = failed => tracing::error!("the HTTP server stopped on its own"),
+    }
+}

@@ -1,0 +1,95 @@
+//! HTTP routes, one file per group: commands that change stock, queries that read it, and the
+//! operational endpoints. Every route is registered through the OpenAPI router, so the served
+//! API and `/openapi.json` cannot drift apart.
+
+pub mod commands;
+pub mod operations;
+pub mod queries;
+
+use crate::problem::Problem;
+use crate::state::SharedState;
+use ledger_core::domain::{Sku, SkuState};
+use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Inventory ledger API",
+        description = "Reserve, release, confirm, replenish and adjust stock; every movement is an \
+                       immutable event in the SKU's stream. Errors are RFC 9457 problem documents."
+    ),
+    components(schemas(crate::problem::ProblemDocument)),
+    tags(
+        (name = "commands", description = "Change stock; each success appends events"),
+        (name = "queries", description = "Read stock, reservations, history and alerts"),
+        (name = "operations", description = "Health, readiness, metrics, the API description")
+    )
+)]
+struct ApiDoc;
+
+pub fn router(state: SharedState) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(commands::replenish))
+        .routes(routes!(commands::reserve))
+        .routes(routes!(commands::release))
+        .routes(routes!(commands::confirm))
+        .routes(routes!(commands::adjust))
+        .routes(routes!(commands::set_reorder_point))
+        .routes(routes!(queries::sku_state))
+        .routes(routes!(queries::reservations))
+        .routes(routes!(queries::history))
+        .routes(routes!(queries::movements))
+        .routes(routes!(queries::sku_alerts))
+        .routes(routes!(queries::low_stock))
+        .routes(routes!(queries::open_alerts))
+        .routes(routes!(queries::notifications))
+        .routes(routes!(queries::projection_status))
+        .routes(routes!(operations::healthz))
+        .routes(routes!(operations::readyz))
+        .routes(routes!(operations::metrics))
+        .routes(routes!(operations::openapi))
+        .with_state(state)
+        .split_for_parts();
+    (router, api)
+}
+
+/// A SKU's balances as every response reports them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SkuStateBody {
+    pub sku: String,
+    pub on_hand: u64,
+    pub reserved: u64,
+    /// On hand minus reserved; never negative.
+    pub available: u64,
+    pub reorder_point: u64,
+    pub below_reorder_point: bool,
+    pub open_reservations: u64,
+    /// The stream's version (also the ETag); absent before the SKU's first event.
+    pub version: Option<u64>,
+}
+
+impl From<&SkuState> for SkuStateBody {
+    fn from(state: &SkuState) -> Self {
+        Self {
+            sku: state.sku.to_string(),
+            on_hand: state.on_hand,
+            reserved: state.reserved,
+            available: state.available(),
+            reorder_point: state.reorder_point,
+            below_reorder_point: state.is_below_reorder_point(),
+            open_reservations: state.open_reservations().count() as u64,
+            version: state.version,
+        }
+    }
+}
+
+pub fn parse_sku(value: &str) -> Result<Sku, Problem> {
+    Sku::parse(value).map_err(|e| Problem::validation(&e))
+}
+
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}

@@ -1,0 +1,397 @@
+//! Queries. A SKU's state comes from its stream (strongly consistent, so its ETag is the
+//! version an `If-Match` must name); lists and reports come from the read models; history and as-of state always come from the
+//! event store, because auditors must see the record itself, never a cache of it.
+
+use super::{etag, parse_sku, SkuStateBody};
+use crate::auth::Permission;
+use crate::problem::{Problem, ProblemDocument};
+use crate::state::SharedState;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use ledger_core::domain::ReservationStatus;
+use ledger_core::history::{
+    history as read_history, state_as_of, AsOf, HistoryError, HistoryFilter,
+    HISTORY_PAGE_ENTRIES_MAX,
+};
+use serde::{Deserialize, Serialize};
+
+/// Default number of history entries per page when the request names none.
+pub const HISTORY_PAGE_ENTRIES_DEFAULT: u64 = 100;
+
+/// Most reservations one page lists.
+pub const RESERVATIONS_PAGE_MAX: usize = projections::PAGE_SIZE_MAX as usize;
+
+impl From<HistoryError> for Problem {
+    fn from(error: HistoryError) -> Self {
+        match error {
+            HistoryError::Store(error) => Problem::from(error),
+            corrupt @ HistoryError::Undecodable { .. } => Problem::internal(&corrupt),
+        }
+    }
+}
+
+fn with_etag(body: SkuStateBody) -> Response {
+    let tag = body.version.map(etag);
+    let mut response = Json(body).into_response();
+    if let Some(tag) = tag {
+        if let Ok(value) = tag.parse() {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+    }
+    response
+}
+
+#[utoipa::path(
+    get, path = "/v1/skus/{sku}", tag = "queries",
+    params(("sku" = String, Path, description = "The SKU")),
+    responses((status = 200, description = "The SKU's balances; a SKU with no movements reads as zero", body = SkuStateBody),
+              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+)]
+pub async fn sku_state(
+    State(state): State<SharedState>,
+    Path(sku): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    state.auth.authorize(&headers, Permission::Read)?;
+    let sku = parse_sku(&sku)?;
+    let loaded = state.handler.load(&sku).await?;
+    Ok(with_etag(SkuStateBody::from(&loaded.state)))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusFilter {
+    Open,
+    Released,
+    Expired,
+    Confirmed,
+}
+
+impl StatusFilter {
+    fn status(self) -> ReservationStatus {
+        match self {
+            Self::Open => ReservationStatus::Open,
+            Self::Released => ReservationStatus::Released,
+            Self::Expired => ReservationStatus::Expired,
+            Self::Confirmed => ReservationStatus::Confirmed,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationsQuery {
+    /// Only reservations in this status.
+    pub status: Option<StatusFilter>,
+    /// Most reservations to list (1 to 1000, default 1000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/skus/{sku}/reservations", tag = "queries",
+    params(("sku" = String, Path, description = "The SKU"), ReservationsQuery),
+    responses((status = 200, description = "The SKU's reservations from the reservations read model", body = Vec<projections::ReservationRow>),
+              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+)]
+pub async fn reservations(
+    State(state): State<SharedState>,
+    Path(sku): Path<String>,
+    Query(query): Query<ReservationsQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<projections::ReservationRow>>, Problem> {
+    state.auth.authorize(&headers, Permission::Read)?;
+    let sku = parse_sku(&sku)?;
+    let limit = page_limit(query.limit, RESERVATIONS_PAGE_MAX)? as u64;
+    let status = query.status.map(StatusFilter::status);
+    Ok(Json(
+        state.read_models.reservations(&sku, status, limit).await?,
+    ))
+}
+
+fn page_limit(requested: Option<usize>, max: usize) -> Result<usize, Problem> {
+    match requested {
+        None => Ok(max),
+        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
+        Some(limit) => Err(Problem::bad_request(
+            "invalid-limit",
+            format!("limit must be between 1 and {max}, got {limit}"),
+        )
+        .with("field", "limit")),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only movements recorded at or after this moment (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Only movements recorded before this moment (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    /// Page on: only movements after this version (the previous page's `next_after_version`).
+    pub after_version: Option<u64>,
+    /// Most movements per page (1 to 1000, default 100).
+    pub limit: Option<u64>,
+    /// Also return the SKU's state as of this moment (RFC 3339), replayed from the stream.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Also return the SKU's state right after this version, replayed from the stream.
+    pub at_version: Option<u64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryBody {
+    pub sku: String,
+    /// Every movement with who caused it and the balances after it, in version order.
+    #[schema(value_type = Vec<Object>)]
+    pub entries: Vec<ledger_core::history::HistoryEntry>,
+    /// Pass as `after_version` for the next page; absent on the last page.
+    pub next_after_version: Option<u64>,
+    /// The state as of `as_of` or `at_version`, when one was asked for.
+    pub state: Option<SkuStateBody>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/skus/{sku}/history", tag = "queries",
+    params(("sku" = String, Path, description = "The SKU"), HistoryQuery),
+    responses((status = 200, description = "Movements replayed from the event store", body = HistoryBody),
+              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+)]
+pub async fn history(
+    State(state): State<SharedState>,
+    Path(sku): Path<String>,
+    Query(query): Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Result<Json<HistoryBody>, Problem> {
+    state.auth.authorize(&headers, Permission::Audit)?;
+    let sku = parse_sku(&sku)?;
+    let limit = match query.limit {
+        None => HISTORY_PAGE_ENTRIES_DEFAULT,
+        Some(limit) => page_limit(Some(limit as usize), HISTORY_PAGE_ENTRIES_MAX as usize)? as u64,
+    };
+    if let (Some(from), Some(to)) = (query.from, query.to) {
+        if from >= to {
+            return Err(
+                Problem::bad_request("invalid-range", "`from` must be before `to`")
+                    .with("field", "from"),
+            );
+        }
+    }
+    let as_of = match (query.as_of, query.at_version) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::bad_request(
+                "conflicting-parameters",
+                "give either `as_of` or `at_version`, not both",
+            )
+            .with("field", "as_of"))
+        }
+        (Some(moment), None) => Some(AsOf::Time(moment)),
+        (None, Some(version)) => Some(AsOf::Version(version)),
+        (None, None) => None,
+    };
+    let filter = HistoryFilter {
+        from: query.from,
+        to: query.to,
+        after_version: query.after_version,
+        limit,
+    };
+    let page = read_history(state.store.as_ref(), &sku, &filter).await?;
+    let past = match as_of {
+        Some(as_of) => Some(SkuStateBody::from(
+            &state_as_of(state.store.as_ref(), &sku, as_of).await?,
+        )),
+        None => None,
+    };
+    Ok(Json(HistoryBody {
+        sku: sku.to_string(),
+        entries: page.entries,
+        next_after_version: page.next_after_version,
+        state: past,
+    }))
+}
+
+// Read-model queries: served from the projections, which trail the streams by their lag
+// (see `/v1/projections`).
+
+impl From<projections::ProjectionError> for Problem {
+    fn from(error: projections::ProjectionError) -> Self {
+        match error {
+            projections::ProjectionError::UnknownProjection { .. } => Problem::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "unknown-projection",
+                "No such projection",
+                error.to_string(),
+            ),
+            other => Problem::unavailable(&other),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SkuPageQuery {
+    /// Page on: only SKUs after this one (the last SKU of the previous page).
+    pub after_sku: Option<String>,
+    /// Most rows per page (1 to 1000, default 1000).
+    pub limit: Option<usize>,
+}
+
+fn sku_page(query: &SkuPageQuery) -> Result<(u64, Option<ledger_core::domain::Sku>), Problem> {
+    let limit = page_limit(query.limit, projections::PAGE_SIZE_MAX as usize)? as u64;
+    let after = query.after_sku.as_deref().map(parse_sku).transpose()?;
+    Ok((limit, after))
+}
+
+#[utoipa::path(
+    get, path = "/v1/low-stock", tag = "queries",
+    params(SkuPageQuery),
+    responses((status = 200, description = "SKUs whose available stock is below their reorder point, by SKU", body = Vec<projections::StockLevel>),
+              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+)]
+pub async fn low_stock(
+    State(state): State<SharedState>,
+    Query(query): Query<SkuPageQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<projections::StockLevel>>, Problem> {
+    state.auth.authorize(&headers, Permission::Read)?;
+    let (limit, after) = sku_page(&query)?;
+    Ok(Json(
+        state
+            .read_models
+            .stock_levels_below_reorder_point(limit, after.as_ref())
+            .await?,
+    ))
+}
+
+#[utoipa::path(
+    get, path = "/v1/alerts", tag = "queries",
+    params(SkuPageQuery),
+    responses((status = 200, description = "Open low-stock alerts, by SKU", body = Vec<projections::LowStockAlert>),
+              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+)]
+pub async fn open_alerts(
+    State(state): State<SharedState>,
+    Query(query): Query<SkuPageQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<projections::LowStockAlert>>, Problem> {
+    state.auth.authorize(&headers, Permission::Read)?;
+    let (limit, after) = sku_page(&query)?;
+    Ok(Json(
+        state.read_models.open_alerts(limit, after.as_ref()).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    /// Most rows (1 to 1000, default 1000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/skus/{sku}/alerts", tag = "queries",
+    params(("sku" = String, Path, description = "The SKU"), LimitQuery),
+    responses((status = 200, description = "The SKU's low-stock alerts, open and closed, newest first", body = Vec<projections::LowStockAlert>),
+              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+)]
+pub async fn sku_alerts(
+    State(state): State<SharedState>,
+    Path(sku): Path<String>,
+    Query(query): Query<LimitQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<projections::LowStockAlert>>, Problem> {
+    state.auth.authorize(&headers, Permission::Read)?;
+    let sku = parse_sku(&sku)?;
+    let limit = page_limit(query.limit, projections::PAGE_SIZE_MAX as usize)? as u64;
+    Ok(Json(state.read_models.alert_history(&sku, limit).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct MovementsQuery {
+    /// Only movements recorded at or after this moment (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Only movements recorded before this moment (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    /// Page on: only movements after this version.
+    pub after_version: Option<u64>,
+    /// Most movements per page (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/skus/{sku}/movements", tag = "queries",
+    params(("sku" = String, Path, description = "The SKU"), MovementsQuery),
+    responses((status = 200, description = "The SKU's rows of the movement ledger (a read model), in version order", body = Vec<projections::Movement>),
+              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+)]
+pub async fn movements(
+    State(state): State<SharedState>,
+    Path(sku): Path<String>,
+    Query(query): Query<MovementsQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<projections::Movement>>, Problem> {
+    state.auth.authorize(&headers, Permission::Audit)?;
+    let sku = parse_sku(&sku)?;
+    let limit = match query.limit {
+        None => HISTORY_PAGE_ENTRIES_DEFAULT,
+        Some(limit) => page_limit(Some(limit), projections::PAGE_SIZE_MAX as usize)? as u64,
+    };
+    let filter = projections::MovementFilter {
+        from: query.from,
+        to: query.to,
+        after_version: query.after_version,
+        limit,
+    };
+    Ok(Json(state.read_models.movements(&sku, filter).await?))
+}
+
+#[utoipa::path(
+    get, path = "/v1/projections", tag = "queries",
+    responses((status = 200, description = "Each projection's checkpoint, the store's head, lag and last error", body = Vec<projections::ProjectionStatus>),
+              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+)]
+pub async fn projection_status(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<projections::ProjectionStatus>>, Problem> {
+    state.auth.authorize(&headers, Permission::Read)?;
+    Ok(Json(state.read_models.status(state.store.as_ref()).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsQuery {
+    /// Only notifications with a larger id: the last id you processed (0 to start).
+    pub after_id: Option<i64>,
+    /// Most notifications (1 to 1000, default 1000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/notifications", tag = "queries",
+    params(NotificationsQuery),
+    responses((status = 200, description = "The low-stock outbox in id order; consume exactly once by remembering the last id", body = Vec<projections::Notification>),
+              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+)]
+pub async fn notifications(
+    State(state): State<SharedState>,
+    Query(query): Query<NotificationsQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<projections::Notification>>, Problem> {
+    state.auth.authorize(&headers, Permission::Read)?;
+    let limit = page_limit(query.limit, projections::PAGE_SIZE_MAX as usize)? as u64;
+    Ok(Json(
+        state
+            .read_models
+            .notifications_after(query.after_id.unwrap_or(0), limit)
+            .await?,
+    ))
+}

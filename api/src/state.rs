@@ -1,0 +1,23 @@
+//! What every request handler shares.
+
+use crate::auth::Authenticator;
+use crate::idempotency::IdempotencyStore;
+use ledger_core::handler::CommandHandler;
+use ledger_core::pg::Database;
+use ledger_core::store::EventStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::{Arc, OnceLock};
+
+pub struct AppState {
+    pub handler: CommandHandler<dyn EventStore>,
+    pub store: Arc<dyn EventStore>,
+    pub database: Database,
+    pub auth: Authenticator,
+    pub idempotency: IdempotencyStore,
+    pub metrics: PrometheusHandle,
+    pub read_models: projections::ReadModels,
+    /// The OpenAPI description, rendered once the router (which generates it) is built.
+    pub openapi: OnceLock<String>,
+}
+
+pub type SharedState = Arc<AppState>;
