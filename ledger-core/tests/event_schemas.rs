@@ -805,6 +805,11 @@ fn text_strategy(length_max: usize) -> impl Strategy<Value = String> {
         .prop_filter("reasons and references are never blank", |text| {
             !text.trim().is_empty()
         })
+        // Line and paragraph separators are refused like line breaks, though Unicode does
+        // not class them as control characters.
+        .prop_filter("reasons and references are one line", |text| {
+            !text.contains(['\u{2028}', '\u{2029}'])
+        })
 }
 
 fn reason_strategy() -> impl Strategy<Value = Reason> {
