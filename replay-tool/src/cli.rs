@@ -1,0 +1,186 @@
+//! The arguments of `ledger-replay`, with the examples and exit codes `--help` shows.
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Backends (the same choice as the API):
+  EVENTSTORE_URL set      events from EventStoreDB/KurrentDB, read models from DATABASE_URL
+                          (or the embedded data folder)
+  DATABASE_URL set        events and read models in that PostgreSQL database
+  neither                 the embedded cluster under --data-dir (LEDGER_DATA_DIR, default
+                          .ledger-data), database `ledger`; started if it is not running and
+                          stopped again afterwards, left alone if it was running already
+
+Examples:
+  ledger-replay history SHOE-42
+  ledger-replay history SHOE-42 --as-of 2030-01-01T12:00:00Z
+  ledger-replay history SHOE-42 --at-version 10 --format json
+  ledger-replay history SHOE-42 --format csv > shoe-42.csv
+  ledger-replay verify --all
+  ledger-replay verify --sku SHOE-42 --format json
+  ledger-replay rebuild stock_levels --dry-run
+  ledger-replay rebuild --all
+  ledger-replay status
+  DATABASE_URL=postgresql://ledger@db/ledger ledger-replay status --format json
+
+Exit codes:
+  0  success; verify found no difference
+  1  verify found a difference (drift, version gap, schema violation), or another failure
+  2  usage error (unknown flag, bad SKU, bad time)
+  3  unknown SKU (no events) or unknown projection
+  4  event store or read model database unreachable
+  5  rebuild interrupted; run the same command again to resume from its checkpoint";
+
+const HISTORY_AFTER_HELP: &str = "\
+Formats:
+  table  one line per event, sized to the terminal (COLUMNS, default 100)
+  json   {\"sku\", \"as_of\", \"at_version\", \"entries\": [...], \"state\": {...}}; each entry
+         has every field of the API's history entries, in the same order
+  csv    a header line, then one line per event; columns, in this order:
+         version, position, event_id, recorded_at, event_type, schema_version, movement,
+         on_hand_change, reserved_change, on_hand_after, reserved_after, available_after,
+         reorder_point_after, reservation_id, order_id, reason, reference, principal,
+         correlation_id, causation_id, data (the event's JSON)
+
+Examples:
+  ledger-replay history SHOE-42
+  ledger-replay history SHOE-42 --as-of 2030-01-01T12:00:00Z --format json
+  ledger-replay history SHOE-42 --at-version 3 --format csv";
+
+const VERIFY_AFTER_HELP: &str = "\
+Folds every SKU's events (or one SKU's) and compares the result with the read models at their
+checkpoints: stock levels (on hand, reserved, reorder point, version) and reservations (status,
+quantity). Also checks that each stream's versions have no gaps and that every event matches
+its JSON Schema under schemas/. Exits 1 on any difference.
+
+Examples:
+  ledger-replay verify
+  ledger-replay verify --sku SHOE-42
+  ledger-replay verify --all --format json";
+
+const REBUILD_AFTER_HELP: &str = "\
+Builds the projection into its shadow schema while the live one keeps serving, catches up with
+the head of the log, then swaps the two in one transaction. Interrupted (Ctrl-C), it stops after
+the current page and exits 5; running it again continues from the shadow's checkpoint.
+
+Examples:
+  ledger-replay rebuild stock_levels
+  ledger-replay rebuild --all --dry-run
+  ledger-replay rebuild reservations --restart --quiet";
+
+/// Replay, verify and rebuild the inventory ledger from its event store.
+#[derive(Debug, Parser)]
+#[command(name = "ledger-replay", version, after_help = AFTER_HELP)]
+pub struct Arguments {
+    #[command(flatten)]
+    pub backend: BackendArguments,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackendArguments {
+    /// Folder of the embedded PostgreSQL cluster, used when DATABASE_URL is not set.
+    #[arg(
+        long,
+        env = "LEDGER_DATA_DIR",
+        default_value = ".ledger-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// PostgreSQL with the read models (and, without EVENTSTORE_URL, the event store).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    /// EventStoreDB/KurrentDB holding the events (for example esdb://localhost:2113?tls=false).
+    #[arg(long, env = "EVENTSTORE_URL", hide_env_values = true, global = true)]
+    pub eventstore_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Every movement of one SKU, replayed from the event store, with the balances after each.
+    #[command(after_help = HISTORY_AFTER_HELP)]
+    History(HistoryArguments),
+    /// Recompute every SKU from its events and compare with the read models.
+    #[command(after_help = VERIFY_AFTER_HELP)]
+    Verify(VerifyArguments),
+    /// Rebuild read models from the start of the log without downtime.
+    #[command(after_help = REBUILD_AFTER_HELP)]
+    Rebuild(RebuildArguments),
+    /// Every projection's checkpoint, the head of the log, the lag and the last error.
+    Status(StatusArguments),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HistoryFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArguments {
+    /// The SKU (product code).
+    pub sku: String,
+    /// Stop at this moment (RFC 3339): events recorded at or before it, and the state then.
+    #[arg(long, value_parser = parse_moment, conflicts_with = "at_version")]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Stop at this stream version (inclusive), and show the state then.
+    #[arg(long)]
+    pub at_version: Option<u64>,
+    #[arg(long, value_enum, default_value_t = HistoryFormat::Table)]
+    pub format: HistoryFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArguments {
+    /// Verify this SKU only.
+    #[arg(long, conflicts_with = "all")]
+    pub sku: Option<String>,
+    /// Verify every SKU (the default).
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArguments {
+    /// The projection: stock_levels, reservations, stock_movements or low_stock_alerts.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub projection: Option<String>,
+    /// Rebuild every projection, one after the other.
+    #[arg(long)]
+    pub all: bool,
+    /// Build and catch up the shadow schema and compare row counts, but swap nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Drop a leftover shadow schema instead of resuming it.
+    #[arg(long)]
+    pub restart: bool,
+    /// No progress output; only the summary.
+    #[arg(long)]
+    pub quiet: bool,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArguments {
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+fn parse_moment(value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|moment| moment.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time (e.g. 2030-01-01T12:00:00Z): {e}"))
+}

@@ -1,0 +1,551 @@
+//! `verify`: fold every SKU's events and compare the result with the read models.
+//!
+//! The read models are read in one snapshot (one repeatable-read transaction) together with
+//! their checkpoints. The log is then folded in position order, and each projection is compared
+//! at the moment the fold passes its checkpoint, so a projection that is merely behind is never
+//! reported as drift. While folding, every event is checked against its JSON Schema (the files
+//! under `schemas/`, embedded) and decoded strictly with `SkuEvent::decode`, and each stream's
+//! versions must follow 0, 1, 2… without a gap.
+
+use crate::backends::Backends;
+use crate::cli::{ReportFormat, VerifyArguments};
+use crate::error::{ExitCodeName, ToolError};
+use crate::output::events_per_second;
+use crate::schemas::EventSchemas;
+use crate::status::show;
+use ledger_core::domain::{Sku, SkuEvent, SkuState};
+use ledger_core::store::READ_EVENTS_MAX;
+use ledger_core::{Position, RecordedEvent};
+use projections::queries::LogPosition;
+use projections::schema::SchemaName;
+use projections::{reservations, stock_levels};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::time::Instant;
+
+/// Differences the report lists in detail; the rest are only counted. A badly broken store
+/// could otherwise print millions of lines.
+pub const DIFFERENCES_SHOWN_MAX: usize = 1_000;
+
+/// SKUs the report names; beyond this only their number is given.
+pub const SKUS_NAMED_MAX: usize = 1_000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Difference {
+    /// The SKU concerned, when the difference concerns one.
+    pub sku: Option<String>,
+    /// What disagrees: `stock_level`, `reservation`, `version_gap`, `schema`, `undecodable`,
+    /// `invariant` or `read_model_missing`.
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub skus_checked: u64,
+    pub events_checked: u64,
+    pub duration_ms: u64,
+    pub events_per_second: f64,
+    pub stock_levels_checkpoint: Option<LogPosition>,
+    pub reservations_checkpoint: Option<LogPosition>,
+    pub differences_total: u64,
+    /// The first [`DIFFERENCES_SHOWN_MAX`] differences.
+    pub differences: Vec<Difference>,
+    /// The SKUs with a difference, sorted, at most [`SKUS_NAMED_MAX`].
+    pub skus_with_differences: Vec<String>,
+}
+
+pub async fn run(
+    backends: &Backends,
+    arguments: VerifyArguments,
+) -> Result<ExitCodeName, ToolError> {
+    let sku = arguments
+        .sku
+        .as_deref()
+        .map(|value| {
+            Sku::parse(value).map_err(|e| ToolError::Usage(format!("invalid SKU {value:?}: {e}")))
+        })
+        .transpose()?;
+    let report = verify(backends, sku.as_ref()).await?;
+    let mut out = std::io::stdout().lock();
+    match arguments.format {
+        ReportFormat::Json => {
+            let text = serde_json::to_string_pretty(&report).expect("the report serialises");
+            writeln!(out, "{text}")?;
+        }
+        ReportFormat::Table => write_table(&mut out, &report)?,
+    }
+    Ok(if report.differences_total == 0 {
+        ExitCodeName::Ok
+    } else {
+        ExitCodeName::Failed
+    })
+}
+
+fn write_table<W: Write>(out: &mut W, report: &VerifyReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "verified {} SKUs, {} events in {:.2} s ({:.0} events/s); read models at stock_levels {}, \
+         reservations {}",
+        report.skus_checked,
+        report.events_checked,
+        report.duration_ms as f64 / 1000.0,
+        report.events_per_second,
+        show(report.stock_levels_checkpoint.as_ref()),
+        show(report.reservations_checkpoint.as_ref()),
+    )?;
+    if report.differences_total == 0 {
+        return writeln!(out, "OK: the read models agree with the events");
+    }
+    writeln!(
+        out,
+        "DRIFT: {} differences in {} SKUs",
+        report.differences_total,
+        report.skus_with_differences.len()
+    )?;
+    for difference in &report.differences {
+        writeln!(
+            out,
+            "  {:<24} {:<18} {}",
+            difference.sku.as_deref().unwrap_or("-"),
+            difference.kind,
+            difference.detail
+        )?;
+    }
+    if report.differences_total > report.differences.len() as u64 {
+        writeln!(
+            out,
+            "  … and {} more",
+            report.differences_total - report.differences.len() as u64
+        )?;
+    }
+    writeln!(
+        out,
+        "SKUs with differences: {}",
+        report.skus_with_differences.join(", ")
+    )
+}
+
+/// One SKU's row of `stock_levels`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StockRow {
+    on_hand: u64,
+    reserved: u64,
+    reorder_point: u64,
+    version: u64,
+}
+
+/// One row of `reservations`: its status and quantity.
+type ReservationRow = (String, u64);
+
+/// The read models as one snapshot saw them.
+struct Snapshot {
+    stock_checkpoint: Option<Position>,
+    stock_rows: HashMap<String, StockRow>,
+    reservations_checkpoint: Option<Position>,
+    reservation_rows: HashMap<(String, String), ReservationRow>,
+    missing: Vec<&'static str>,
+}
+
+/// Verify one SKU, or all when `sku` is `None`.
+pub async fn verify(backends: &Backends, sku: Option<&Sku>) -> Result<VerifyReport, ToolError> {
+    let snapshot = load_snapshot(backends, sku).await?;
+    // Taken after the snapshot, so both checkpoints lie at or before it.
+    let head = backends.store.head_position().await?;
+    let started = Instant::now();
+    let mut fold = Fold::new(snapshot);
+    let store = backends.store.as_ref();
+    match sku {
+        Some(sku) => {
+            let stream = sku.stream();
+            let mut from = 0;
+            'stream: loop {
+                let page = store.read_stream(&stream, from, READ_EVENTS_MAX).await?;
+                for recorded in &page {
+                    if head.is_none_or(|head| recorded.position > head) {
+                        break 'stream;
+                    }
+                    fold.event(recorded);
+                }
+                if (page.len() as u64) < READ_EVENTS_MAX {
+                    break;
+                }
+                from += page.len() as u64;
+            }
+            if fold.states.is_empty() && !fold.has_rows() {
+                return Err(ToolError::NotFound(format!(
+                    "unknown SKU {sku}: it has no events and no read model rows"
+                )));
+            }
+        }
+        None => {
+            let mut after = None;
+            'log: loop {
+                let page = store.read_all(after, READ_EVENTS_MAX).await?;
+                for recorded in &page {
+                    if head.is_none_or(|head| recorded.position > head) {
+                        break 'log;
+                    }
+                    fold.event(recorded);
+                }
+                match page.last() {
+                    Some(last) if (page.len() as u64) == READ_EVENTS_MAX => {
+                        after = Some(last.position)
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    fold.finish();
+    let duration = started.elapsed();
+    Ok(fold.report(duration))
+}
+
+async fn load_snapshot(backends: &Backends, sku: Option<&Sku>) -> Result<Snapshot, ToolError> {
+    let mut client = backends
+        .database()
+        .pool()
+        .get()
+        .await
+        .map_err(|e| ToolError::Unreachable(format!("read model database: {e}")))?;
+    let transaction = client.transaction().await?;
+    // One snapshot for the rows and the checkpoints of both projections, so a projector
+    // committing meanwhile cannot make the rows and their checkpoint disagree.
+    transaction
+        .batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    let sku_filter = sku.map(Sku::as_str);
+    let mut snapshot = Snapshot {
+        stock_checkpoint: None,
+        stock_rows: HashMap::new(),
+        reservations_checkpoint: None,
+        reservation_rows: HashMap::new(),
+        missing: Vec::new(),
+    };
+    let stock_schema = SchemaName::live(stock_levels::NAME);
+    if table_exists(&transaction, &format!("{stock_schema}.stock_levels")).await? {
+        snapshot.stock_checkpoint =
+            projections::checkpoint::load(&*transaction, &stock_schema, stock_levels::NAME)
+                .await?
+                .position;
+        let rows = transaction
+            .query(
+                &format!(
+                    "SELECT sku, on_hand, reserved, reorder_point, version \
+                     FROM {stock_schema}.stock_levels WHERE $1::text IS NULL OR sku = $1"
+                ),
+                &[&sku_filter],
+            )
+            .await?;
+        for row in rows {
+            snapshot.stock_rows.insert(
+                row.get(0),
+                StockRow {
+                    on_hand: unsigned(row.get(1)),
+                    reserved: unsigned(row.get(2)),
+                    reorder_point: unsigned(row.get(3)),
+                    version: unsigned(row.get(4)),
+                },
+            );
+        }
+    } else {
+        snapshot.missing.push(stock_levels::NAME);
+    }
+    let reservations_schema = SchemaName::live(reservations::NAME);
+    if table_exists(&transaction, &format!("{reservations_schema}.reservations")).await? {
+        snapshot.reservations_checkpoint =
+            projections::checkpoint::load(&*transaction, &reservations_schema, reservations::NAME)
+                .await?
+                .position;
+        let rows = transaction
+            .query(
+                &format!(
+                    "SELECT sku, reservation_id, status, quantity \
+                     FROM {reservations_schema}.reservations WHERE $1::text IS NULL OR sku = $1"
+                ),
+                &[&sku_filter],
+            )
+            .await?;
+        for row in rows {
+            snapshot
+                .reservation_rows
+                .insert((row.get(0), row.get(1)), (row.get(2), unsigned(row.get(3))));
+        }
+    } else {
+        snapshot.missing.push(reservations::NAME);
+    }
+    transaction.commit().await?;
+    Ok(snapshot)
+}
+
+async fn table_exists(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    table: &str,
+) -> Result<bool, ToolError> {
+    Ok(transaction
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await?
+        .get(0))
+}
+
+/// Stored counts are non-negative by their table's CHECK constraints; a negative one is itself
+/// drift, shown as the largest value so that the comparison reports it.
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+/// The fold of the log, with the differences found so far.
+struct Fold {
+    schemas: EventSchemas,
+    states: HashMap<Sku, SkuState>,
+    snapshot: Snapshot,
+    stock_compared: bool,
+    reservations_compared: bool,
+    events_checked: u64,
+    differences_total: u64,
+    differences: Vec<Difference>,
+    skus_with_differences: BTreeSet<String>,
+}
+
+impl Fold {
+    fn new(snapshot: Snapshot) -> Self {
+        let mut fold = Self {
+            schemas: EventSchemas::compile(),
+            states: HashMap::new(),
+            stock_compared: false,
+            reservations_compared: false,
+            events_checked: 0,
+            differences_total: 0,
+            differences: Vec::new(),
+            skus_with_differences: BTreeSet::new(),
+            snapshot,
+        };
+        for name in fold.snapshot.missing.clone() {
+            fold.differ(
+                None,
+                "read_model_missing",
+                format!("the live schema of {name} does not exist; run the projector or a rebuild"),
+            );
+        }
+        fold.stock_compared = fold.snapshot.missing.contains(&stock_levels::NAME);
+        fold.reservations_compared = fold.snapshot.missing.contains(&reservations::NAME);
+        fold
+    }
+
+    fn has_rows(&self) -> bool {
+        !self.snapshot.stock_rows.is_empty() || !self.snapshot.reservation_rows.is_empty()
+    }
+
+    fn differ(&mut self, sku: Option<&str>, kind: &'static str, detail: String) {
+        self.differences_total += 1;
+        if let Some(sku) = sku {
+            if self.skus_with_differences.len() < SKUS_NAMED_MAX {
+                self.skus_with_differences.insert(sku.to_owned());
+            }
+        }
+        if self.differences.len() < DIFFERENCES_SHOWN_MAX {
+            self.differences.push(Difference {
+                sku: sku.map(str::to_owned),
+                kind,
+                detail,
+            });
+        }
+    }
+
+    /// Fold one event, comparing first any projection whose checkpoint lies before it.
+    fn event(&mut self, recorded: &RecordedEvent) {
+        if !self.stock_compared && passes(self.snapshot.stock_checkpoint, recorded.position) {
+            self.compare_stock_levels();
+        }
+        if !self.reservations_compared
+            && passes(self.snapshot.reservations_checkpoint, recorded.position)
+        {
+            self.compare_reservations();
+        }
+        // Events of other streams are not SKU events; the projections pass over them too.
+        let Some(sku) = Sku::from_stream(&recorded.stream) else {
+            return;
+        };
+        self.events_checked += 1;
+        let expected = self
+            .states
+            .get(&sku)
+            .and_then(|state| state.version)
+            .map_or(0, |v| v + 1);
+        if recorded.version != expected {
+            self.differ(
+                Some(sku.as_str()),
+                "version_gap",
+                format!(
+                    "expected version {expected}, found {} at position {}",
+                    recorded.version, recorded.position
+                ),
+            );
+        }
+        if let Err(message) = self.schemas.check(
+            &recorded.event_type,
+            recorded.schema_version,
+            &recorded.data,
+        ) {
+            self.differ(
+                Some(sku.as_str()),
+                "schema",
+                format!("version {}: {message}", recorded.version),
+            );
+        }
+        let decoded = SkuEvent::decode(
+            &recorded.event_type,
+            recorded.schema_version,
+            &recorded.data,
+        );
+        let state = self
+            .states
+            .entry(sku.clone())
+            .or_insert_with(|| SkuState::new(sku.clone()));
+        match decoded {
+            Ok(event) => state.apply(&event),
+            Err(error) => {
+                self.differ(
+                    Some(sku.as_str()),
+                    "undecodable",
+                    format!("version {}: {error}", recorded.version),
+                );
+                return;
+            }
+        }
+        // After a gap, continue from the version actually found so one gap is one difference.
+        state.version = Some(recorded.version);
+    }
+
+    fn finish(&mut self) {
+        if !self.stock_compared {
+            self.compare_stock_levels();
+        }
+        if !self.reservations_compared {
+            self.compare_reservations();
+        }
+        let mut broken = Vec::new();
+        for (sku, state) in &self.states {
+            if let Err(message) = state.check_invariants() {
+                broken.push((sku.as_str().to_owned(), message));
+            }
+        }
+        broken.sort();
+        for (sku, message) in broken {
+            self.differ(Some(&sku), "invariant", message);
+        }
+    }
+
+    fn compare_stock_levels(&mut self) {
+        self.stock_compared = true;
+        let mut rows = std::mem::take(&mut self.snapshot.stock_rows);
+        let mut found = Vec::new();
+        for (sku, state) in &self.states {
+            let Some(version) = state.version else {
+                continue;
+            };
+            let folded = StockRow {
+                on_hand: state.on_hand,
+                reserved: state.reserved,
+                reorder_point: state.reorder_point,
+                version,
+            };
+            match rows.remove(sku.as_str()) {
+                None => found.push((
+                    sku.as_str().to_owned(),
+                    format!("no stock_levels row; the events say {}", describe(&folded)),
+                )),
+                Some(row) if row != folded => found.push((
+                    sku.as_str().to_owned(),
+                    format!(
+                        "read model says {}; the events say {}",
+                        describe(&row),
+                        describe(&folded)
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+        for (sku, row) in rows {
+            found.push((
+                sku,
+                format!(
+                    "stock_levels row without events at the checkpoint: {}",
+                    describe(&row)
+                ),
+            ));
+        }
+        found.sort();
+        for (sku, detail) in found {
+            self.differ(Some(&sku), "stock_level", detail);
+        }
+    }
+
+    fn compare_reservations(&mut self) {
+        self.reservations_compared = true;
+        let mut rows = std::mem::take(&mut self.snapshot.reservation_rows);
+        let mut found = Vec::new();
+        for (sku, state) in &self.states {
+            for reservation in state.reservations.values() {
+                let key = (sku.as_str().to_owned(), reservation.reservation_id.clone());
+                let folded = (reservation.status.as_str().to_owned(), reservation.quantity);
+                match rows.remove(&key) {
+                    None => found.push((
+                        key.0,
+                        format!(
+                            "reservation {} missing; the events say {} of {}",
+                            key.1, folded.0, folded.1
+                        ),
+                    )),
+                    Some(row) if row != folded => found.push((
+                        key.0,
+                        format!(
+                            "reservation {}: read model says {} of {}; the events say {} of {}",
+                            key.1, row.0, row.1, folded.0, folded.1
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        for ((sku, id), (status, quantity)) in rows {
+            found.push((
+                sku,
+                format!("reservation {id} ({status} of {quantity}) has no events"),
+            ));
+        }
+        found.sort();
+        for (sku, detail) in found {
+            self.differ(Some(&sku), "reservation", detail);
+        }
+    }
+
+    fn report(self, duration: std::time::Duration) -> VerifyReport {
+        VerifyReport {
+            skus_checked: self.states.len() as u64,
+            events_checked: self.events_checked,
+            duration_ms: duration.as_millis() as u64,
+            events_per_second: events_per_second(self.events_checked, duration),
+            stock_levels_checkpoint: self.snapshot.stock_checkpoint.map(Into::into),
+            reservations_checkpoint: self.snapshot.reservations_checkpoint.map(Into::into),
+            differences_total: self.differences_total,
+            differences: self.differences,
+            skus_with_differences: self.skus_with_differences.into_iter().collect(),
+        }
+    }
+}
+
+/// True when an event at `position` lies beyond `checkpoint` (every event does when the
+/// projection has applied none).
+fn passes(checkpoint: Option<Position>, position: Position) -> bool {
+    checkpoint.is_none_or(|checkpoint| position > checkpoint)
+}
+
+fn describe(row: &StockRow) -> String {
+    format!(
+        "on hand {}, reserved {}, reorder point {}, version {}",
+        row.on_hand, row.reserved, row.reorder_point, row.version
+    )
+}

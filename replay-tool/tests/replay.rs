@@ -1,0 +1,721 @@
+//! `ledger-replay` through its real binary against a real PostgreSQL: events are written with
+//! the command handler, read models are kept by the real projectors, and every output is
+//! compared with what the libraries compute from the same events.
+
+use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
+use ledger_core::domain::{
+    AdjustStock, AdjustmentDelta, ConfirmReservation, Quantity, Reason, ReleaseReservation,
+    ReorderPoint, ReplenishStock, ReservationId, ReserveStock, SetReorderPoint, Sku, SkuCommand,
+    SkuEvent, SkuState,
+};
+use ledger_core::handler::{CommandContext, CommandError, CommandHandler};
+use ledger_core::history::{history, HistoryFilter, HISTORY_PAGE_ENTRIES_MAX};
+use ledger_core::pg::Database;
+use ledger_core::store::postgres::PostgresStore;
+use ledger_core::store::READ_EVENTS_MAX;
+use ledger_core::{EventStore, Position, RecordedEvent};
+use ledger_tests::postgres::{TestDatabase, TEST_POOL_SIZE};
+use projections::schema::SchemaName;
+use projections::{ProjectorOptions, ProjectorSet, RebuildOptions};
+use serde_json::Value;
+use std::ops::ControlFlow;
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long a test waits for the projectors to catch up before failing.
+const CATCH_UP_DEADLINE_MS: u64 = 60_000;
+
+/// Pause between polls while waiting for the projectors.
+const POLL_INTERVAL_MS: u64 = 20;
+
+/// Exit codes as `--help` documents them.
+const EXIT_OK: i32 = 0;
+const EXIT_FAILED: i32 = 1;
+const EXIT_USAGE: i32 = 2;
+const EXIT_NOT_FOUND: i32 = 3;
+const EXIT_UNREACHABLE: i32 = 4;
+
+struct Ledger {
+    store: Arc<PostgresStore>,
+    database: Database,
+    handler: CommandHandler<PostgresStore>,
+    test_database: TestDatabase,
+}
+
+impl Ledger {
+    async fn new() -> Self {
+        let test_database = TestDatabase::create().await;
+        let database = test_database.database(TEST_POOL_SIZE);
+        let store = Arc::new(PostgresStore::open(database.clone()).await.unwrap());
+        projections::migrate(&database).await.unwrap();
+        Self {
+            handler: CommandHandler::new(store.clone()),
+            store,
+            database,
+            test_database,
+        }
+    }
+
+    /// Run a command; business rejections (random histories make some) are ignored.
+    async fn run(&self, sku: &str, command: SkuCommand) {
+        let context = CommandContext {
+            principal: Some("auditor-test".into()),
+            correlation_id: Some(format!("corr-{}", uuid::Uuid::new_v4().simple())),
+            ..CommandContext::default()
+        };
+        match self.handler.execute(&sku_of(sku), &command, &context).await {
+            Ok(_) | Err(CommandError::Rejected(_)) => {}
+            Err(other) => panic!("command failed: {other}"),
+        }
+    }
+
+    /// A varied history: every event type, a reason with a comma and a quote for CSV.
+    async fn write_mixed_history(&self, sku: &str, rounds: u64) {
+        self.run(sku, replenish(100)).await;
+        self.run(sku, set_reorder_point(20)).await;
+        for round in 0..rounds {
+            let id = format!("r-{round}");
+            self.run(sku, reserve(&id, 3)).await;
+            let command = match round % 3 {
+                0 => SkuCommand::Confirm(ConfirmReservation {
+                    reservation_id: ReservationId::parse(&id).unwrap(),
+                }),
+                1 => SkuCommand::Release(ReleaseReservation {
+                    reservation_id: ReservationId::parse(&id).unwrap(),
+                    reason: Some(Reason::parse("customer said \"no\", cart dropped").unwrap()),
+                }),
+                _ => continue,
+            };
+            self.run(sku, command).await;
+        }
+        self.run(
+            sku,
+            SkuCommand::Adjust(AdjustStock {
+                delta: AdjustmentDelta::new(-2).unwrap(),
+                reason: Reason::parse("cycle count, shelf 4").unwrap(),
+                reference: None,
+            }),
+        )
+        .await;
+    }
+
+    fn spawn_projectors(&self) -> (ProjectorSet, watch::Sender<bool>) {
+        let (stop, shutdown) = watch::channel(false);
+        let set = ProjectorSet::spawn(
+            self.store.clone() as Arc<dyn EventStore>,
+            self.database.clone(),
+            ProjectorOptions::default(),
+            shutdown,
+        );
+        (set, stop)
+    }
+
+    async fn last_committed_position(&self) -> Option<Position> {
+        let client = self.database.pool().get().await.unwrap();
+        client
+            .query_opt(
+                "SELECT transaction_id, sequence FROM event_store.events \
+                 ORDER BY transaction_id DESC, sequence DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|row| Position {
+                commit: row.get::<_, i64>(0) as u64,
+                prepare: row.get::<_, i64>(1) as u64,
+            })
+    }
+
+    /// Wait until every projection's checkpoint has reached the newest committed event.
+    async fn wait_caught_up(&self) {
+        let target = self.last_committed_position().await;
+        let deadline = Instant::now() + Duration::from_millis(CATCH_UP_DEADLINE_MS);
+        loop {
+            let client = self.database.pool().get().await.unwrap();
+            let mut behind = false;
+            for projection in projections::projection::all() {
+                let checkpoint = projections::checkpoint::load(
+                    &**client,
+                    &SchemaName::live(projection.name()),
+                    projection.name(),
+                )
+                .await
+                .unwrap();
+                behind |= checkpoint.position < target;
+            }
+            if !behind {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the projections did not catch up within {CATCH_UP_DEADLINE_MS} ms"
+            );
+            tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+        }
+    }
+
+    /// Every event of `sku`, from the store.
+    async fn events(&self, sku: &str) -> Vec<RecordedEvent> {
+        let page = self
+            .store
+            .read_stream(&sku_of(sku).stream(), 0, READ_EVENTS_MAX)
+            .await
+            .unwrap();
+        assert!(
+            (page.len() as u64) < READ_EVENTS_MAX,
+            "tests keep streams short"
+        );
+        page
+    }
+
+    /// Run the binary with this ledger's database and nothing else configured.
+    async fn replay(&self, arguments: &[&str]) -> Output {
+        run_binary(arguments, &[("DATABASE_URL", self.test_database.url())]).await
+    }
+}
+
+async fn run_binary(arguments: &[&str], environment: &[(&str, String)]) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ledger-replay"));
+    command
+        .args(arguments)
+        .env_remove("DATABASE_URL")
+        .env_remove("EVENTSTORE_URL")
+        .env_remove("LEDGER_DATA_DIR")
+        .env("COLUMNS", "100");
+    for (name, value) in environment {
+        command.env(name, value);
+    }
+    // The binary runs on a blocking thread so that projectors and appenders of the test keep
+    // running on the runtime meanwhile.
+    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
+        .await
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "exit status; stdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn sku_of(value: &str) -> Sku {
+    Sku::parse(value).unwrap()
+}
+
+fn replenish(quantity: u64) -> SkuCommand {
+    SkuCommand::Replenish(ReplenishStock {
+        quantity: Quantity::new(quantity).unwrap(),
+        reference: None,
+    })
+}
+
+fn reserve(id: &str, quantity: u64) -> SkuCommand {
+    SkuCommand::Reserve(ReserveStock {
+        reservation_id: ReservationId::parse(id).unwrap(),
+        order_id: None,
+        quantity: Quantity::new(quantity).unwrap(),
+        ttl_seconds: None,
+    })
+}
+
+fn set_reorder_point(value: i64) -> SkuCommand {
+    SkuCommand::SetReorderPoint(SetReorderPoint {
+        reorder_point: ReorderPoint::new(value).unwrap(),
+    })
+}
+
+/// The fold of the events accepted by `include`.
+fn fold(sku: &str, events: &[RecordedEvent], include: impl Fn(&RecordedEvent) -> bool) -> SkuState {
+    let mut state = SkuState::new(sku_of(sku));
+    for recorded in events.iter().filter(|e| include(e)) {
+        let event = SkuEvent::decode(
+            &recorded.event_type,
+            recorded.schema_version,
+            &recorded.data,
+        )
+        .unwrap();
+        state.apply(&event);
+    }
+    state
+}
+
+/// The parts of a state the JSON output must show exactly as the fold has them.
+fn assert_state_matches(json: &Value, expected: &SkuState, what: &str) {
+    let mut expected_json = serde_json::to_value(expected).unwrap();
+    expected_json["available"] = Value::from(expected.available());
+    assert_eq!(json["state"], expected_json, "{what}");
+}
+
+/// A small RFC 4180 reader: quoted fields with doubled quotes, commas and line breaks inside.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut characters = text.chars().peekable();
+    while let Some(character) = characters.next() {
+        match (quoted, character) {
+            (true, '"') if characters.peek() == Some(&'"') => {
+                field.push('"');
+                characters.next();
+            }
+            (true, '"') => quoted = false,
+            (true, other) => field.push(other),
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => record.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            (false, other) => field.push(other),
+        }
+    }
+    assert!(
+        !quoted && field.is_empty() && record.is_empty(),
+        "CSV ends with a line break"
+    );
+    records
+}
+
+fn rfc3339(moment: DateTime<Utc>) -> String {
+    moment.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_json_and_csv_equal_the_library_history() {
+    let ledger = Ledger::new().await;
+    ledger.write_mixed_history("SHOE-42", 12).await;
+    ledger.write_mixed_history("OTHER-1", 2).await;
+
+    let output = ledger
+        .replay(&["history", "SHOE-42", "--format", "json"])
+        .await;
+    assert_exit(&output, EXIT_OK);
+    let json: Value = serde_json::from_str(&stdout(&output)).expect("history JSON parses");
+    let expected = history(
+        ledger.store.as_ref(),
+        &sku_of("SHOE-42"),
+        &HistoryFilter {
+            limit: HISTORY_PAGE_ENTRIES_MAX,
+            ..HistoryFilter::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(json["sku"], "SHOE-42");
+    assert_eq!(
+        json["entries"],
+        serde_json::to_value(&expected.entries).unwrap()
+    );
+    let events = ledger.events("SHOE-42").await;
+    assert_state_matches(
+        &json,
+        &fold("SHOE-42", &events, |_| true),
+        "state at the end",
+    );
+
+    let output = ledger
+        .replay(&["history", "SHOE-42", "--format", "csv"])
+        .await;
+    assert_exit(&output, EXIT_OK);
+    let records = parse_csv(&stdout(&output));
+    assert_eq!(records[0], replay_tool::history::CSV_COLUMNS);
+    assert_eq!(records.len() - 1, expected.entries.len());
+    for (record, entry) in records[1..].iter().zip(&expected.entries) {
+        assert_eq!(record.len(), replay_tool::history::CSV_COLUMNS.len());
+        assert_eq!(record[0], entry.version.to_string());
+        assert_eq!(record[1], entry.position.to_string());
+        assert_eq!(record[4], entry.event_type);
+        assert_eq!(record[11], entry.available_after.to_string());
+        assert_eq!(record[15], entry.reason.clone().unwrap_or_default());
+        let data: Value = serde_json::from_str(&record[20]).unwrap();
+        assert_eq!(data, entry.data);
+    }
+
+    let output = ledger.replay(&["history", "SHOE-42"]).await;
+    assert_exit(&output, EXIT_OK);
+    let table = stdout(&output);
+    assert_eq!(table.lines().count(), expected.entries.len() + 3);
+    for line in table.lines().take(expected.entries.len() + 2) {
+        assert!(
+            line.chars().count() <= 100,
+            "line wider than the terminal: {line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_as_of_several_moments_equals_a_fold() {
+    let ledger = Ledger::new().await;
+    ledger.write_mixed_history("BOOT-7", 9).await;
+    let events = ledger.events("BOOT-7").await;
+    let first = events.first().unwrap().recorded_at;
+    let last = events.last().unwrap().recorded_at;
+    let mut moments = vec![first - ChronoDuration::seconds(1), first, last];
+    moments.extend(events.iter().step_by(4).map(|e| e.recorded_at));
+    moments.push(events[events.len() / 2].recorded_at + ChronoDuration::microseconds(1));
+    for moment in moments {
+        let text = rfc3339(moment);
+        let output = ledger
+            .replay(&["history", "BOOT-7", "--as-of", &text, "--format", "json"])
+            .await;
+        assert_exit(&output, EXIT_OK);
+        let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        let expected = fold("BOOT-7", &events, |e| e.recorded_at <= moment);
+        assert_state_matches(&json, &expected, &format!("as of {text}"));
+        let shown = json["entries"].as_array().unwrap().len() as u64;
+        assert_eq!(
+            shown,
+            expected.version.map_or(0, |v| v + 1),
+            "entries as of {text}"
+        );
+    }
+    for version in [0, 3, events.len() as u64 - 1, events.len() as u64 + 5] {
+        let output = ledger
+            .replay(&[
+                "history",
+                "BOOT-7",
+                "--at-version",
+                &version.to_string(),
+                "--format",
+                "json",
+            ])
+            .await;
+        assert_exit(&output, EXIT_OK);
+        let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        let expected = fold("BOOT-7", &events, |e| e.version <= version);
+        assert_state_matches(&json, &expected, &format!("at version {version}"));
+    }
+
+    let output = ledger.replay(&["history", "NO-SUCH-SKU"]).await;
+    assert_exit(&output, EXIT_NOT_FOUND);
+    let output = ledger
+        .replay(&["history", "BOOT-7", "--as-of", "yesterday"])
+        .await;
+    assert_exit(&output, EXIT_USAGE);
+    let output = ledger.replay(&["history", "bad sku!"]).await;
+    assert_exit(&output, EXIT_USAGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_passes_on_a_healthy_store_and_names_a_tampered_sku() {
+    let ledger = Ledger::new().await;
+    for sku in ["HAT-1", "HAT-2", "HAT-3"] {
+        ledger.write_mixed_history(sku, 5).await;
+    }
+    let (set, stop) = ledger.spawn_projectors();
+    ledger.wait_caught_up().await;
+    let _ = stop.send(true);
+    set.join().await;
+
+    let output = ledger
+        .replay(&["verify", "--all", "--format", "json"])
+        .await;
+    assert_exit(&output, EXIT_OK);
+    let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(report["differences_total"], 0);
+    assert_eq!(report["skus_checked"], 3);
+    assert!(report["events_checked"].as_u64().unwrap() > 20);
+    assert_exit(&ledger.replay(&["verify"]).await, EXIT_OK);
+
+    let client = ledger.database.pool().get().await.unwrap();
+    client
+        .execute(
+            "UPDATE rm_stock_levels.stock_levels SET on_hand = on_hand + 7 WHERE sku = 'HAT-2'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let output = ledger.replay(&["verify", "--all"]).await;
+    assert_exit(&output, EXIT_FAILED);
+    assert!(stdout(&output).contains("HAT-2"), "{}", stdout(&output));
+    assert!(!stdout(&output).contains("HAT-1"), "{}", stdout(&output));
+    let output = ledger.replay(&["verify", "--format", "json"]).await;
+    assert_exit(&output, EXIT_FAILED);
+    let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(
+        report["skus_with_differences"],
+        serde_json::json!(["HAT-2"])
+    );
+    assert_exit(&ledger.replay(&["verify", "--sku", "HAT-1"]).await, EXIT_OK);
+    assert_exit(
+        &ledger.replay(&["verify", "--sku", "HAT-2"]).await,
+        EXIT_FAILED,
+    );
+    assert_exit(
+        &ledger.replay(&["verify", "--sku", "NOPE-9"]).await,
+        EXIT_NOT_FOUND,
+    );
+
+    client
+        .execute(
+            "UPDATE rm_reservations.reservations SET quantity = quantity + 1 \
+             WHERE sku = 'HAT-3' AND reservation_id = 'r-0'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let output = ledger.replay(&["verify", "--format", "json"]).await;
+    assert_exit(&output, EXIT_FAILED);
+    let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(
+        report["skus_with_differences"],
+        serde_json::json!(["HAT-2", "HAT-3"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuild_while_an_appender_runs_ends_equal_to_the_fold() {
+    let ledger = Arc::new(Ledger::new().await);
+    for sku in ["CAP-1", "CAP-2", "CAP-3", "CAP-4"] {
+        ledger.write_mixed_history(sku, 20).await;
+    }
+    let (set, stop_projectors) = ledger.spawn_projectors();
+    let stop_appender = Arc::new(AtomicBool::new(false));
+    let appended = Arc::new(AtomicU64::new(0));
+    let appender = {
+        let ledger = ledger.clone();
+        let stop = stop_appender.clone();
+        let appended = appended.clone();
+        tokio::spawn(async move {
+            let read_models = projections::ReadModels::new(ledger.database.clone());
+            let mut round = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let sku = format!("CAP-{}", round % 4 + 1);
+                ledger.run(&sku, replenish(1)).await;
+                ledger.run(&sku, reserve(&format!("live-{round}"), 1)).await;
+                // The read side keeps answering while the rebuild swaps schemas under it.
+                read_models
+                    .stock_level(&sku_of(&sku))
+                    .await
+                    .expect("read models serve");
+                appended.fetch_add(2, Ordering::SeqCst);
+                round += 1;
+            }
+        })
+    };
+    let output = ledger.replay(&["rebuild", "--all"]).await;
+    assert_exit(&output, EXIT_OK);
+    let summary = stdout(&output);
+    assert_eq!(summary.lines().count(), 4, "{summary}");
+    assert!(
+        summary.lines().all(|l| l.contains("swapped in")),
+        "{summary}"
+    );
+    stop_appender.store(true, Ordering::SeqCst);
+    appender.await.unwrap();
+    assert!(
+        appended.load(Ordering::SeqCst) > 0,
+        "the appender ran during the rebuild"
+    );
+    ledger.wait_caught_up().await;
+    let _ = stop_projectors.send(true);
+    set.join().await;
+
+    let output = ledger.replay(&["verify", "--format", "json"]).await;
+    assert_exit(&output, EXIT_OK);
+    let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(report["skus_checked"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_rebuild_resumes_from_its_checkpoint() {
+    let ledger = Ledger::new().await;
+    for sku in ["SOCK-1", "SOCK-2"] {
+        ledger.write_mixed_history(sku, 15).await;
+    }
+    let (set, stop) = ledger.spawn_projectors();
+    ledger.wait_caught_up().await;
+    let _ = stop.send(true);
+    set.join().await;
+
+    let interrupted = projections::rebuild(
+        ledger.store.as_ref(),
+        &ledger.database,
+        "stock_levels",
+        RebuildOptions {
+            page_events_max: 10,
+            progress: Some(Arc::new(|_| ControlFlow::Break(()))),
+            ..RebuildOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(interrupted.interrupted);
+    assert_eq!(interrupted.events_applied, 10);
+
+    let output = ledger.replay(&["status", "--format", "json"]).await;
+    assert_exit(&output, EXIT_OK);
+    let statuses: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let stock = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "stock_levels")
+        .unwrap();
+    assert_eq!(
+        stock["rebuild_checkpoint"],
+        serde_json::to_value(interrupted.checkpoint).unwrap()
+    );
+
+    let output = ledger
+        .replay(&["rebuild", "stock_levels", "--quiet", "--format", "json"])
+        .await;
+    assert_exit(&output, EXIT_OK);
+    let summaries: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let summary = &summaries[0];
+    assert_eq!(
+        summary["resumed_from"],
+        serde_json::to_value(interrupted.checkpoint).unwrap()
+    );
+    assert_eq!(summary["swapped"], true);
+    let total = ledger.events("SOCK-1").await.len() + ledger.events("SOCK-2").await.len();
+    assert_eq!(summary["events_applied"], (total - 10) as u64);
+    assert_exit(&ledger.replay(&["verify"]).await, EXIT_OK);
+
+    let output = ledger.replay(&["status"]).await;
+    assert_exit(&output, EXIT_OK);
+    assert_eq!(stdout(&output).lines().count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn errors_have_their_documented_exit_codes() {
+    let ledger = Ledger::new().await;
+    assert_exit(
+        &ledger.replay(&["rebuild", "no_such_projection"]).await,
+        EXIT_NOT_FOUND,
+    );
+    assert_exit(&ledger.replay(&["rebuild"]).await, EXIT_USAGE);
+    let unreachable = run_binary(
+        &["status"],
+        &[(
+            "DATABASE_URL",
+            "postgresql://postgres@127.0.0.1:1/ledger".to_owned(),
+        )],
+    )
+    .await;
+    assert_exit(&unreachable, EXIT_UNREACHABLE);
+    let no_data = run_binary(
+        &["status"],
+        &[("LEDGER_DATA_DIR", "/nonexistent/ledger-data".to_owned())],
+    )
+    .await;
+    assert_exit(&no_data, EXIT_UNREACHABLE);
+    let help = run_binary(&["--help"], &[]).await;
+    assert_exit(&help, EXIT_OK);
+    assert!(stdout(&help).contains("Exit codes:"));
+}
+
+/// SKUs and events per SKU of the throughput measurement.
+const MEASURED_SKUS: u64 = 200;
+const MEASURED_EVENTS_PER_SKU: u64 = 500;
+
+/// Measures verify and rebuild throughput on a store of 100,000 events; run on demand with
+/// `cargo test -p replay-tool --release -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, not a check; run on demand"]
+async fn measure_verify_and_rebuild_throughput() {
+    let ledger = Ledger::new().await;
+    for sku in 0..MEASURED_SKUS {
+        let events = (0..MEASURED_EVENTS_PER_SKU)
+            .map(|_| {
+                let event = SkuEvent::Replenished(ledger_core::domain::StockReplenished {
+                    quantity: 1,
+                    reference: None,
+                });
+                ledger_core::NewEvent {
+                    event_id: uuid::Uuid::new_v4(),
+                    event_type: event.event_type().to_owned(),
+                    schema_version: event.schema_version(),
+                    data: event.encode(),
+                    metadata: ledger_core::Metadata::default(),
+                }
+            })
+            .collect();
+        ledger
+            .store
+            .append(
+                &format!("sku-LOAD-{sku}"),
+                ledger_core::ExpectedVersion::NoStream,
+                events,
+            )
+            .await
+            .unwrap();
+    }
+    let (set, stop) = ledger.spawn_projectors();
+    ledger.wait_caught_up().await;
+    let _ = stop.send(true);
+    set.join().await;
+    let output = ledger.replay(&["verify"]).await;
+    assert_exit(&output, EXIT_OK);
+    println!("{}", stdout(&output));
+    let output = ledger.replay(&["rebuild", "--all"]).await;
+    assert_exit(&output, EXIT_OK);
+    println!("{}", stdout(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_embedded_data_folder_is_used_and_a_running_cluster_left_running() {
+    use ledger_core::pg::cluster::{ClusterOptions, PrivateCluster};
+    // A short folder name: the cluster's Unix socket path must stay under 107 bytes.
+    let folder = std::env::temp_dir().join(format!(
+        "lr-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    let cluster = PrivateCluster::start(&ClusterOptions {
+        folder: folder.clone(),
+        durable: false,
+        max_connections: 50,
+    })
+    .await
+    .unwrap();
+    cluster.remove_when_process_exits().unwrap();
+    let admin = Database::from_config(cluster.connection_config("postgres"), 1).unwrap();
+    admin
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute("CREATE DATABASE ledger")
+        .await
+        .unwrap();
+    let database = Database::from_config(cluster.connection_config("ledger"), 4).unwrap();
+    let store = Arc::new(PostgresStore::open(database.clone()).await.unwrap());
+    projections::migrate(&database).await.unwrap();
+    CommandHandler::new(store)
+        .execute(&sku_of("MUG-1"), &replenish(5), &CommandContext::default())
+        .await
+        .unwrap();
+    let environment = [("LEDGER_DATA_DIR", folder.display().to_string())];
+
+    // Running already (as under the API): used, and left running.
+    let output = run_binary(&["history", "MUG-1", "--format", "json"], &environment).await;
+    assert_exit(&output, EXIT_OK);
+    let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["state"]["on_hand"], 5);
+    assert!(
+        cluster.is_running().await,
+        "a cluster the tool did not start keeps running"
+    );
+
+    // Stopped: started for the command, and stopped again after it.
+    drop(database);
+    cluster.stop().await.unwrap();
+    let output = run_binary(&["status"], &environment).await;
+    assert_exit(&output, EXIT_OK);
+    assert!(
+        !cluster.is_running().await,
+        "the tool stops the cluster it started"
+    );
+}
