@@ -1,6 +1,7 @@
 //! Queries. A SKU's state comes from its stream (strongly consistent, so its ETag is the
-//! version an `If-Match` must name); lists and reports come from the read models; history and as-of state always come from the
-//! event store, because auditors must see the record itself, never a cache of it.
+//! version an `If-Match` must name); lists and reports come from the read models; history and
+//! as-of state always come from the event store, because auditors must see the record itself,
+//! never a cache of it.
 
 use super::{etag, parse_sku, SkuStateBody};
 use crate::auth::Permission;
