@@ -102,6 +102,25 @@ struct Command {
     implicit_key: Option<String>,
 }
 
+impl Command {
+    /// A command answered 200 with no new resource, as every command but reserve is.
+    fn plain(sku: &str, command: SkuCommand) -> Result<Self, Problem> {
+        Ok(Self {
+            sku: parse_sku(sku)?,
+            command,
+            success: StatusCode::OK,
+            location: None,
+            reservation_id: None,
+            implicit_key: None,
+        })
+    }
+
+    fn for_reservation(mut self, reservation_id: &str) -> Self {
+        self.reservation_id = Some(reservation_id.to_owned());
+        self
+    }
+}
+
 async fn run(
     state: &SharedState,
     principal: Principal,
@@ -224,17 +243,13 @@ pub async fn replenish(
 ) -> Result<Response, Problem> {
     let principal = state.auth.authorize(&headers, Permission::Manage)?;
     let path = format!("/v1/skus/{sku}/replenishments");
-    let command = Command {
-        sku: parse_sku(&sku)?,
-        command: SkuCommand::Replenish(ReplenishStock {
+    let command = Command::plain(
+        &sku,
+        SkuCommand::Replenish(ReplenishStock {
             quantity: body.value.quantity,
             reference: body.value.reference,
         }),
-        success: StatusCode::OK,
-        location: None,
-        reservation_id: None,
-        implicit_key: None,
-    };
+    )?;
     Ok(run(
         &state,
         principal,
@@ -320,17 +335,14 @@ pub async fn release(
 ) -> Result<Response, Problem> {
     let principal = state.auth.authorize(&headers, Permission::Reserve)?;
     let path = format!("/v1/skus/{sku}/reservations/{reservation_id}/release");
-    let command = Command {
-        sku: parse_sku(&sku)?,
-        command: SkuCommand::Release(ReleaseReservation {
+    let command = Command::plain(
+        &sku,
+        SkuCommand::Release(ReleaseReservation {
             reservation_id: parse_reservation_id(&reservation_id)?,
             reason: body.value.reason,
         }),
-        success: StatusCode::OK,
-        location: None,
-        reservation_id: Some(reservation_id.clone()),
-        implicit_key: None,
-    };
+    )?
+    .for_reservation(&reservation_id);
     Ok(run(
         &state,
         principal,
@@ -361,16 +373,13 @@ pub async fn confirm(
 ) -> Result<Response, Problem> {
     let principal = state.auth.authorize(&headers, Permission::Reserve)?;
     let path = format!("/v1/skus/{sku}/reservations/{reservation_id}/confirm");
-    let command = Command {
-        sku: parse_sku(&sku)?,
-        command: SkuCommand::Confirm(ConfirmReservation {
+    let command = Command::plain(
+        &sku,
+        SkuCommand::Confirm(ConfirmReservation {
             reservation_id: parse_reservation_id(&reservation_id)?,
         }),
-        success: StatusCode::OK,
-        location: None,
-        reservation_id: Some(reservation_id.clone()),
-        implicit_key: None,
-    };
+    )?
+    .for_reservation(&reservation_id);
     Ok(run(
         &state,
         principal,
@@ -401,18 +410,14 @@ pub async fn adjust(
 ) -> Result<Response, Problem> {
     let principal = state.auth.authorize(&headers, Permission::Manage)?;
     let path = format!("/v1/skus/{sku}/adjustments");
-    let command = Command {
-        sku: parse_sku(&sku)?,
-        command: SkuCommand::Adjust(AdjustStock {
+    let command = Command::plain(
+        &sku,
+        SkuCommand::Adjust(AdjustStock {
             delta: body.value.delta,
             reason: body.value.reason,
             reference: body.value.reference,
         }),
-        success: StatusCode::OK,
-        location: None,
-        reservation_id: None,
-        implicit_key: None,
-    };
+    )?;
     Ok(run(
         &state,
         principal,
@@ -443,16 +448,12 @@ pub async fn set_reorder_point(
 ) -> Result<Response, Problem> {
     let principal = state.auth.authorize(&headers, Permission::Manage)?;
     let path = format!("/v1/skus/{sku}/reorder-point");
-    let command = Command {
-        sku: parse_sku(&sku)?,
-        command: SkuCommand::SetReorderPoint(SetReorderPoint {
+    let command = Command::plain(
+        &sku,
+        SkuCommand::SetReorderPoint(SetReorderPoint {
             reorder_point: body.value.reorder_point,
         }),
-        success: StatusCode::OK,
-        location: None,
-        reservation_id: None,
-        implicit_key: None,
-    };
+    )?;
     Ok(run(
         &state,
         principal,
