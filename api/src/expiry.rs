@@ -63,7 +63,7 @@ pub async fn sweep(
         let command = SkuCommand::Expire(ExpireReservation {
             reservation_id: reservation_id.clone(),
         });
-        match state.handler.execute(&sku, &command, &context).await {
+        match state.writers.execute(&sku, command, context).await {
             Ok(outcome) => {
                 if !outcome.deduplicated {
                     expired += 1;

@@ -111,7 +111,22 @@ fn failed(error: impl std::fmt::Display) -> Problem {
 }
 
 impl IdempotencyStore {
-    pub async fn open(database: Database) -> Result<Self, DatabaseError> {
+    /// Open the key table on a pool of its own whose commits do not wait for the disk.
+    ///
+    /// Why that is safe: a key row only saves work, the events are the truth. PostgreSQL writes
+    /// its log in order, so a claim committed before a command's events is flushed by the
+    /// events' own durable commit; only a completed answer can be lost in a crash, and then
+    /// the retry runs the command again, which the SKU's writer recognises by its idempotency
+    /// key (or the store by the key's event ids) and answers with the original outcome. Why it
+    /// matters: two synchronous commits per keyed request would cost more than the command.
+    pub async fn open(database: &Database, pool_size: usize) -> Result<Self, DatabaseError> {
+        let mut config = database.config().clone();
+        let options = match config.get_options() {
+            Some(existing) => format!("{existing} -c synchronous_commit=off"),
+            None => "-c synchronous_commit=off".to_owned(),
+        };
+        config.options(&options);
+        let database = Database::from_config(config, pool_size)?;
         let mut client = database
             .pool()
             .get()

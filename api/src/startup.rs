@@ -14,9 +14,11 @@ use axum::http::StatusCode;
 use ledger_core::handler::CommandHandler;
 use ledger_core::pg::cluster::{ClusterOptions, PrivateCluster};
 use ledger_core::pg::Database;
+use ledger_core::snapshot::PostgresSnapshots;
 use ledger_core::store::kurrent::{KurrentOptions, KurrentStore};
 use ledger_core::store::postgres::PostgresStore;
 use ledger_core::store::EventStore;
+use ledger_core::writer::SkuWriters;
 use projections::{ProjectorOptions, ProjectorSet, ReadModels};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -218,11 +220,14 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
     }
     let metrics = telemetry::metrics_handle();
     let backends = open_backends(&config).await?;
-    let idempotency = IdempotencyStore::open(backends.database.clone()).await?;
+    let idempotency = IdempotencyStore::open(&backends.database, config.pool_size).await?;
+    let snapshots = PostgresSnapshots::open(backends.database.clone()).await?;
     projections::migrate(&backends.database).await?;
     let read_models = ReadModels::new(backends.database.clone());
     let state: SharedState = Arc::new(AppState {
-        handler: CommandHandler::new(backends.store.clone()),
+        writers: SkuWriters::new(
+            CommandHandler::new(backends.store.clone()).with_snapshots(Arc::new(snapshots)),
+        ),
         store: backends.store.clone(),
         database: backends.database.clone(),
         auth,

@@ -2,14 +2,15 @@
 
 use crate::auth::Authenticator;
 use crate::idempotency::IdempotencyStore;
-use ledger_core::handler::CommandHandler;
 use ledger_core::pg::Database;
 use ledger_core::store::EventStore;
+use ledger_core::writer::SkuWriters;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::{Arc, OnceLock};
 
 pub struct AppState {
-    pub handler: CommandHandler<dyn EventStore>,
+    /// One in-memory writer per SKU in use: every command goes through it.
+    pub writers: SkuWriters<dyn EventStore>,
     pub store: Arc<dyn EventStore>,
     pub database: Database,
     pub auth: Authenticator,

@@ -939,7 +939,7 @@ async fn a_command_retried_with_the_same_idempotency_key_returns_the_original_ou
     assert_eq!(stream_length(&store).await, 3);
     // The state reported with a recognised retry is the current one, not the one at the time.
     let current = handler.load(&sku).await.unwrap().state;
-    assert_eq!(reserve_retried.state, current);
+    assert_eq!(reserve_retried.state, current.summary());
     assert_eq!((current.on_hand, current.reserved), (15, 4));
 }
 
@@ -1072,4 +1072,325 @@ async fn a_retry_whose_expected_version_has_since_gone_stale_still_gets_its_orig
     assert!(retried.deduplicated);
     assert_eq!(retried.events, reserved.events);
     assert_eq!(stream_length(&store).await, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: the single writer answers a queue as the handler executing it one by one
+// ---------------------------------------------------------------------------------------------
+
+/// Cases of the single-writer and snapshot properties.
+const WRITER_PROPERTY_CASES: u32 = 64;
+
+/// Idempotency keys a queue draws from, so that retries within one batch are common.
+const QUEUE_KEYS: [&str; 4] = ["key-0", "key-1", "key-2", "key-3"];
+
+fn keyed_command() -> impl Strategy<Value = (PlainCommand, Option<String>)> {
+    (
+        plain_command(),
+        proptest::option::weighted(0.3, proptest::sample::select(QUEUE_KEYS.to_vec())),
+    )
+        .prop_map(|(command, key)| (command, key.map(str::to_owned)))
+}
+
+fn summary_of(outcome: &Result<CommandOutcome, CommandError>) -> String {
+    match outcome {
+        Ok(outcome) => format!(
+            "ok events={:?} deduplicated={} state={:?}",
+            outcome.events, outcome.deduplicated, outcome.state
+        ),
+        Err(CommandError::Rejected(rejected)) => format!("rejected {rejected:?}"),
+        Err(other) => format!("error {other}"),
+    }
+}
+
+/// Queue `queues` at a fresh single writer, every command of a queue at once (so they meet in
+/// one batch), and run the same commands through a plain handler on another store one by one.
+/// Every answer and the final stream must be the same.
+async fn compare_writer_with_handler(
+    queues: Vec<Vec<(PlainCommand, Option<String>)>>,
+) -> Result<(), TestCaseError> {
+    use ledger_core::writer::SkuWriters;
+    let clock = TestClock::starting_at(start());
+    let (handler, store) = handler_with_clock(clock.clone());
+    let (reference, reference_store) = handler_with_clock(clock.clone());
+    let writers = SkuWriters::new(handler);
+    let the_sku = sku();
+    for (index, queue) in queues.into_iter().enumerate() {
+        let sent = queue.iter().map(|(command, key)| {
+            let context = CommandContext {
+                idempotency_key: key.clone(),
+                ..CommandContext::default()
+            };
+            writers.execute(&the_sku, command.to_sku_command(), context)
+        });
+        let answers = futures::future::join_all(sent).await;
+        for (position, ((command, key), answer)) in queue.iter().zip(answers).enumerate() {
+            let context = CommandContext {
+                idempotency_key: key.clone(),
+                ..CommandContext::default()
+            };
+            let expected = reference
+                .execute(&sku(), &command.to_sku_command(), &context)
+                .await;
+            prop_assert_eq!(
+                summary_of(&answer),
+                summary_of(&expected),
+                "queue {} command {} ({:?}, key {:?})",
+                index,
+                position,
+                command,
+                key
+            );
+        }
+        clock.advance(20);
+    }
+    let written = store
+        .read_stream(&sku().stream(), 0, READ_EVENTS_MAX)
+        .await
+        .unwrap();
+    let expected = reference_store
+        .read_stream(&sku().stream(), 0, READ_EVENTS_MAX)
+        .await
+        .unwrap();
+    let events = |stream: &[ledger_core::RecordedEvent]| {
+        stream
+            .iter()
+            .map(|e| {
+                // Event ids are random unless derived from an idempotency key.
+                let id = e.metadata.idempotency_key.as_ref().map(|_| e.event_id);
+                (e.version, id, e.event_type.clone(), e.data.clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    prop_assert_eq!(events(&written), events(&expected), "the streams differ");
+    let current = writers
+        .current(&sku())
+        .await
+        .map_err(|e| fail("current", e))?;
+    let replayed = reference
+        .replay(&sku())
+        .await
+        .map_err(|e| fail("replay", e))?;
+    prop_assert_eq!(current, replayed.state.summary());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: WRITER_PROPERTY_CASES,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_single_writer_answers_a_queue_as_the_handler_executing_it_one_by_one(
+        queues in vec(vec(keyed_command(), 1..=25), 1..=4)
+    ) {
+        runtime().block_on(compare_writer_with_handler(queues))?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: loading from a snapshot equals replaying the whole stream
+// ---------------------------------------------------------------------------------------------
+
+async fn compare_snapshot_loads_with_replay(
+    steps: Vec<(PlainCommand, Option<String>, u64)>,
+    interval: u64,
+) -> Result<(), TestCaseError> {
+    use ledger_core::snapshot::{MemorySnapshots, SnapshotStore};
+    let clock = TestClock::starting_at(start());
+    let snapshots = MemorySnapshots::new();
+    let (handler, _store) = handler_with_clock(clock.clone());
+    let handler = handler
+        .with_snapshots(Arc::new(snapshots.clone()))
+        .with_snapshot_interval(interval);
+    let mut used_a_snapshot = false;
+    for (index, (command, key, seconds)) in steps.iter().enumerate() {
+        let context = CommandContext {
+            idempotency_key: key.clone(),
+            ..CommandContext::default()
+        };
+        let _ = handler
+            .execute(&sku(), &command.to_sku_command(), &context)
+            .await;
+        clock.advance(*seconds);
+        // Let the background snapshot saves run.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        let loaded = handler.load(&sku()).await.map_err(|e| fail("load", e))?;
+        let replayed = handler
+            .replay(&sku())
+            .await
+            .map_err(|e| fail("replay", e))?;
+        prop_assert_eq!(&loaded.state, &replayed.state, "state after step {}", index);
+        prop_assert_eq!(
+            loaded.remembered_keys(),
+            replayed.remembered_keys(),
+            "remembered keys after step {}",
+            index
+        );
+        if let Some(snapshot) = snapshots.load(&sku().stream()).await.unwrap() {
+            prop_assert!(Some(snapshot.version) <= replayed.state.version);
+        }
+    }
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    if let Some(snapshot) = snapshots.load(&sku().stream()).await.unwrap() {
+        used_a_snapshot = true;
+        let loaded = handler.load(&sku()).await.map_err(|e| fail("load", e))?;
+        let replayed = handler
+            .replay(&sku())
+            .await
+            .map_err(|e| fail("replay", e))?;
+        prop_assert_eq!(
+            &loaded.state,
+            &replayed.state,
+            "state from the last snapshot"
+        );
+        prop_assert!(Some(snapshot.version) <= replayed.state.version);
+    }
+    let events = handler
+        .replay(&sku())
+        .await
+        .unwrap()
+        .state
+        .version
+        .map_or(0, |v| v + 1);
+    prop_assert_eq!(
+        used_a_snapshot,
+        events >= interval,
+        "a snapshot exists exactly when the stream reached the interval"
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: WRITER_PROPERTY_CASES,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn loading_from_a_snapshot_equals_replaying_the_whole_stream(
+        steps in vec(
+            (plain_command(),
+             proptest::option::weighted(0.3, proptest::sample::select(QUEUE_KEYS.to_vec()))
+                 .prop_map(|k| k.map(str::to_owned)),
+             0u64..=40),
+            1..=STEPS_MAX),
+        interval in 1u64..=8,
+    ) {
+        runtime().block_on(compare_snapshot_loads_with_replay(steps, interval))?;
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_that_does_not_match_the_stream_is_discarded_and_the_stream_replayed() {
+    use ledger_core::snapshot::{MemorySnapshots, Snapshot, SnapshotStore};
+    let snapshots = MemorySnapshots::new();
+    let store = Arc::new(MemoryStore::new());
+    let handler = CommandHandler::new(store.clone()).with_snapshots(Arc::new(snapshots.clone()));
+    for quantity in [5, 7] {
+        handler
+            .execute(&sku(), &replenish(quantity), &CommandContext::default())
+            .await
+            .unwrap();
+    }
+    // A snapshot from another store (same version, another event id) that claims 1,000 units.
+    let mut foreign = SkuState::new(sku());
+    foreign.on_hand = 1_000;
+    foreign.version = Some(1);
+    snapshots.put(Snapshot {
+        stream: sku().stream(),
+        version: 1,
+        last_event_id: uuid::Uuid::new_v4(),
+        state: foreign,
+        recent_keys: Vec::new(),
+    });
+    let loaded = handler.load(&sku()).await.unwrap();
+    assert_eq!(loaded.state.on_hand, 12);
+    assert!(snapshots.load(&sku().stream()).await.unwrap().is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two writers of one SKU (two processes): the expected version keeps them honest
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_of_one_sku_never_oversell_and_see_each_others_events() {
+    use ledger_core::writer::SkuWriters;
+    const STOCK: u64 = 200;
+    const RESERVES: usize = 1_000;
+    let store = Arc::new(MemoryStore::new());
+    let first = SkuWriters::new(CommandHandler::new(store.clone()));
+    let second = SkuWriters::new(CommandHandler::new(store.clone()));
+
+    // The first writer caches the SKU while it has no stock; the second replenishes. A reserve
+    // through the first must not be refused on its stale cache.
+    first
+        .execute(&sku(), replenish(1), CommandContext::default())
+        .await
+        .unwrap();
+    first
+        .execute(&sku(), reserve("warm-up", 1), CommandContext::default())
+        .await
+        .unwrap();
+    second
+        .execute(&sku(), replenish(STOCK), CommandContext::default())
+        .await
+        .unwrap();
+    assert_eq!(first.current(&sku()).await.unwrap().available, STOCK);
+
+    let mut tasks = Vec::new();
+    for index in 0..RESERVES {
+        let writers = if index % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            // A client retries a "too much contention" answer, as it would a 503.
+            loop {
+                let answer = writers
+                    .execute(
+                        &sku(),
+                        reserve(&format!("hold-{index}"), 1),
+                        CommandContext::default(),
+                    )
+                    .await;
+                if !matches!(answer, Err(CommandError::ContentionRetriesExhausted { .. })) {
+                    return answer;
+                }
+            }
+        }));
+    }
+    let mut reserved = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(outcome) => {
+                assert!(!outcome.deduplicated);
+                reserved += 1;
+            }
+            Err(CommandError::Rejected(DomainError::InsufficientStock { .. })) => {}
+            Err(other) => panic!("unexpected answer: {other}"),
+        }
+    }
+    assert_eq!(reserved, STOCK);
+    let replayed = CommandHandler::new(store.clone())
+        .replay(&sku())
+        .await
+        .unwrap();
+    assert_eq!(replayed.state.reserved, STOCK + 1);
+    assert_eq!(replayed.state.available(), 0);
+    replayed.state.check_invariants().unwrap();
+    assert_eq!(
+        first.current(&sku()).await.unwrap(),
+        replayed.state.summary()
+    );
+    assert_eq!(
+        second.current(&sku()).await.unwrap(),
+        replayed.state.summary()
+    );
 }

@@ -182,8 +182,8 @@ async fn execute(
     };
     let name = command.command.name();
     match state
-        .handler
-        .execute(&command.sku, &command.command, &context)
+        .writers
+        .execute(&command.sku, command.command.clone(), context)
         .await
     {
         Ok(outcome) => {

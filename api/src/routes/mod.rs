@@ -8,7 +8,7 @@ pub mod queries;
 
 use crate::problem::Problem;
 use crate::state::SharedState;
-use ledger_core::domain::{Sku, SkuState};
+use ledger_core::domain::{Sku, SkuSummary};
 use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -71,16 +71,16 @@ pub struct SkuStateBody {
     pub version: Option<u64>,
 }
 
-impl From<&SkuState> for SkuStateBody {
-    fn from(state: &SkuState) -> Self {
+impl From<&SkuSummary> for SkuStateBody {
+    fn from(state: &SkuSummary) -> Self {
         Self {
             sku: state.sku.to_string(),
             on_hand: state.on_hand,
             reserved: state.reserved,
-            available: state.available(),
+            available: state.available,
             reorder_point: state.reorder_point,
-            below_reorder_point: state.is_below_reorder_point(),
-            open_reservations: state.open_reservations().count() as u64,
+            below_reorder_point: state.below_reorder_point,
+            open_reservations: state.open_reservations,
             version: state.version,
         }
     }

@@ -58,8 +58,8 @@ pub async fn sku_state(
 ) -> Result<Response, Problem> {
     state.auth.authorize(&headers, Permission::Read)?;
     let sku = parse_sku(&sku)?;
-    let loaded = state.handler.load(&sku).await?;
-    Ok(with_etag(SkuStateBody::from(&loaded.state)))
+    let current = state.writers.current(&sku).await?;
+    Ok(with_etag(SkuStateBody::from(&current)))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
@@ -202,7 +202,9 @@ pub async fn history(
     let page = read_history(state.store.as_ref(), &sku, &filter).await?;
     let past = match as_of {
         Some(as_of) => Some(SkuStateBody::from(
-            &state_as_of(state.store.as_ref(), &sku, as_of).await?,
+            &state_as_of(state.store.as_ref(), &sku, as_of)
+                .await?
+                .summary(),
         )),
         None => None,
     };

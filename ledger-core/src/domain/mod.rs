@@ -10,5 +10,5 @@ pub mod values;
 pub use command::*;
 pub use error::DomainError;
 pub use event::*;
-pub use state::{Reservation, ReservationStatus, SkuState};
+pub use state::{Reservation, ReservationStatus, SkuState, SkuSummary};
 pub use values::*;

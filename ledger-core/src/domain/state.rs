@@ -63,6 +63,24 @@ pub struct SkuState {
     /// The stream's version: the number of events folded minus one; `None` before the first.
     pub version: Option<u64>,
     pub reservations: BTreeMap<String, Reservation>,
+    /// How many of `reservations` are open, kept by `apply` so that answering a command does
+    /// not walk a hot SKU's whole reservation history.
+    #[serde(default)]
+    pub open_reservation_count: u64,
+}
+
+/// The balances of a SKU after a command: what a caller is told, without the reservation
+/// history (which a hot SKU accumulates by the hundred thousand).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkuSummary {
+    pub sku: Sku,
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+    pub reorder_point: u64,
+    pub below_reorder_point: bool,
+    pub open_reservations: u64,
+    pub version: Option<u64>,
 }
 
 impl SkuState {
@@ -74,6 +92,21 @@ impl SkuState {
             reorder_point: 0,
             version: None,
             reservations: BTreeMap::new(),
+            open_reservation_count: 0,
+        }
+    }
+
+    /// The balances as of now, in constant time.
+    pub fn summary(&self) -> SkuSummary {
+        SkuSummary {
+            sku: self.sku.clone(),
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+            available: self.available(),
+            reorder_point: self.reorder_point,
+            below_reorder_point: self.is_below_reorder_point(),
+            open_reservations: self.open_reservation_count,
+            version: self.version,
         }
     }
 
@@ -103,7 +136,7 @@ impl SkuState {
             }
             SkuEvent::Reserved(e) => {
                 self.reserved = self.reserved.saturating_add(e.quantity);
-                self.reservations.insert(
+                let replaced = self.reservations.insert(
                     e.reservation_id.clone(),
                     Reservation {
                         reservation_id: e.reservation_id.clone(),
@@ -114,6 +147,9 @@ impl SkuState {
                         status: ReservationStatus::Open,
                     },
                 );
+                if replaced.is_none_or(|r| r.status != ReservationStatus::Open) {
+                    self.open_reservation_count += 1;
+                }
             }
             SkuEvent::Released(e) => {
                 self.close(&e.reservation_id, e.quantity, ReservationStatus::Released)
@@ -140,18 +176,34 @@ impl SkuState {
     fn close(&mut self, reservation_id: &str, quantity: u64, status: ReservationStatus) {
         self.reserved = self.reserved.saturating_sub(quantity);
         if let Some(reservation) = self.reservations.get_mut(reservation_id) {
+            if reservation.status == ReservationStatus::Open {
+                self.open_reservation_count -= 1;
+            }
             reservation.status = status;
         }
     }
 
-    /// The rules every state reachable through `decide` satisfies.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    /// The constant-time part of [`SkuState::check_invariants`], cheap enough to run after
+    /// every decision of a hot SKU.
+    pub fn check_balances(&self) -> Result<(), String> {
         if self.reserved > self.on_hand {
             return Err(format!(
                 "reserved {} exceeds on hand {}",
                 self.reserved, self.on_hand
             ));
         }
+        if self.on_hand > ON_HAND_MAX {
+            return Err(format!(
+                "on hand {} exceeds the limit {ON_HAND_MAX}",
+                self.on_hand
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rules every state reachable through `decide` satisfies.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_balances()?;
         let open: u64 = self.open_reservations().map(|r| r.quantity).sum();
         if open != self.reserved {
             return Err(format!(
@@ -159,10 +211,11 @@ impl SkuState {
                 self.reserved
             ));
         }
-        if self.on_hand > ON_HAND_MAX {
+        let open_count = self.open_reservations().count() as u64;
+        if open_count != self.open_reservation_count {
             return Err(format!(
-                "on hand {} exceeds the limit {ON_HAND_MAX}",
-                self.on_hand
+                "{open_count} reservations are open but the count says {}",
+                self.open_reservation_count
             ));
         }
         Ok(())

@@ -61,7 +61,7 @@ pub struct AppendResult {
     pub deduplicated: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("stream {stream}: expected {expected}, but the stream is at {}", display_version(*.actual))]
     WrongExpectedVersion {

@@ -1,9 +1,15 @@
 //! The Postgres event store: the embedded default and single-database deployments.
 //!
-//! An append is one call of `event_store.append_events` (one round trip, one transaction); the
-//! store-wide log is ordered by (appending transaction id, sequence) and readers only see events
-//! of transactions older than every running one. The migration script explains why that order
-//! never lets a late commit slip behind a reader's checkpoint.
+//! Appends go through group commit: concurrent appends (to any streams) queue, and each of a
+//! few committer tasks takes whatever is queued and writes it with one call of
+//! `event_store.append_batch`: one round trip, one transaction, one commit (one WAL flush),
+//! with an outcome per append. Every append is answered only after its transaction committed.
+//! There is no deliberate wait for company: a batch is what queued while the previous commit
+//! was in flight, so a lone append is written at once and a busy store batches by itself.
+//!
+//! The store-wide log is ordered by (appending transaction id, sequence) and readers only see
+//! events of transactions older than every running one. The migration scripts explain why that
+//! order never lets a late commit slip behind a reader's checkpoint.
 
 use super::{
     check_append, clamp_read_count, subscription, AppendResult, EventStore, EventStream,
@@ -16,16 +22,38 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events",
-    sql: include_str!("../../migrations/event_store/0001_events.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        sql: include_str!("../../migrations/event_store/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "append_batch",
+        sql: include_str!("../../migrations/event_store/0002_append_batch.sql"),
+    },
+];
+
+/// Committer tasks, each writing one batch (one transaction) at a time. More than one lets a
+/// batch be prepared and sent while another waits for its commit to reach the disk; more than
+/// a few only splits the queue into smaller batches.
+pub const GROUP_COMMITTERS: usize = 3;
+
+/// Most appends one group commit carries.
+pub const GROUP_COMMIT_APPENDS_MAX: usize = 512;
+
+/// A committer stops taking appends into its batch once it holds this many events, which keeps
+/// one transaction short and its parameters within one message of a few megabytes.
+pub const GROUP_COMMIT_EVENTS_MAX: usize = 4_096;
+
+/// Appends waiting for a committer; callers wait for room beyond it.
+const GROUP_COMMIT_QUEUE_MAX: usize = 8_192;
 
 /// The channel appends notify on; followers wake on it instead of waiting for their next poll.
 const NOTIFY_CHANNEL: &str = "event_store_appended";
@@ -41,6 +69,10 @@ const APPEND_SQL: &str = "SELECT outcome, stream_version, last_transaction_id, l
                           conflicting_event_id \
                           FROM event_store.append_events($1, $2, $3, $4, $5, $6, $7)";
 
+const APPEND_BATCH_SQL: &str = "SELECT request, outcome, stream_version, last_transaction_id, \
+                                last_sequence, conflicting_event_id \
+                                FROM event_store.append_batch($1, $2, $3, $4, $5, $6, $7, $8)";
+
 /// The visibility bound of the store-wide log: transactions below it have all ended.
 const VISIBLE_BOUND: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
@@ -52,6 +84,15 @@ pub struct PostgresStore {
     /// Test-only fault injection: hold each append's transaction open for a random time up to
     /// this long before committing, to provoke out-of-order commits.
     commit_delay_max: Option<Duration>,
+    /// Where appends queue for the committers.
+    queue: mpsc::Sender<PendingAppend>,
+}
+
+struct PendingAppend {
+    stream: String,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<AppendResult, StoreError>>,
 }
 
 impl PostgresStore {
@@ -64,19 +105,38 @@ impl PostgresStore {
             .map_err(|e| DatabaseError::Unreachable(e.to_string()))?;
         migrate(&mut client, "event_store", MIGRATIONS).await?;
         drop(client);
+        Ok(Self::start(database, None))
+    }
+
+    fn start(database: Database, commit_delay_max: Option<Duration>) -> Self {
         let (sender, appended) = watch::channel(0);
         tokio::spawn(listen(database.config().clone(), Arc::new(sender)));
-        Ok(Self {
+        let (queue, receiver) = mpsc::channel(GROUP_COMMIT_QUEUE_MAX);
+        let store = Self {
             database,
             appended,
-            commit_delay_max: None,
-        })
+            commit_delay_max,
+            queue,
+        };
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..GROUP_COMMITTERS {
+            tokio::spawn(commit_loop(store.committer(), receiver.clone()));
+        }
+        store
+    }
+
+    /// A handle for a committer task: everything but the queue, so that the committers end
+    /// once every store handle (and with it every sender) is gone.
+    fn committer(&self) -> Committer {
+        Committer {
+            database: self.database.clone(),
+            commit_delay_max: self.commit_delay_max,
+        }
     }
 
     /// Fault injection for tests: delay every commit by a random time up to `delay_max`.
-    pub fn with_commit_delay_for_tests(mut self, delay_max: Duration) -> Self {
-        self.commit_delay_max = Some(delay_max);
-        self
+    pub fn with_commit_delay_for_tests(self, delay_max: Duration) -> Self {
+        Self::start(self.database, Some(delay_max))
     }
 
     pub fn database(&self) -> &Database {
@@ -84,49 +144,7 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.database.pool().get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Timeout(_) => StoreError::Timeout {
-                timeout_ms: crate::pg::POOL_WAIT_TIMEOUT_MS,
-            },
-            other => StoreError::Unavailable(other.to_string()),
-        })
-    }
-
-    /// One call of `append_events`. A unique violation on the event id means a concurrent
-    /// identical append committed first; the caller asks again and gets the original result.
-    async fn call_append(
-        &self,
-        stream: &str,
-        expected: i64,
-        events: &[NewEvent],
-    ) -> Result<Row, CallError> {
-        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let versions: Vec<i32> = events.iter().map(|e| e.schema_version as i32).collect();
-        let data: Vec<&serde_json::Value> = events.iter().map(|e| &e.data).collect();
-        let metadata: Vec<serde_json::Value> = events
-            .iter()
-            .map(|e| serde_json::to_value(&e.metadata).expect("metadata always serialises"))
-            .collect();
-        let params: [&(dyn ToSql + Sync); 7] = [
-            &stream, &expected, &ids, &types, &versions, &data, &metadata,
-        ];
-        let mut client = self.client().await.map_err(CallError::Store)?;
-        let statement = client.prepare_cached(APPEND_SQL).await?;
-        let row = match self.commit_delay_max {
-            None => client.query_one(&statement, &params).await?,
-            Some(delay_max) => {
-                let transaction = client.transaction().await?;
-                let row = transaction.query_one(&statement, &params).await?;
-                let delay = delay_max.mul_f64(rand::random::<f64>());
-                transaction
-                    .execute("SELECT pg_sleep($1)", &[&delay.as_secs_f64()])
-                    .await?;
-                transaction.commit().await?;
-                row
-            }
-        };
-        Ok(row)
+        pooled(&self.database).await
     }
 
     async fn query(
@@ -217,45 +235,22 @@ impl EventStore for PostgresStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         check_append(&events)?;
-        let expected_code = encode_expected(expected);
-        let row = match self.call_append(stream, expected_code, &events).await {
-            Ok(row) => row,
-            Err(CallError::UniqueViolation) => {
-                match self.call_append(stream, expected_code, &events).await {
-                    Ok(row) => row,
-                    Err(CallError::UniqueViolation) => {
-                        return Err(StoreError::Backend(
-                            "event ids collided twice in a row with a concurrent append".into(),
-                        ))
-                    }
-                    Err(CallError::Store(error)) => return Err(error),
-                }
-            }
-            Err(CallError::Store(error)) => return Err(error),
+        let (reply, answer) = oneshot::channel();
+        let pending = PendingAppend {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            reply,
         };
-        let outcome: &str = row.get("outcome");
-        match outcome {
-            "appended" | "duplicate" => Ok(AppendResult {
-                version: to_u64(row.get("stream_version")),
-                position: Position {
-                    commit: to_u64(row.get("last_transaction_id")),
-                    prepare: to_u64(row.get("last_sequence")),
-                },
-                deduplicated: outcome == "duplicate",
-            }),
-            "wrong_expected_version" => Err(StoreError::WrongExpectedVersion {
-                stream: stream.to_owned(),
-                expected,
-                actual: row.get::<_, Option<i64>>("stream_version").map(to_u64),
-            }),
-            "idempotency_mismatch" => Err(StoreError::IdempotencyMismatch {
-                stream: stream.to_owned(),
-                event_id: row.get("conflicting_event_id"),
-            }),
-            other => Err(StoreError::Backend(format!(
-                "append_events answered an unknown outcome {other:?}"
-            ))),
-        }
+        self.queue
+            .send(pending)
+            .await
+            .map_err(|_| StoreError::Unavailable("the event store's committers stopped".into()))?;
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Backend(
+                "a committer stopped before answering an append".into(),
+            ))
+        })
     }
 
     async fn read_stream(
@@ -310,6 +305,203 @@ impl EventStore for PostgresStore {
 
     fn subscribe_all(&self, after: Option<Position>) -> EventStream {
         subscription::follow(self.clone(), after, self.appended.clone())
+    }
+}
+
+async fn pooled(database: &Database) -> Result<deadpool_postgres::Object, StoreError> {
+    database.pool().get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Timeout(_) => StoreError::Timeout {
+            timeout_ms: crate::pg::POOL_WAIT_TIMEOUT_MS,
+        },
+        other => StoreError::Unavailable(other.to_string()),
+    })
+}
+
+/// What a committer task needs to write batches.
+struct Committer {
+    database: Database,
+    commit_delay_max: Option<Duration>,
+}
+
+/// Take what is queued (at least one append, at most the batch bounds), write it as one group
+/// commit, answer every append, repeat; end when every store handle is gone.
+async fn commit_loop(committer: Committer, queue: Arc<Mutex<mpsc::Receiver<PendingAppend>>>) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut events = first.events.len();
+            let mut batch = vec![first];
+            while batch.len() < GROUP_COMMIT_APPENDS_MAX && events < GROUP_COMMIT_EVENTS_MAX {
+                match queue.try_recv() {
+                    Ok(pending) => {
+                        events += pending.events.len();
+                        batch.push(pending);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        metrics::histogram!("ledger_group_commit_appends").record(batch.len() as f64);
+        committer.commit(batch).await;
+    }
+}
+
+impl Committer {
+    #[tracing::instrument(name = "event_store.group_commit", skip_all, fields(appends = batch.len()))]
+    async fn commit(&self, batch: Vec<PendingAppend>) {
+        match self.call_batch(&batch).await {
+            Ok(rows) => {
+                let mut outcomes: Vec<Option<Result<AppendResult, StoreError>>> =
+                    (0..batch.len()).map(|_| None).collect();
+                for row in &rows {
+                    let index = row.get::<_, i32>("request") as usize - 1;
+                    let pending = &batch[index];
+                    outcomes[index] = Some(decode_outcome(row, &pending.stream, pending.expected));
+                }
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    let outcome = outcome.unwrap_or_else(|| {
+                        Err(StoreError::Backend(
+                            "append_batch answered no row for an append".into(),
+                        ))
+                    });
+                    let _ = pending.reply.send(outcome);
+                }
+            }
+            Err(CallError::UniqueViolation) => {
+                // An event id of the batch was committed meanwhile by a concurrent append: the
+                // whole transaction rolled back. Write each append on its own, where such a
+                // collision resolves to the original result.
+                for pending in batch {
+                    let outcome = self
+                        .append_one(&pending.stream, pending.expected, &pending.events)
+                        .await;
+                    let _ = pending.reply.send(outcome);
+                }
+            }
+            Err(CallError::Store(error)) => {
+                for pending in batch {
+                    let _ = pending.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    async fn call_batch(&self, batch: &[PendingAppend]) -> Result<Vec<Row>, CallError> {
+        let streams: Vec<&str> = batch.iter().map(|p| p.stream.as_str()).collect();
+        let expected: Vec<i64> = batch.iter().map(|p| encode_expected(p.expected)).collect();
+        let counts: Vec<i32> = batch.iter().map(|p| p.events.len() as i32).collect();
+        let events = batch.iter().flat_map(|p| p.events.iter());
+        let ids: Vec<uuid::Uuid> = events.clone().map(|e| e.event_id).collect();
+        let types: Vec<&str> = events.clone().map(|e| e.event_type.as_str()).collect();
+        let versions: Vec<i32> = events.clone().map(|e| e.schema_version as i32).collect();
+        let data: Vec<&serde_json::Value> = events.clone().map(|e| &e.data).collect();
+        let metadata: Vec<serde_json::Value> = events
+            .map(|e| serde_json::to_value(&e.metadata).expect("metadata always serialises"))
+            .collect();
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &streams, &expected, &counts, &ids, &types, &versions, &data, &metadata,
+        ];
+        self.run(APPEND_BATCH_SQL, &params).await
+    }
+
+    /// One append on its own (`append_events`), asking once more after a unique violation on
+    /// an event id: a concurrent identical append committed first, and the second call reports
+    /// its original result.
+    async fn append_one(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, StoreError> {
+        for _ in 0..2 {
+            match self
+                .call_append(stream, encode_expected(expected), events)
+                .await
+            {
+                Ok(row) => return decode_outcome(&row, stream, expected),
+                Err(CallError::UniqueViolation) => continue,
+                Err(CallError::Store(error)) => return Err(error),
+            }
+        }
+        Err(StoreError::Backend(
+            "event ids collided twice in a row with a concurrent append".into(),
+        ))
+    }
+
+    async fn call_append(
+        &self,
+        stream: &str,
+        expected: i64,
+        events: &[NewEvent],
+    ) -> Result<Row, CallError> {
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let versions: Vec<i32> = events.iter().map(|e| e.schema_version as i32).collect();
+        let data: Vec<&serde_json::Value> = events.iter().map(|e| &e.data).collect();
+        let metadata: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::to_value(&e.metadata).expect("metadata always serialises"))
+            .collect();
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &stream, &expected, &ids, &types, &versions, &data, &metadata,
+        ];
+        let mut rows = self.run(APPEND_SQL, &params).await?;
+        rows.pop().ok_or_else(|| {
+            CallError::Store(StoreError::Backend("append_events answered no row".into()))
+        })
+    }
+
+    /// Run one append statement as its own transaction (with the test-only commit delay).
+    async fn run(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, CallError> {
+        let mut client = pooled(&self.database).await.map_err(CallError::Store)?;
+        let statement = client.prepare_cached(sql).await?;
+        match self.commit_delay_max {
+            None => Ok(client.query(&statement, params).await?),
+            Some(delay_max) => {
+                let transaction = client.transaction().await?;
+                let rows = transaction.query(&statement, params).await?;
+                let delay = delay_max.mul_f64(rand::random::<f64>());
+                transaction
+                    .execute("SELECT pg_sleep($1)", &[&delay.as_secs_f64()])
+                    .await?;
+                transaction.commit().await?;
+                Ok(rows)
+            }
+        }
+    }
+}
+
+fn decode_outcome(
+    row: &Row,
+    stream: &str,
+    expected: ExpectedVersion,
+) -> Result<AppendResult, StoreError> {
+    let outcome: &str = row.get("outcome");
+    match outcome {
+        "appended" | "duplicate" => Ok(AppendResult {
+            version: to_u64(row.get("stream_version")),
+            position: Position {
+                commit: to_u64(row.get("last_transaction_id")),
+                prepare: to_u64(row.get("last_sequence")),
+            },
+            deduplicated: outcome == "duplicate",
+        }),
+        "wrong_expected_version" => Err(StoreError::WrongExpectedVersion {
+            stream: stream.to_owned(),
+            expected,
+            actual: row.get::<_, Option<i64>>("stream_version").map(to_u64),
+        }),
+        "idempotency_mismatch" => Err(StoreError::IdempotencyMismatch {
+            stream: stream.to_owned(),
+            event_id: row.get("conflicting_event_id"),
+        }),
+        other => Err(StoreError::Backend(format!(
+            "the append function answered an unknown outcome {other:?}"
+        ))),
     }
 }
 
