@@ -29,6 +29,29 @@ const IN_FLIGHT_POLL_MS: u64 = 5;
 /// so a half-done command is recognised by the store, not repeated).
 const IN_FLIGHT_STALE_MS: i64 = 30_000;
 
+const CLAIM_SQL: &str = "INSERT INTO api.idempotency_keys (principal, key, fingerprint) \
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+const LOOK_SQL: &str = "SELECT fingerprint, status_code, content_type, etag, location, body, \
+                        (now() - started_at) > make_interval(secs => $3::double precision / 1000) \
+                        FROM api.idempotency_keys WHERE principal = $1 AND key = $2";
+const TAKE_OVER_SQL: &str = "UPDATE api.idempotency_keys SET started_at = now() \
+                             WHERE principal = $1 AND key = $2 AND status_code IS NULL \
+                             AND (now() - started_at) > make_interval(secs => $3::double precision / 1000)";
+const COMPLETE_SQL: &str =
+    "UPDATE api.idempotency_keys SET status_code = $3, content_type = $4, etag = $5, \
+                            location = $6, body = $7, completed_at = now() \
+                            WHERE principal = $1 AND key = $2";
+const RELEASE_SQL: &str = "DELETE FROM api.idempotency_keys \
+                           WHERE principal = $1 AND key = $2 AND status_code IS NULL";
+
+/// A statement prepared once per pooled connection (one round trip per use, not two).
+async fn prepared(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, Problem> {
+    client.prepare_cached(sql).await.map_err(failed)
+}
+
 /// A response as stored and replayed.
 #[derive(Debug, Clone)]
 pub struct StoredResponse {
@@ -147,8 +170,7 @@ impl IdempotencyStore {
         loop {
             let inserted = client
                 .execute(
-                    "INSERT INTO api.idempotency_keys (principal, key, fingerprint) \
-                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &prepared(&client, CLAIM_SQL).await?,
                     &[&principal, &key, &fingerprint],
                 )
                 .await
@@ -158,9 +180,7 @@ impl IdempotencyStore {
             }
             let row = client
                 .query_opt(
-                    "SELECT fingerprint, status_code, content_type, etag, location, body, \
-                            (now() - started_at) > make_interval(secs => $3::double precision / 1000) \
-                       FROM api.idempotency_keys WHERE principal = $1 AND key = $2",
+                    &prepared(&client, LOOK_SQL).await?,
                     &[&principal, &key, &(IN_FLIGHT_STALE_MS as f64)],
                 )
                 .await
@@ -193,9 +213,7 @@ impl IdempotencyStore {
             if stale {
                 let taken = client
                     .execute(
-                        "UPDATE api.idempotency_keys SET started_at = now() \
-                         WHERE principal = $1 AND key = $2 AND status_code IS NULL \
-                           AND (now() - started_at) > make_interval(secs => $3::double precision / 1000)",
+                        &prepared(&client, TAKE_OVER_SQL).await?,
                         &[&principal, &key, &(IN_FLIGHT_STALE_MS as f64)],
                     )
                     .await
@@ -226,9 +244,7 @@ impl IdempotencyStore {
         let client = self.database.pool().get().await.map_err(failed)?;
         client
             .execute(
-                "UPDATE api.idempotency_keys SET status_code = $3, content_type = $4, etag = $5, \
-                        location = $6, body = $7, completed_at = now() \
-                  WHERE principal = $1 AND key = $2",
+                &prepared(&client, COMPLETE_SQL).await?,
                 &[
                     &principal,
                     &key,
@@ -249,11 +265,7 @@ impl IdempotencyStore {
         let result = async {
             let client = self.database.pool().get().await.map_err(failed)?;
             client
-                .execute(
-                    "DELETE FROM api.idempotency_keys \
-                      WHERE principal = $1 AND key = $2 AND status_code IS NULL",
-                    &[&principal, &key],
-                )
+                .execute(&prepared(&client, RELEASE_SQL).await?, &[&principal, &key])
                 .await
                 .map_err(failed)
         }
