@@ -2,7 +2,7 @@
 //! event with who caused it and the balances after it, and the state as of a past moment.
 //! Shared by the HTTP API and the replay CLI so both tell the same story.
 
-use crate::domain::{Sku, SkuEvent, SkuState};
+use crate::domain::{Sku, SkuEvent, SkuState, SkuSummary};
 use crate::envelope::{Position, RecordedEvent};
 use crate::store::{EventStore, StoreError, READ_EVENTS_MAX};
 use chrono::{DateTime, Utc};
@@ -83,12 +83,13 @@ pub enum AsOf {
     Version(u64),
 }
 
-/// Replays `stream` from the start, calling `visit` with each event, its decoded form and the
-/// state after it, until `visit` returns false or the stream ends.
+/// Replays `stream` from the start, calling `visit` with each event, its decoded form, the
+/// balances before it and the state after it, until `visit` returns false or the stream ends.
+/// (The balances before are a constant-size summary, so a long stream replays in linear time.)
 pub async fn replay<S, F>(store: &S, sku: &Sku, mut visit: F) -> Result<SkuState, HistoryError>
 where
     S: EventStore + ?Sized,
-    F: FnMut(&RecordedEvent, &SkuEvent, &SkuState, &SkuState) -> bool,
+    F: FnMut(&RecordedEvent, &SkuEvent, &SkuSummary, &SkuState) -> bool,
 {
     let stream = sku.stream();
     let mut state = SkuState::new(sku.clone());
@@ -97,17 +98,8 @@ where
         let page = store.read_stream(&stream, from, READ_EVENTS_MAX).await?;
         let length = page.len() as u64;
         for recorded in &page {
-            let event = SkuEvent::decode(
-                &recorded.event_type,
-                recorded.schema_version,
-                &recorded.data,
-            )
-            .map_err(|e| HistoryError::Undecodable {
-                stream: stream.clone(),
-                version: recorded.version,
-                message: e.to_string(),
-            })?;
-            let before = state.clone();
+            let event = decode(&stream, recorded)?;
+            let before = state.summary();
             state.apply(&event);
             if !visit(recorded, &event, &before, &state) {
                 return Ok(state);
@@ -118,6 +110,19 @@ where
         }
         from += length;
     }
+}
+
+fn decode(stream: &str, recorded: &RecordedEvent) -> Result<SkuEvent, HistoryError> {
+    SkuEvent::decode(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.data,
+    )
+    .map_err(|e| HistoryError::Undecodable {
+        stream: stream.to_owned(),
+        version: recorded.version,
+        message: e.to_string(),
+    })
 }
 
 /// One page of a SKU's history, filtered by time and paged by version.
@@ -164,21 +169,27 @@ pub async fn state_as_of<S: EventStore + ?Sized>(
     sku: &Sku,
     as_of: AsOf,
 ) -> Result<SkuState, HistoryError> {
-    // Fold into a copy only while the event is inside the bound, so the returned state stops
-    // exactly at the last included event.
-    let mut bounded = SkuState::new(sku.clone());
-    replay(store, sku, |recorded, _, _, after| {
-        let included = match as_of {
-            AsOf::Time(moment) => recorded.recorded_at <= moment,
-            AsOf::Version(version) => recorded.version <= version,
-        };
-        if included {
-            bounded = after.clone();
+    // Decide inclusion before folding, so the state stops exactly at the last included event.
+    let stream = sku.stream();
+    let mut state = SkuState::new(sku.clone());
+    let mut from = 0;
+    loop {
+        let page = store.read_stream(&stream, from, READ_EVENTS_MAX).await?;
+        for recorded in &page {
+            let included = match as_of {
+                AsOf::Time(moment) => recorded.recorded_at <= moment,
+                AsOf::Version(version) => recorded.version <= version,
+            };
+            if !included {
+                return Ok(state);
+            }
+            state.apply(&decode(&stream, recorded)?);
         }
-        included
-    })
-    .await?;
-    Ok(bounded)
+        if (page.len() as u64) < READ_EVENTS_MAX {
+            return Ok(state);
+        }
+        from += page.len() as u64;
+    }
 }
 
 fn signed(value: u64) -> i64 {
@@ -188,7 +199,7 @@ fn signed(value: u64) -> i64 {
 fn entry(
     recorded: &RecordedEvent,
     event: &SkuEvent,
-    before: &SkuState,
+    before: &SkuSummary,
     after: &SkuState,
 ) -> HistoryEntry {
     let (reservation_id, order_id, reason, reference) = match event {
