@@ -35,6 +35,46 @@ pub trait Projection: Send + Sync + 'static {
         schema: &SchemaName,
         records: &[SkuRecord],
     ) -> Result<(), ProjectionError>;
+
+    /// Indexes a rebuild leaves out of the shadow schema while it loads and builds once caught
+    /// up, before the swap: one sorted pass over the loaded table costs a fraction of keeping
+    /// the index up to date row by row. Only indexes no apply relies on may be deferred (not an
+    /// `ON CONFLICT` target, not one the per-batch lookups need, not one that enforces a rule
+    /// the projection counts on while it applies); a deferred unique index still checks its rule,
+    /// once, when it is built, and a violation stops the rebuild before the swap.
+    fn deferred_indexes(&self) -> &'static [DeferredIndex] {
+        &[]
+    }
+
+    /// Apply `records` (in log order) as a rebuild does: to a shadow schema that nothing else
+    /// reads or writes, in pages far larger than a live batch. The tables must end exactly as
+    /// [`Projection::apply`] would leave them, whatever the page boundaries (the rebuild tests
+    /// compare a rebuilt schema with the live one row for row). The default is `apply` itself,
+    /// which already writes each table with one multi-row statement per batch; a projection
+    /// overrides it only where a bulk load is much faster than that.
+    async fn apply_bulk(
+        &self,
+        transaction: &Transaction<'_>,
+        schema: &SchemaName,
+        records: &[SkuRecord],
+    ) -> Result<(), ProjectionError> {
+        self.apply(transaction, schema, records).await
+    }
+}
+
+/// An index of a projection's DDL that a rebuild builds after loading (see
+/// [`Projection::deferred_indexes`]). Both statements have `{schema}` where the schema name goes,
+/// and `create` must build exactly what the DDL does (same name, columns, uniqueness, and a
+/// constraint where the DDL declares one), since the rebuilt schema becomes the live one; the
+/// rebuild tests compare the catalogs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeferredIndex {
+    /// The index's name in the schema (for a constraint, the name of its index).
+    pub name: &'static str,
+    /// Removes the index from a shadow schema freshly created from the DDL.
+    pub drop: &'static str,
+    /// Builds it again.
+    pub create: &'static str,
 }
 
 /// Every projection, in the order the runtime starts them.
@@ -69,26 +109,49 @@ pub fn by_name(name: &str) -> Result<&'static dyn Projection, ProjectionError> {
 pub fn decode_page(events: &[RecordedEvent]) -> Result<Vec<SkuRecord>, ProjectionError> {
     let mut records = Vec::with_capacity(events.len());
     for recorded in events {
-        let Some(sku) = Sku::from_stream(&recorded.stream) else {
-            continue;
-        };
-        let event = SkuEvent::decode(
-            &recorded.event_type,
-            recorded.schema_version,
-            &recorded.data,
-        )
-        .map_err(|e| ProjectionError::Undecodable {
-            position: recorded.position,
-            stream: recorded.stream.clone(),
-            message: e.to_string(),
-        })?;
-        records.push(SkuRecord {
-            sku,
-            event,
-            recorded: recorded.clone(),
-        });
+        if let Some((sku, event)) = decode_event(recorded)? {
+            records.push(SkuRecord {
+                sku,
+                event,
+                recorded: recorded.clone(),
+            });
+        }
     }
     Ok(records)
+}
+
+/// [`decode_page`] for a page the caller no longer needs: the events move into the records
+/// instead of being copied, which matters at a rebuild's page sizes.
+pub fn decode_owned_page(events: Vec<RecordedEvent>) -> Result<Vec<SkuRecord>, ProjectionError> {
+    let mut records = Vec::with_capacity(events.len());
+    for recorded in events {
+        if let Some((sku, event)) = decode_event(&recorded)? {
+            records.push(SkuRecord {
+                sku,
+                event,
+                recorded,
+            });
+        }
+    }
+    Ok(records)
+}
+
+/// The SKU and event of `recorded`, or `None` when it belongs to another kind of stream.
+fn decode_event(recorded: &RecordedEvent) -> Result<Option<(Sku, SkuEvent)>, ProjectionError> {
+    let Some(sku) = Sku::from_stream(&recorded.stream) else {
+        return Ok(None);
+    };
+    let event = SkuEvent::decode(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.data,
+    )
+    .map_err(|e| ProjectionError::Undecodable {
+        position: recorded.position,
+        stream: recorded.stream.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(Some((sku, event)))
 }
 
 /// A stored bigint from an unsigned count or position, refusing values PostgreSQL cannot hold.
@@ -144,14 +207,7 @@ pub(crate) async fn apply_page(
     let Some(last) = events.last() else {
         return Ok(expected);
     };
-    let found = crate::checkpoint::lock(&**transaction, schema, projection.name()).await?;
-    if found != expected {
-        return Err(ProjectionError::StaleCheckpoint {
-            projection: projection.name().to_owned(),
-            expected: show_position(expected),
-            found: show_position(found),
-        });
-    }
+    check_checkpoint(transaction, projection, schema, expected).await?;
     let records = decode_page(events)?;
     if !records.is_empty() {
         projection.apply(transaction, schema, &records).await?;
@@ -166,4 +222,53 @@ pub(crate) async fn apply_page(
     )
     .await?;
     Ok(Some(last.position))
+}
+
+/// [`apply_page`] for a rebuild: the same checkpoint rules (they also keep two rebuilds of one
+/// projection from filling the same shadow schema at once), with the projection's bulk apply
+/// and a page the rebuild hands over.
+pub(crate) async fn apply_bulk_page(
+    transaction: &Transaction<'_>,
+    projection: &dyn Projection,
+    schema: &SchemaName,
+    expected: Option<Position>,
+    events: Vec<RecordedEvent>,
+) -> Result<Option<Position>, ProjectionError> {
+    let Some(last) = events.last().map(|e| e.position) else {
+        return Ok(expected);
+    };
+    let count = events.len() as u64;
+    check_checkpoint(transaction, projection, schema, expected).await?;
+    let records = decode_owned_page(events)?;
+    if !records.is_empty() {
+        projection.apply_bulk(transaction, schema, &records).await?;
+    }
+    crate::checkpoint::advance(
+        &**transaction,
+        schema,
+        projection.name(),
+        expected,
+        last,
+        count,
+    )
+    .await?;
+    Ok(Some(last))
+}
+
+/// Lock the checkpoint row of `schema` and make sure it still holds `expected`.
+async fn check_checkpoint(
+    transaction: &Transaction<'_>,
+    projection: &dyn Projection,
+    schema: &SchemaName,
+    expected: Option<Position>,
+) -> Result<(), ProjectionError> {
+    let found = crate::checkpoint::lock(&**transaction, schema, projection.name()).await?;
+    if found != expected {
+        return Err(ProjectionError::StaleCheckpoint {
+            projection: projection.name().to_owned(),
+            expected: show_position(expected),
+            found: show_position(found),
+        });
+    }
+    Ok(())
 }

@@ -172,18 +172,45 @@ fn live_ddl(projection: &dyn Projection) -> &'static str {
     })
 }
 
-/// Create `schema` with the tables of `projection` (for a rebuild's shadow schema), stamped
-/// with the DDL's fingerprint. Fails if the schema exists: a rebuild decides explicitly whether
-/// to drop a leftover shadow first.
+/// Create `schema` with the tables of `projection`, stamped with the DDL's fingerprint. Fails if
+/// the schema exists.
 pub async fn create_schema(
     client: &mut tokio_postgres::Client,
     projection: &dyn Projection,
     schema: &SchemaName,
 ) -> Result<(), tokio_postgres::Error> {
+    create_stamped(client, projection, schema, false).await
+}
+
+/// Create a rebuild's shadow `schema`: [`create_schema`] without the projection's deferred
+/// indexes (see [`Projection::deferred_indexes`]), in one transaction, so that a shadow exists
+/// either whole or not at all. Fails if the schema exists: a rebuild decides explicitly whether
+/// to drop a leftover shadow first.
+pub async fn create_shadow_schema(
+    client: &mut tokio_postgres::Client,
+    projection: &dyn Projection,
+    schema: &SchemaName,
+) -> Result<(), tokio_postgres::Error> {
+    create_stamped(client, projection, schema, true).await
+}
+
+async fn create_stamped(
+    client: &mut tokio_postgres::Client,
+    projection: &dyn Projection,
+    schema: &SchemaName,
+    defer_indexes: bool,
+) -> Result<(), tokio_postgres::Error> {
     let transaction = client.transaction().await?;
     transaction
         .batch_execute(&render_ddl(projection, schema))
         .await?;
+    if defer_indexes {
+        for index in projection.deferred_indexes() {
+            transaction
+                .batch_execute(&render_statement(index.drop, schema))
+                .await?;
+        }
+    }
     transaction
         .batch_execute(&format!(
             "COMMENT ON SCHEMA {schema} IS '{}'",
@@ -191,6 +218,27 @@ pub async fn create_schema(
         ))
         .await?;
     transaction.commit().await
+}
+
+/// A statement template with the schema name substituted.
+pub fn render_statement(template: &str, schema: &SchemaName) -> String {
+    template.replace(SCHEMA_PLACEHOLDER, schema.as_str())
+}
+
+/// The names of the indexes in `schema` (those that back constraints included).
+pub async fn index_names<C: tokio_postgres::GenericClient>(
+    client: &C,
+    schema: &SchemaName,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 ORDER BY 1",
+            &[&schema.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
 }
 
 /// The fingerprint stamped on `schema` by [`create_schema`]; `None` when the schema does not

@@ -70,6 +70,38 @@ async fn a_rebuild_of_every_projection_equals_the_live_read_models() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_whose_pages_span_several_reads_equals_the_live_read_models() {
+    // Goal: the bulk path gives the live runner's tables whatever the page boundaries: pages
+    // filled by several reads that end mid-page, a SKU's events (and a reservation's or an
+    // alert's opening and closing) split across pages, and the whole log in one page.
+    let ledger = projected_history(6).await;
+    let live = dump_all(&ledger.database).await;
+    for (page_events_max, read_events_max) in [(11, 3), (4_000, 7)] {
+        for projection in projections::projection::names() {
+            let summary = projections::rebuild(
+                ledger.store.as_ref(),
+                &ledger.database,
+                projection,
+                RebuildOptions {
+                    page_events_max,
+                    read_events_max,
+                    ..RebuildOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+            assert!(summary.swapped, "{projection}");
+            assert_eq!(
+                dump_all(&ledger.database).await,
+                live,
+                "{projection} rebuilt in pages of {page_events_max}, reads of {read_events_max}"
+            );
+        }
+    }
+    ledger.assert_read_models_match_fold().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_rebuild_resumes_from_its_shadow_checkpoint() {
     let ledger = projected_history(5).await;
     let live = dump_all(&ledger.database).await;
@@ -121,6 +153,85 @@ async fn an_interrupted_rebuild_resumes_from_its_shadow_checkpoint() {
         "the resumed run applied only the rest"
     );
     assert_eq!(dump_all(&ledger.database).await, live);
+}
+
+/// The indexes and constraints of `schema`, with its name taken out, for comparing schemas.
+async fn catalog(ledger: &Ledger, schema: &SchemaName) -> Vec<String> {
+    let client = ledger.database.pool().get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 \
+             UNION ALL \
+             SELECT c.conrelid::regclass::text || ' ' || c.conname || ' ' \
+                    || pg_get_constraintdef(c.oid) \
+             FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+             WHERE n.nspname = $1 \
+             ORDER BY 1",
+            &[&schema.as_str()],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| row.get::<_, String>(0).replace(schema.as_str(), "{schema}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_schema_has_every_index_and_constraint_of_its_ddl() {
+    // Goal: indexes a rebuild defers while it loads are all back, as the DDL declares them,
+    // in the schema it swaps in, also when the load was interrupted and resumed.
+    let ledger = projected_history(2).await;
+    let mut client = ledger.database.pool().get().await.unwrap();
+    let interrupted = projections::rebuild(
+        ledger.store.as_ref(),
+        &ledger.database,
+        "stock_movements",
+        RebuildOptions {
+            page_events_max: PAGE_EVENTS,
+            progress: Some(Arc::new(|_| ControlFlow::Break(()))),
+            ..RebuildOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(interrupted.interrupted);
+    let shadow = catalog(&ledger, &SchemaName::shadow("stock_movements")).await;
+    assert!(
+        !shadow
+            .iter()
+            .any(|d| d.contains("movements_by_sku_and_time")),
+        "the shadow loads without its deferred indexes: {shadow:#?}"
+    );
+    for projection in projections::projection::all() {
+        let summary = projections::rebuild(
+            ledger.store.as_ref(),
+            &ledger.database,
+            projection.name(),
+            RebuildOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert!(summary.swapped);
+        let reference = SchemaName::parse(&format!("reference_{}", projection.name())).unwrap();
+        projections::schema::create_schema(&mut client, projection, &reference)
+            .await
+            .unwrap();
+        let rebuilt = catalog(&ledger, &SchemaName::live(projection.name())).await;
+        assert_eq!(
+            rebuilt,
+            catalog(&ledger, &reference).await,
+            "{}",
+            projection.name()
+        );
+        for index in projection.deferred_indexes() {
+            assert!(
+                rebuilt.iter().any(|d| d.contains(index.name)),
+                "{} is missing from {rebuilt:#?}",
+                index.name
+            );
+        }
+    }
+    ledger.assert_read_models_match_fold().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

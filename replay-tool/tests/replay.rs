@@ -131,8 +131,12 @@ impl Ledger {
 
     /// Wait until every projection's checkpoint has reached the newest committed event.
     async fn wait_caught_up(&self) {
+        self.wait_caught_up_within(CATCH_UP_DEADLINE_MS).await;
+    }
+
+    async fn wait_caught_up_within(&self, deadline_ms: u64) {
         let target = self.last_committed_position().await;
-        let deadline = Instant::now() + Duration::from_millis(CATCH_UP_DEADLINE_MS);
+        let deadline = Instant::now() + Duration::from_millis(deadline_ms);
         loop {
             let client = self.database.pool().get().await.unwrap();
             let mut behind = false;
@@ -151,7 +155,7 @@ impl Ledger {
             }
             assert!(
                 Instant::now() < deadline,
-                "the projections did not catch up within {CATCH_UP_DEADLINE_MS} ms"
+                "the projections did not catch up within {deadline_ms} ms"
             );
             tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
         }
@@ -617,17 +621,34 @@ async fn errors_have_their_documented_exit_codes() {
     assert!(stdout(&help).contains("Exit codes:"));
 }
 
-/// SKUs and events per SKU of the throughput measurement.
+/// SKUs and events per SKU of the throughput measurement: 100,000 events unless
+/// `MEASURED_SKUS_VARIABLE` asks for more SKUs.
 const MEASURED_SKUS: u64 = 200;
 const MEASURED_EVENTS_PER_SKU: u64 = 500;
 
-/// Measures verify and rebuild throughput on a store of 100,000 events; run on demand with
+/// Environment variable that sets the measurement's SKU count, e.g. 2000 for a store of
+/// 1,000,000 events.
+const MEASURED_SKUS_VARIABLE: &str = "LEDGER_MEASURED_SKUS";
+
+/// How long the live projectors may take to catch up per 100,000 measured events: far more
+/// than they need, so that only a stuck projector fails the measurement.
+const MEASURED_CATCH_UP_MS_PER_100K_EVENTS: u64 = 60_000;
+
+/// Measures verify and rebuild throughput on a store of 100,000 events (or
+/// `LEDGER_MEASURED_SKUS` × 500); run on demand with
 /// `cargo test -p replay-tool --release -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a measurement, not a check; run on demand"]
 async fn measure_verify_and_rebuild_throughput() {
+    let skus: u64 = match std::env::var(MEASURED_SKUS_VARIABLE) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|e| panic!("{MEASURED_SKUS_VARIABLE}={value:?}: {e}")),
+        Err(_) => MEASURED_SKUS,
+    };
     let ledger = Ledger::new().await;
-    for sku in 0..MEASURED_SKUS {
+    let appending = Instant::now();
+    for sku in 0..skus {
         let events = (0..MEASURED_EVENTS_PER_SKU)
             .map(|_| {
                 let event = SkuEvent::Replenished(ledger_core::domain::StockReplenished {
@@ -653,10 +674,22 @@ async fn measure_verify_and_rebuild_throughput() {
             .await
             .unwrap();
     }
+    let events = skus * MEASURED_EVENTS_PER_SKU;
+    println!(
+        "appended {events} events for {skus} SKUs in {:.1} s",
+        appending.elapsed().as_secs_f64()
+    );
+    let projecting = Instant::now();
     let (set, stop) = ledger.spawn_projectors();
-    ledger.wait_caught_up().await;
+    ledger
+        .wait_caught_up_within(MEASURED_CATCH_UP_MS_PER_100K_EVENTS * events.div_ceil(100_000))
+        .await;
     let _ = stop.send(true);
     set.join().await;
+    println!(
+        "live projectors caught up in {:.1} s",
+        projecting.elapsed().as_secs_f64()
+    );
     let output = ledger.replay(&["verify"]).await;
     assert_exit(&output, EXIT_OK);
     println!("{}", stdout(&output));
