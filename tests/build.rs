@@ -1,7 +1,10 @@
 //! Compiles the real-server contract suite only when `EVENTSTORE_URL` names a server, so a run
-//! without one reports that suite as skipped instead of failing it.
+//! without one reports that suite as skipped instead of failing it; and tells the architecture
+//! test which platform to resolve the crate graph for.
 
 fn main() {
+    let target = std::env::var("TARGET").expect("cargo sets TARGET for build scripts");
+    println!("cargo::rustc-env=LEDGER_TESTS_TARGET={target}");
     println!("cargo::rustc-check-cfg=cfg(eventstore_server)");
     println!("cargo::rerun-if-env-changed=EVENTSTORE_URL");
     if std::env::var("EVENTSTORE_URL").is_ok_and(|url| !url.trim().is_empty()) {

@@ -3,10 +3,10 @@
 //! stream, and the idempotency key is derived from the reservation, so several API instances
 //! running this worker at once append each expiry exactly once.
 
-use ledger_core::domain::DomainError;
-use ledger_core::domain::{ExpireReservation, SkuCommand};
-use ledger_core::handler::{CommandContext, CommandError};
-use projections::ReadModels;
+use ledger_application::command::{CommandContext, CommandError};
+use ledger_domain::DomainError;
+use ledger_domain::{ExpireReservation, SkuCommand};
+use ledger_projections::ReadModels;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -44,7 +44,7 @@ pub async fn sweep(
     state: &SharedState,
     read_models: &ReadModels,
     shutdown: &watch::Receiver<bool>,
-) -> Result<u64, projections::ProjectionError> {
+) -> Result<u64, ledger_projections::ProjectionError> {
     let due = read_models
         .due_reservations(chrono::Utc::now(), EXPIRY_SWEEP_RESERVATIONS_MAX)
         .await?;

@@ -1,13 +1,22 @@
-//! Request extractors that turn every malformed input into a problem that names what was wrong:
-//! the JSON body (syntax, types, unknown fields, ranges, size) and the request's context
-//! headers (request id, correlation id, idempotency key, If-Match).
+//! Request extractors: what every route needs before it can act, each turning a bad input into
+//! a problem that names what was wrong. A route's handler then only builds its command or query.
+//! - [`Authorized`]: the principal, checked for the permission the route's type names.
+//! - [`SkuTarget`]: the SKU (and reservation) the path names, validated.
+//! - [`JsonBody`]: the JSON body (syntax, types, unknown fields, ranges, size) and its
+//!   canonical form.
+//! - [`RequestContext`]: request id, correlation id, idempotency key, If-Match.
+//! - [`CommandRequest`]: all a command needs from the request: context, method, path, body.
 
+use crate::auth::{Permission, Principal};
 use crate::problem::Problem;
+use crate::state::SharedState;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use ledger_domain::{ReservationId, Sku};
 use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
 
 /// Largest request body accepted. Every command body is a few hundred bytes; 16 KiB leaves room
 /// for long reasons and references while refusing accidental or hostile uploads early.
@@ -158,5 +167,142 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             idempotency_key,
             if_match,
         })
+    }
+}
+
+/// The permission a route needs, named by a type so that a handler's signature says it.
+pub trait Requirement: Send + Sync + 'static {
+    const PERMISSION: Permission;
+}
+
+/// SKU state, reservations, low-stock lists, alerts and projection status.
+pub struct Reading;
+/// Reserve, release, confirm.
+pub struct Reserving;
+/// Replenish, adjust, set reorder points.
+pub struct Managing;
+/// Histories and the movement ledger.
+pub struct Auditing;
+
+impl Requirement for Reading {
+    const PERMISSION: Permission = Permission::Read;
+}
+impl Requirement for Reserving {
+    const PERMISSION: Permission = Permission::Reserve;
+}
+impl Requirement for Managing {
+    const PERMISSION: Permission = Permission::Manage;
+}
+impl Requirement for Auditing {
+    const PERMISSION: Permission = Permission::Audit;
+}
+
+/// The principal behind the request, allowed what `R` requires (401 or 403 otherwise).
+pub struct Authorized<R> {
+    pub principal: Principal,
+    requirement: PhantomData<R>,
+}
+
+impl<R: Requirement> FromRequestParts<SharedState> for Authorized<R> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Problem> {
+        let principal = state.auth.authorize(&parts.headers, R::PERMISSION)?;
+        Ok(Self {
+            principal,
+            requirement: PhantomData,
+        })
+    }
+}
+
+/// The SKU a route's path names, and the reservation when it names one; both validated (422
+/// naming the field otherwise).
+pub struct SkuTarget {
+    pub sku: Sku,
+    pub reservation_id: Option<ReservationId>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SkuTarget {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Problem::bad_request("invalid-path", "the path is not valid UTF-8"))?;
+        let mut sku = None;
+        let mut reservation_id = None;
+        for (name, value) in &params {
+            match name {
+                "sku" => sku = Some(Sku::parse(value).map_err(|e| Problem::validation(&e))?),
+                "reservation_id" => {
+                    reservation_id =
+                        Some(ReservationId::parse(value).map_err(|e| Problem::validation(&e))?)
+                }
+                _ => {}
+            }
+        }
+        let sku = sku.expect("SkuTarget is only used on routes with a {sku} segment");
+        Ok(Self {
+            sku,
+            reservation_id,
+        })
+    }
+}
+
+/// Everything a command takes from its request: the context headers, and what the idempotency
+/// fingerprint covers (method, path, canonical body) beside the parsed body.
+pub struct CommandRequest<T> {
+    pub body: T,
+    pub context: RequestContext,
+    pub method: Method,
+    pub path: String,
+    pub canonical_body: String,
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for CommandRequest<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let (mut parts, body) = request.into_parts();
+        let context = RequestContext::from_request_parts(&mut parts, state).await?;
+        let method = parts.method.clone();
+        let path = decoded_path(&mut parts, state).await?;
+        let body = JsonBody::<T>::from_request(Request::from_parts(parts, body), state).await?;
+        Ok(Self {
+            body: body.value,
+            context,
+            method,
+            path,
+            canonical_body: body.canonical,
+        })
+    }
+}
+
+/// The request's path with its parameters percent-decoded (the route's template with each
+/// `{name}` replaced by its value), so that a retry whose client encodes a `:` differently
+/// still has the same fingerprint.
+async fn decoded_path<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, Problem> {
+    let Some(template) = parts.extensions.get::<MatchedPath>().cloned() else {
+        return Ok(parts.uri.path().to_owned());
+    };
+    let params = RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|_| Problem::bad_request("invalid-path", "the path is not valid UTF-8"))?;
+    let mut path = template.as_str().to_owned();
+    for (name, value) in &params {
+        path = path.replace(&format!("{{{name}}}"), value);
+    }
+    Ok(path)
+}
+
+impl SkuTarget {
+    /// The reservation the path names.
+    ///
+    /// # Panics
+    /// On a route without a `{reservation_id}` segment.
+    pub fn reservation(&self) -> &ReservationId {
+        self.reservation_id
+            .as_ref()
+            .expect("only routes with a {reservation_id} segment ask for it")
     }
 }

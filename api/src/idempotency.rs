@@ -6,8 +6,8 @@
 use crate::problem::Problem;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ledger_core::pg::migrate::{migrate, Migration};
-use ledger_core::pg::{Database, DatabaseError};
+use ledger_postgres::migrate::{migrate, Migration};
+use ledger_postgres::{Database, DatabaseError};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -150,11 +150,7 @@ impl IdempotencyStore {
         };
         config.options(&options);
         let database = Database::from_config(config, pool_size)?;
-        let mut client = database
-            .pool()
-            .get()
-            .await
-            .map_err(|e| DatabaseError::Unreachable(e.to_string()))?;
+        let mut client = database.client().await?;
         migrate(&mut client, "api", MIGRATIONS).await?;
         Ok(Self { database })
     }

@@ -1,17 +1,17 @@
-//! `api`: serve the inventory ledger over HTTP. See `api --help`.
+//! `ledger-api`: serve the inventory ledger over HTTP. See `ledger-api --help`.
 
-use api::config::{Command, Config};
-use api::startup::{self, Running};
 use clap::Parser;
+use ledger_api::config::{Command, Config};
+use ledger_api::startup::{self, Running};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let config = Config::parse();
     if let Some(Command::HashToken { token }) = &config.command {
-        println!("{}", api::auth::hash_token(token));
+        println!("{}", ledger_api::auth::hash_token(token));
         return ExitCode::SUCCESS;
     }
-    api::telemetry::init_logging(config.log_format);
+    ledger_startup::init_logging(config.log.log_format, ledger_startup::LogOutput::Stderr);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

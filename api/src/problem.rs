@@ -4,9 +4,9 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ledger_core::domain::{DomainError, ValidationError};
-use ledger_core::handler::CommandError;
-use ledger_core::store::StoreError;
+use ledger_application::command::CommandError;
+use ledger_application::store::StoreError;
+use ledger_domain::{DomainError, ValidationError};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -225,7 +225,9 @@ impl From<CommandError> for Problem {
 impl From<StoreError> for Problem {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Timeout { .. } | StoreError::Unavailable(_) => Self::unavailable(&error),
+            StoreError::Timeout { .. } | StoreError::Unavailable { .. } => {
+                Self::unavailable(&error)
+            }
             StoreError::IdempotencyMismatch { .. } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",

@@ -11,27 +11,17 @@ use crate::state::{AppState, SharedState};
 use crate::{routes, telemetry};
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use ledger_core::handler::CommandHandler;
-use ledger_core::pg::cluster::{ClusterOptions, PrivateCluster};
-use ledger_core::pg::Database;
-use ledger_core::snapshot::PostgresSnapshots;
-use ledger_core::store::kurrent::{KurrentOptions, KurrentStore};
-use ledger_core::store::postgres::PostgresStore;
-use ledger_core::store::EventStore;
-use ledger_core::writer::SkuWriters;
-use projections::{ProjectorOptions, ProjectorSet, ReadModels};
+use ledger_application::handler::CommandHandler;
+use ledger_application::writer::SkuWriters;
+use ledger_postgres::cluster::PrivateCluster;
+use ledger_postgres::PostgresSnapshots;
+use ledger_projections::{ProjectorOptions, ProjectorSet, ReadModels};
+use ledger_startup::{Backends, BackendsOptions, EmbeddedMode};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// The database the embedded cluster keeps the ledger in.
-pub const EMBEDDED_DATABASE: &str = "ledger";
-
-/// Connections the embedded cluster accepts: the API's pool, the projectors' leases and
-/// listeners, and an operator's replay-tool beside them.
-pub const EMBEDDED_CONNECTIONS_MAX: u32 = 100;
 
 /// The expiry worker never sweeps more often than this, whatever the configuration says.
 pub const EXPIRY_INTERVAL_MS_MIN: u64 = 50;
@@ -40,110 +30,17 @@ pub const EXPIRY_INTERVAL_MS_MIN: u64 = 50;
 pub enum StartupError {
     #[error("configuration: {0}")]
     Config(String),
-    #[error("embedded PostgreSQL: {0}")]
-    Cluster(#[from] ledger_core::pg::cluster::ClusterError),
+    #[error(transparent)]
+    Backends(#[from] ledger_startup::StartupError),
     #[error("database: {0}")]
-    Database(#[from] ledger_core::pg::DatabaseError),
-    #[error("event store: {0}")]
-    EventStore(String),
+    Database(#[from] ledger_postgres::DatabaseError),
     #[error("read models: {0}")]
-    Projections(#[from] projections::ProjectionError),
+    Projections(#[from] ledger_projections::ProjectionError),
     #[error("cannot listen on {address}: {message}")]
     Listen {
         address: SocketAddr,
         message: String,
     },
-}
-
-/// Where the ledger's data lives, as chosen from the configuration.
-pub struct Backends {
-    pub database: Database,
-    pub store: Arc<dyn EventStore>,
-    /// The private cluster when running the embedded default; stopped on shutdown.
-    pub cluster: Option<PrivateCluster>,
-    /// A human description for the start-up banner.
-    pub description: String,
-}
-
-/// Open the database and the event store the configuration names: `DATABASE_URL`, or a private
-/// cluster under the data folder.
-pub async fn open_backends(config: &Config) -> Result<Backends, StartupError> {
-    let (database, cluster, description) = match &config.database_url {
-        Some(url) => {
-            let database = Database::from_url(url, config.pool_size)?;
-            (database, None, "PostgreSQL at DATABASE_URL".to_owned())
-        }
-        None => {
-            let cluster = PrivateCluster::start(&ClusterOptions {
-                folder: config.data_dir.clone(),
-                durable: true,
-                max_connections: EMBEDDED_CONNECTIONS_MAX,
-            })
-            .await?;
-            create_database_if_missing(&cluster).await?;
-            let database = Database::from_config(
-                cluster.connection_config(EMBEDDED_DATABASE),
-                config.pool_size,
-            )?;
-            let description = format!(
-                "embedded PostgreSQL under {} (socket {})",
-                cluster.folder().display(),
-                cluster.socket_dir().display()
-            );
-            (database, Some(cluster), description)
-        }
-    };
-    let (store, description): (Arc<dyn EventStore>, String) = match &config.eventstore_url {
-        Some(url) => {
-            let store = KurrentStore::connect(url, KurrentOptions::default())
-                .await
-                .map_err(|e| StartupError::EventStore(e.to_string()))?;
-            (
-                Arc::new(store),
-                format!("EventStoreDB events, read models in {description}"),
-            )
-        }
-        None => (
-            Arc::new(PostgresStore::open(database.clone()).await?),
-            description,
-        ),
-    };
-    Ok(Backends {
-        database,
-        store,
-        cluster,
-        description,
-    })
-}
-
-async fn create_database_if_missing(cluster: &PrivateCluster) -> Result<(), StartupError> {
-    let admin = Database::from_config(cluster.connection_config("postgres"), 1)?;
-    let client = admin
-        .pool()
-        .get()
-        .await
-        .map_err(|e| ledger_core::pg::DatabaseError::Unreachable(e.to_string()))?;
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
-            &[&EMBEDDED_DATABASE],
-        )
-        .await
-        .map_err(|e| ledger_core::pg::DatabaseError::Unreachable(e.to_string()))?
-        .is_some();
-    if !exists {
-        // Two instances starting on one folder could race here; the loser's "already exists"
-        // is success all the same.
-        if let Err(error) = client
-            .batch_execute(&format!("CREATE DATABASE {EMBEDDED_DATABASE}"))
-            .await
-        {
-            if error.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
-                return Err(ledger_core::pg::DatabaseError::Unreachable(error.to_string()).into());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A running API: its address, and what it takes to stop it.
@@ -211,25 +108,55 @@ pub fn application(state: SharedState) -> axum::Router {
 pub async fn start(config: Config) -> Result<Running, StartupError> {
     let auth = Authenticator::from_config(config.tokens.as_deref(), config.tokens_file.as_deref())
         .map_err(StartupError::Config)?;
-    let open_access = auth.is_open();
-    if open_access {
+    if auth.is_open() {
         tracing::warn!(
             "NO TOKENS CONFIGURED: the API is open, anyone who can reach it may change stock; \
              set LEDGER_TOKENS or LEDGER_TOKENS_FILE before exposing it"
         );
     }
+    let projections = ledger_projections::cli::selected_projections(&config.projectors.projectors)?;
+    let mut backends = Backends::open(
+        &config.backends,
+        &BackendsOptions {
+            pool_size: config.pool_size,
+            embedded: EmbeddedMode::Create,
+            needs_database: true,
+            eventstore_connect_timeout_ms: None,
+        },
+    )
+    .await?;
+    match serve(config, auth, projections, &backends).await {
+        Ok(mut running) => {
+            running.cluster = backends.take_cluster();
+            Ok(running)
+        }
+        Err(error) => {
+            backends.close().await;
+            Err(error)
+        }
+    }
+}
+
+/// Open what the API keeps beside the backends, start the workers and the server.
+async fn serve(
+    config: Config,
+    auth: Authenticator,
+    projections: Vec<&'static str>,
+    backends: &Backends,
+) -> Result<Running, StartupError> {
+    let open_access = auth.is_open();
     let metrics = telemetry::metrics_handle();
-    let backends = open_backends(&config).await?;
-    let idempotency = IdempotencyStore::open(&backends.database, config.pool_size).await?;
-    let snapshots = PostgresSnapshots::open(backends.database.clone()).await?;
-    projections::migrate(&backends.database).await?;
-    let read_models = ReadModels::new(backends.database.clone());
+    let database = backends.database().clone();
+    let idempotency = IdempotencyStore::open(&database, config.pool_size).await?;
+    let snapshots = PostgresSnapshots::open(database.clone()).await?;
+    ledger_projections::migrate(&database).await?;
+    let read_models = ReadModels::new(database.clone());
     let state: SharedState = Arc::new(AppState {
         writers: SkuWriters::new(
             CommandHandler::new(backends.store.clone()).with_snapshots(Arc::new(snapshots)),
         ),
         store: backends.store.clone(),
-        database: backends.database.clone(),
+        database: database.clone(),
         auth,
         idempotency,
         metrics,
@@ -238,11 +165,14 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
     });
     let (shutdown, signal) = watch::channel(false);
     let mut workers = Vec::new();
-    if config.projectors {
+    if !projections.is_empty() {
         let set = ProjectorSet::spawn(
             backends.store.clone(),
-            backends.database.clone(),
-            ProjectorOptions::default(),
+            database.clone(),
+            ProjectorOptions {
+                projections,
+                ..ProjectorOptions::default()
+            },
             signal.clone(),
         );
         workers.push(tokio::spawn(set.join()));
@@ -276,11 +206,11 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
     tracing::info!(%address, backends = %backends.description, "listening");
     Ok(Running {
         address,
-        backends_description: backends.description,
+        backends_description: backends.description.clone(),
         open_access,
         shutdown,
         server,
         workers,
-        cluster: backends.cluster,
+        cluster: None,
     })
 }

@@ -2,9 +2,9 @@
 
 use crate::auth::Authenticator;
 use crate::idempotency::IdempotencyStore;
-use ledger_core::pg::Database;
-use ledger_core::store::EventStore;
-use ledger_core::writer::SkuWriters;
+use ledger_application::store::EventStore;
+use ledger_application::writer::SkuWriters;
+use ledger_postgres::Database;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::{Arc, OnceLock};
 
@@ -16,7 +16,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub idempotency: IdempotencyStore,
     pub metrics: PrometheusHandle,
-    pub read_models: projections::ReadModels,
+    pub read_models: ledger_projections::ReadModels,
     /// The OpenAPI description, rendered once the router (which generates it) is built.
     pub openapi: OnceLock<String>,
 }

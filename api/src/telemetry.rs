@@ -1,7 +1,7 @@
-//! Logs and metrics: the tracing subscriber (text or JSON lines), the Prometheus recorder, and
-//! the middleware that gives every request an id, a span and its rate and latency metrics.
+//! Metrics and request observation: the Prometheus recorder, and the middleware that gives
+//! every request an id, a span and its rate and latency metrics. (Logging is set up by
+//! `ledger_startup::init_logging`, the same for every binary.)
 
-use crate::config::LogFormat;
 use crate::extract::{RequestId, HEADER_IDENTIFIER_LENGTH_MAX};
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
@@ -20,24 +20,6 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.000_5, 0.001, 0.002, 0.003, 0.005, 0.007_5, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0,
 ];
-
-/// Install the log subscriber once per process; later calls (tests start many servers) keep the
-/// first.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
 
 /// The process-wide Prometheus recorder. The `metrics` facade has one global recorder, so every
 /// server in a process (tests start several) shares it.

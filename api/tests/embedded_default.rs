@@ -16,7 +16,7 @@ struct Api {
 }
 
 fn start(data_dir: &std::path::Path) -> Api {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_api"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ledger-api"))
         .env_remove("DATABASE_URL")
         .env_remove("EVENTSTORE_URL")
         .env_remove("LEDGER_TOKENS")

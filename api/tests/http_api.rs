@@ -415,7 +415,7 @@ async fn bad_input_gets_a_problem_that_says_what_was_wrong_and_appends_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_decide_who_may_do_what() {
-    let hash = |token: &str| api::auth::hash_token(token);
+    let hash = |token: &str| ledger_api::auth::hash_token(token);
     let tokens = format!(
         "client:{}:checkout,operator:{}:ops,auditor:{}:audit",
         hash("c-token"),

@@ -83,8 +83,8 @@ impl ApiProcess {
     /// Starts the binary on the shared database, listening on a free port, and waits for the
     /// line that says where it listens.
     fn start(label: &'static str, database_url: &str) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_api"));
-        for variable in api::config::ENVIRONMENT_VARIABLES {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ledger-api"));
+        for variable in ledger_api::config::environment_variables() {
             command.env_remove(variable);
         }
         let child = command

@@ -1,11 +1,11 @@
 //! The checkpoint row each projection schema holds (see `schema::CHECKPOINT_DDL`): where in the
 //! store-wide log the schema's tables are, how many events it applied, and its last error.
 
+use crate::convert::{position_from, position_to, to_i64, to_u64};
 use crate::error::{show_position, ProjectionError};
-use crate::projection::{position_from, position_to, to_i64, to_u64};
-use crate::schema::SchemaName;
+use crate::schema_name::SchemaName;
 use chrono::{DateTime, Utc};
-use ledger_core::Position;
+use ledger_domain::Position;
 use tokio_postgres::GenericClient;
 
 /// Longest error message kept in the checkpoint row; the full error goes to the logs.

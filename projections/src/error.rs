@@ -1,8 +1,9 @@
 //! The one error type of the crate. Operating failures (database, event store, an event this
 //! code cannot read) are values; a runner records them as its last error and backs off.
 
-use ledger_core::pg::DatabaseError;
-use ledger_core::{Position, StoreError};
+use ledger_application::StoreError;
+use ledger_domain::Position;
+use ledger_postgres::DatabaseError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {

@@ -17,15 +17,21 @@
 //! The projection keeps its own copy of each SKU's balances (`sku_levels`) so that it can be
 //! rebuilt on its own, without reading another projection's tables.
 
+use crate::convert::{
+    log_position, optional_u64, position_from, position_to, stored_sku, to_i64, to_u64, LogPosition,
+};
 use crate::error::ProjectionError;
-use crate::projection::{position_to, stored_sku, to_i64, to_u64, Projection, SkuRecord};
-use crate::schema::SchemaName;
-use crate::stock_levels::distinct_skus;
+use crate::projection::{distinct_skus, Projection, SkuRecord};
+use crate::read_models::{page_limit, ReadModels};
+use crate::schema_name::SchemaName;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use ledger_core::domain::{SkuEvent, SkuState};
+use ledger_domain::Sku;
+use ledger_domain::{SkuEvent, SkuState};
+use serde::Serialize;
 use std::collections::BTreeMap;
+use tokio_postgres::Row;
 
 pub const NAME: &str = "low_stock_alerts";
 
@@ -118,7 +124,7 @@ struct NewAlert {
     closed: Option<Closing>,
 }
 
-struct Notification {
+struct NewNotification {
     notification_id: i64,
     kind: &'static str,
     alert_id: i64,
@@ -154,7 +160,7 @@ impl Projection for LowStockAlerts {
 
         let mut new_alerts: Vec<NewAlert> = Vec::new();
         let mut closed_stored: Vec<(i64, Closing)> = Vec::new();
-        let mut notifications: Vec<Notification> = Vec::new();
+        let mut notifications: Vec<NewNotification> = Vec::new();
         for record in records {
             let sku = record.sku.as_str();
             let state = levels
@@ -183,7 +189,7 @@ impl Projection for LowStockAlerts {
                         opened: moment.clone(),
                         closed: None,
                     });
-                    notifications.push(Notification {
+                    notifications.push(NewNotification {
                         notification_id: last_notification_id,
                         kind: KIND_OPENED,
                         alert_id: last_alert_id,
@@ -216,7 +222,7 @@ impl Projection for LowStockAlerts {
                     };
                     open.remove(sku);
                     last_notification_id += 1;
-                    notifications.push(Notification {
+                    notifications.push(NewNotification {
                         notification_id: last_notification_id,
                         kind: KIND_CLOSED,
                         alert_id,
@@ -413,7 +419,7 @@ async fn insert_alerts(
 async fn insert_notifications(
     transaction: &Transaction<'_>,
     schema: &SchemaName,
-    notifications: &[Notification],
+    notifications: &[NewNotification],
 ) -> Result<(), ProjectionError> {
     if notifications.is_empty() {
         return Ok(());
@@ -485,4 +491,187 @@ async fn write_levels(
         )
         .await?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows and queries
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertCloseReason {
+    /// Available stock returned to the reorder point or above.
+    Recovered,
+    /// The reorder point was lowered to (or below) available stock.
+    ReorderPointLowered,
+}
+
+impl AlertCloseReason {
+    fn parse(value: &str) -> Self {
+        if value == CLOSED_REORDER_POINT_LOWERED {
+            Self::ReorderPointLowered
+        } else {
+            Self::Recovered
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LowStockAlert {
+    pub alert_id: i64,
+    pub sku: Sku,
+    pub status: AlertStatus,
+    /// Available stock at the event that opened the alert.
+    pub available_at_open: u64,
+    pub reorder_point_at_open: u64,
+    pub opened_at: DateTime<Utc>,
+    pub opened_version: u64,
+    pub opened_position: LogPosition,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub closed_version: Option<u64>,
+    pub closed_position: Option<LogPosition>,
+    pub close_reason: Option<AlertCloseReason>,
+    pub available_at_close: Option<u64>,
+    pub reorder_point_at_close: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    AlertOpened,
+    AlertClosed,
+}
+
+/// One row of the low-stock outbox. Ids are dense, increasing and stable across replays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notification {
+    pub notification_id: i64,
+    pub kind: NotificationKind,
+    pub alert_id: i64,
+    pub sku: Sku,
+    /// Available stock right after the event that caused the notification.
+    pub available: u64,
+    pub reorder_point: u64,
+    pub close_reason: Option<AlertCloseReason>,
+    pub position: LogPosition,
+    pub version: u64,
+    /// When the causing event was recorded.
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl ReadModels {
+    /// Open low-stock alerts, one per SKU, in SKU order after `after_sku`.
+    pub async fn open_alerts(
+        &self,
+        limit: u64,
+        after_sku: Option<&Sku>,
+    ) -> Result<Vec<LowStockAlert>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let sql = format!(
+            "SELECT * FROM {schema}.alerts WHERE status = 'open' \
+             AND ($1::text IS NULL OR sku > $1) ORDER BY sku LIMIT $2"
+        );
+        let after = after_sku.map(Sku::as_str);
+        self.query(&sql, &[&after, &page_limit(limit)])
+            .await?
+            .iter()
+            .map(alert)
+            .collect()
+    }
+
+    /// A SKU's alerts, open and closed, newest first.
+    pub async fn alert_history(
+        &self,
+        sku: &Sku,
+        limit: u64,
+    ) -> Result<Vec<LowStockAlert>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let sql =
+            format!("SELECT * FROM {schema}.alerts WHERE sku = $1 ORDER BY alert_id DESC LIMIT $2");
+        self.query(&sql, &[&sku.as_str(), &page_limit(limit)])
+            .await?
+            .iter()
+            .map(alert)
+            .collect()
+    }
+
+    /// Outbox rows with an id above `after_id`, in id order. A consumer stores the last id it
+    /// handled (in the same transaction as its own effect, for exactly-once) and asks again.
+    pub async fn notifications_after(
+        &self,
+        after_id: i64,
+        limit: u64,
+    ) -> Result<Vec<Notification>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let sql = format!(
+            "SELECT * FROM {schema}.notifications WHERE notification_id > $1 \
+             ORDER BY notification_id LIMIT $2"
+        );
+        self.query(&sql, &[&after_id, &page_limit(limit)])
+            .await?
+            .iter()
+            .map(notification)
+            .collect()
+    }
+}
+
+fn alert(row: &Row) -> Result<LowStockAlert, ProjectionError> {
+    let status: &str = row.get("status");
+    let closed_commit: Option<i64> = row.get("closed_position_commit");
+    let closed_prepare: Option<i64> = row.get("closed_position_prepare");
+    let closed_position = match (closed_commit, closed_prepare) {
+        (Some(commit), Some(prepare)) => Some(position_from(commit, prepare)?.into()),
+        _ => None,
+    };
+    Ok(LowStockAlert {
+        alert_id: row.get("alert_id"),
+        sku: stored_sku(row.get("sku"))?,
+        status: if status == "open" {
+            AlertStatus::Open
+        } else {
+            AlertStatus::Closed
+        },
+        available_at_open: to_u64("available", row.get("available_at_open"))?,
+        reorder_point_at_open: to_u64("reorder point", row.get("reorder_point_at_open"))?,
+        opened_at: row.get("opened_at"),
+        opened_version: to_u64("version", row.get("opened_version"))?,
+        opened_position: log_position(row, "opened_position_commit", "opened_position_prepare")?,
+        closed_at: row.get("closed_at"),
+        closed_version: optional_u64("version", row.get("closed_version"))?,
+        closed_position,
+        close_reason: row
+            .get::<_, Option<&str>>("close_reason")
+            .map(AlertCloseReason::parse),
+        available_at_close: optional_u64("available", row.get("available_at_close"))?,
+        reorder_point_at_close: optional_u64("reorder point", row.get("reorder_point_at_close"))?,
+    })
+}
+
+fn notification(row: &Row) -> Result<Notification, ProjectionError> {
+    let kind: &str = row.get("kind");
+    Ok(Notification {
+        notification_id: row.get("notification_id"),
+        kind: if kind == KIND_OPENED {
+            NotificationKind::AlertOpened
+        } else {
+            NotificationKind::AlertClosed
+        },
+        alert_id: row.get("alert_id"),
+        sku: stored_sku(row.get("sku"))?,
+        available: to_u64("available", row.get("available"))?,
+        reorder_point: to_u64("reorder point", row.get("reorder_point"))?,
+        close_reason: row
+            .get::<_, Option<&str>>("close_reason")
+            .map(AlertCloseReason::parse),
+        position: log_position(row, "position_commit", "position_prepare")?,
+        version: to_u64("version", row.get("version"))?,
+        occurred_at: row.get("occurred_at"),
+    })
 }

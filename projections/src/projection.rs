@@ -1,13 +1,13 @@
 //! What every projection is to the runtime: a name, a DDL template, and a function that applies
 //! a batch of decoded events inside the caller's transaction. The runtime (live runner and
 //! rebuild alike) owns the transaction and the checkpoint; a projection only writes its tables.
+//! The registry of projections is the crate root's ([`crate::all`]).
 
-use crate::error::{show_position, ProjectionError};
-use crate::schema::SchemaName;
+use crate::error::ProjectionError;
+use crate::schema_name::SchemaName;
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
-use ledger_core::domain::{Sku, SkuEvent};
-use ledger_core::{Position, RecordedEvent};
+use ledger_domain::{RecordedEvent, Sku, SkuEvent};
 
 /// One event of a SKU stream, decoded once per batch and shared by the projection's steps.
 #[derive(Debug, Clone)]
@@ -77,198 +77,10 @@ pub struct DeferredIndex {
     pub create: &'static str,
 }
 
-/// Every projection, in the order the runtime starts them.
-pub fn all() -> [&'static dyn Projection; 4] {
-    [
-        &crate::stock_levels::StockLevels,
-        &crate::reservations::Reservations,
-        &crate::stock_movements::StockMovements,
-        &crate::low_stock_alerts::LowStockAlerts,
-    ]
-}
-
-/// The names of every projection, for flags and messages.
-pub fn names() -> Vec<&'static str> {
-    all().iter().map(|p| p.name()).collect()
-}
-
-/// The projection called `name`.
-pub fn by_name(name: &str) -> Result<&'static dyn Projection, ProjectionError> {
-    all()
-        .into_iter()
-        .find(|p| p.name() == name)
-        .ok_or_else(|| ProjectionError::UnknownProjection {
-            name: name.to_owned(),
-            known: names().join(", "),
-        })
-}
-
-/// Decode the SKU events of a page. Events of other streams are not ours and are passed over
-/// (the checkpoint still moves past them); a SKU event this code cannot read stops the
-/// projection, because skipping a fact would leave the read model silently wrong.
-pub fn decode_page(events: &[RecordedEvent]) -> Result<Vec<SkuRecord>, ProjectionError> {
-    let mut records = Vec::with_capacity(events.len());
-    for recorded in events {
-        if let Some((sku, event)) = decode_event(recorded)? {
-            records.push(SkuRecord {
-                sku,
-                event,
-                recorded: recorded.clone(),
-            });
-        }
-    }
-    Ok(records)
-}
-
-/// [`decode_page`] for a page the caller no longer needs: the events move into the records
-/// instead of being copied, which matters at a rebuild's page sizes.
-pub fn decode_owned_page(events: Vec<RecordedEvent>) -> Result<Vec<SkuRecord>, ProjectionError> {
-    let mut records = Vec::with_capacity(events.len());
-    for recorded in events {
-        if let Some((sku, event)) = decode_event(&recorded)? {
-            records.push(SkuRecord {
-                sku,
-                event,
-                recorded,
-            });
-        }
-    }
-    Ok(records)
-}
-
-/// The SKU and event of `recorded`, or `None` when it belongs to another kind of stream.
-fn decode_event(recorded: &RecordedEvent) -> Result<Option<(Sku, SkuEvent)>, ProjectionError> {
-    let Some(sku) = Sku::from_stream(&recorded.stream) else {
-        return Ok(None);
-    };
-    let event = SkuEvent::decode(
-        &recorded.event_type,
-        recorded.schema_version,
-        &recorded.data,
-    )
-    .map_err(|e| ProjectionError::Undecodable {
-        position: recorded.position,
-        stream: recorded.stream.clone(),
-        message: e.to_string(),
-    })?;
-    Ok(Some((sku, event)))
-}
-
-/// A stored bigint from an unsigned count or position, refusing values PostgreSQL cannot hold.
-pub(crate) fn to_i64(what: &'static str, value: u64) -> Result<i64, ProjectionError> {
-    i64::try_from(value).map_err(|_| ProjectionError::OutOfRange {
-        what,
-        value: value.to_string(),
-    })
-}
-
-/// An unsigned count or position from a stored bigint, refusing negative values.
-pub(crate) fn to_u64(what: &'static str, value: i64) -> Result<u64, ProjectionError> {
-    u64::try_from(value).map_err(|_| ProjectionError::OutOfRange {
-        what,
-        value: value.to_string(),
-    })
-}
-
-/// A SKU read back from a read model table.
-pub(crate) fn stored_sku(value: &str) -> Result<Sku, ProjectionError> {
-    Sku::parse(value).map_err(|e| ProjectionError::OutOfRange {
-        what: "stored SKU",
-        value: e.to_string(),
-    })
-}
-
-pub(crate) fn position_from(commit: i64, prepare: i64) -> Result<Position, ProjectionError> {
-    Ok(Position {
-        commit: to_u64("position commit", commit)?,
-        prepare: to_u64("position prepare", prepare)?,
-    })
-}
-
-pub(crate) fn position_to(position: Position) -> Result<(i64, i64), ProjectionError> {
-    Ok((
-        to_i64("position commit", position.commit)?,
-        to_i64("position prepare", position.prepare)?,
-    ))
-}
-
-/// Apply `events` to `projection` in `schema` and move the schema's checkpoint from `expected`
-/// to the last event's position, all inside `transaction`. The checkpoint row is locked first
-/// and must still hold `expected`, and the update is conditional on it as well, so a runner
-/// that lost its lock (or raced a rebuild's swap) fails here instead of applying twice or
-/// moving the checkpoint backwards. Returns the new checkpoint.
-pub(crate) async fn apply_page(
-    transaction: &Transaction<'_>,
-    projection: &dyn Projection,
-    schema: &SchemaName,
-    expected: Option<Position>,
-    events: &[RecordedEvent],
-) -> Result<Option<Position>, ProjectionError> {
-    let Some(last) = events.last() else {
-        return Ok(expected);
-    };
-    check_checkpoint(transaction, projection, schema, expected).await?;
-    let records = decode_page(events)?;
-    if !records.is_empty() {
-        projection.apply(transaction, schema, &records).await?;
-    }
-    crate::checkpoint::advance(
-        &**transaction,
-        schema,
-        projection.name(),
-        expected,
-        last.position,
-        events.len() as u64,
-    )
-    .await?;
-    Ok(Some(last.position))
-}
-
-/// [`apply_page`] for a rebuild: the same checkpoint rules (they also keep two rebuilds of one
-/// projection from filling the same shadow schema at once), with the projection's bulk apply
-/// and a page the rebuild hands over.
-pub(crate) async fn apply_bulk_page(
-    transaction: &Transaction<'_>,
-    projection: &dyn Projection,
-    schema: &SchemaName,
-    expected: Option<Position>,
-    events: Vec<RecordedEvent>,
-) -> Result<Option<Position>, ProjectionError> {
-    let Some(last) = events.last().map(|e| e.position) else {
-        return Ok(expected);
-    };
-    let count = events.len() as u64;
-    check_checkpoint(transaction, projection, schema, expected).await?;
-    let records = decode_owned_page(events)?;
-    if !records.is_empty() {
-        projection.apply_bulk(transaction, schema, &records).await?;
-    }
-    crate::checkpoint::advance(
-        &**transaction,
-        schema,
-        projection.name(),
-        expected,
-        last,
-        count,
-    )
-    .await?;
-    Ok(Some(last))
-}
-
-/// Lock the checkpoint row of `schema` and make sure it still holds `expected`.
-async fn check_checkpoint(
-    transaction: &Transaction<'_>,
-    projection: &dyn Projection,
-    schema: &SchemaName,
-    expected: Option<Position>,
-) -> Result<(), ProjectionError> {
-    let found = crate::checkpoint::lock(&**transaction, schema, projection.name()).await?;
-    if found != expected {
-        return Err(ProjectionError::StaleCheckpoint {
-            projection: projection.name().to_owned(),
-            expected: show_position(expected),
-            found: show_position(found),
-        });
-    }
-    Ok(())
+/// The SKUs `records` touch, sorted and each once (what a batch loads rows for).
+pub fn distinct_skus(records: &[SkuRecord]) -> Vec<&str> {
+    let mut skus: Vec<&str> = records.iter().map(|r| r.sku.as_str()).collect();
+    skus.sort_unstable();
+    skus.dedup();
+    skus
 }

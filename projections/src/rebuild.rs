@@ -11,13 +11,17 @@
 //! once let through, finds a checkpoint it did not expect, rolls its batch back and resumes from
 //! the rebuilt checkpoint.
 
+use crate::batch::apply_bulk_page;
+use crate::checkpoint;
+use crate::convert::{to_u64, LogPosition};
 use crate::error::ProjectionError;
-use crate::projection::{self, apply_bulk_page, Projection};
-use crate::queries::LogPosition;
-use crate::schema::{self, SchemaName};
-use ledger_core::pg::Database;
-use ledger_core::store::READ_EVENTS_MAX;
-use ledger_core::{EventStore, Position, RecordedEvent};
+use crate::projection::Projection;
+use crate::schema;
+use crate::schema_name::SchemaName;
+use ledger_application::store::READ_EVENTS_MAX;
+use ledger_application::EventStore;
+use ledger_domain::{Position, RecordedEvent};
+use ledger_postgres::Database;
 use serde::Serialize;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -103,7 +107,7 @@ pub async fn rebuild(
     options: RebuildOptions,
 ) -> Result<RebuildSummary, ProjectionError> {
     let started = Instant::now();
-    let projection = projection::by_name(projection_name)?;
+    let projection = crate::by_name(projection_name)?;
     let name = projection.name();
     let live = SchemaName::live(name);
     let shadow = SchemaName::shadow(name);
@@ -116,9 +120,7 @@ pub async fn rebuild(
     schema::migrate_live(&mut client, projection).await?;
     prepare_shadow(&mut client, projection, &shadow, options.restart).await?;
 
-    let resumed_from = crate::checkpoint::load(&**client, &shadow, name)
-        .await?
-        .position;
+    let resumed_from = checkpoint::load(&**client, &shadow, name).await?.position;
     let mut summary = RebuildSummary {
         projection: name,
         dry_run: options.dry_run,
@@ -165,7 +167,7 @@ pub async fn rebuild(
     let retired = SchemaName::retired(name);
     let transaction = client.transaction().await?;
     // Pause the live runner: its batches lock this row first.
-    crate::checkpoint::lock(&*transaction, &live, name).await?;
+    checkpoint::lock(&*transaction, &live, name).await?;
     // Ends at the first page that is not full: the shadow has just caught up, so this is only
     // what was appended since. This transaction keeps the server's durable commit: the swap
     // must survive a crash once reported, and its commit record, flushed, makes every earlier
@@ -399,8 +401,8 @@ async fn compare_tables<C: tokio_postgres::GenericClient>(
             .await?;
         tables.push(TableComparison {
             table,
-            live_rows: projection::to_u64("row count", row.get(0))?,
-            rebuilt_rows: projection::to_u64("row count", row.get(1))?,
+            live_rows: to_u64("row count", row.get(0))?,
+            rebuilt_rows: to_u64("row count", row.get(1))?,
         });
     }
     Ok(tables)
@@ -411,7 +413,7 @@ pub async fn shadow_checkpoint(
     database: &Database,
     projection_name: &str,
 ) -> Result<Option<Option<Position>>, ProjectionError> {
-    let projection = projection::by_name(projection_name)?;
+    let projection = crate::by_name(projection_name)?;
     let shadow = SchemaName::shadow(projection.name());
     let client = database.pool().get().await?;
     if schema::schema_fingerprint(&client, &shadow)
@@ -421,7 +423,7 @@ pub async fn shadow_checkpoint(
         return Ok(None);
     }
     Ok(Some(
-        crate::checkpoint::load(&**client, &shadow, projection.name())
+        checkpoint::load(&**client, &shadow, projection.name())
             .await?
             .position,
     ))

@@ -2,14 +2,19 @@
 //! batch is inserted once with whatever state it ends the batch in; reservations opened in
 //! earlier batches are closed with one multi-row update.
 
+use crate::convert::{optional_u64, stored_sku, to_i64, to_u64};
 use crate::error::ProjectionError;
-use crate::projection::{to_i64, Projection, SkuRecord};
-use crate::schema::SchemaName;
+use crate::projection::{Projection, SkuRecord};
+use crate::read_models::{page_limit, ReadModels};
+use crate::schema_name::SchemaName;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use ledger_core::domain::{ReservationStatus, SkuEvent};
+use ledger_domain::{ReservationId, Sku};
+use ledger_domain::{ReservationStatus, SkuEvent};
+use serde::Serialize;
 use std::collections::BTreeMap;
+use tokio_postgres::Row;
 
 pub const NAME: &str = "reservations";
 
@@ -271,4 +276,105 @@ async fn close_earlier(
         )
         .await?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows and queries
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReservationRow {
+    pub sku: Sku,
+    pub reservation_id: String,
+    pub order_id: Option<String>,
+    pub quantity: u64,
+    pub status: ReservationStatus,
+    pub ttl_seconds: Option<u64>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub opened_version: u64,
+    pub closed_version: Option<u64>,
+    /// The reason given when the reservation was released.
+    pub close_reason: Option<String>,
+}
+
+impl ReadModels {
+    /// A SKU's reservations, newest first, optionally only those with `status`.
+    pub async fn reservations(
+        &self,
+        sku: &Sku,
+        status: Option<ReservationStatus>,
+        limit: u64,
+    ) -> Result<Vec<ReservationRow>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let sql = format!(
+            "SELECT * FROM {schema}.reservations WHERE sku = $1 \
+             AND ($2::text IS NULL OR status = $2) ORDER BY opened_version DESC LIMIT $3"
+        );
+        let status = status.map(ReservationStatus::as_str);
+        self.query(&sql, &[&sku.as_str(), &status, &page_limit(limit)])
+            .await?
+            .iter()
+            .map(reservation)
+            .collect()
+    }
+
+    /// Open reservations whose expiry time is at or before `now`, soonest first: the expiry
+    /// worker's queue.
+    pub async fn due_reservations(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<(Sku, ReservationId)>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let sql = format!(
+            "SELECT sku, reservation_id FROM {schema}.reservations \
+             WHERE status = 'open' AND expires_at IS NOT NULL AND expires_at <= $1 \
+             ORDER BY expires_at, sku, reservation_id LIMIT $2"
+        );
+        self.query(&sql, &[&now, &page_limit(limit)])
+            .await?
+            .iter()
+            .map(|row| {
+                let sku = stored_sku(row.get("sku"))?;
+                let id: &str = row.get("reservation_id");
+                let id = ReservationId::parse(id).map_err(|e| ProjectionError::OutOfRange {
+                    what: "stored reservation id",
+                    value: e.to_string(),
+                })?;
+                Ok((sku, id))
+            })
+            .collect()
+    }
+}
+
+fn reservation_status(value: &str) -> Result<ReservationStatus, ProjectionError> {
+    match value {
+        "open" => Ok(ReservationStatus::Open),
+        "released" => Ok(ReservationStatus::Released),
+        "expired" => Ok(ReservationStatus::Expired),
+        "confirmed" => Ok(ReservationStatus::Confirmed),
+        other => Err(ProjectionError::OutOfRange {
+            what: "reservation status",
+            value: other.to_owned(),
+        }),
+    }
+}
+
+fn reservation(row: &Row) -> Result<ReservationRow, ProjectionError> {
+    Ok(ReservationRow {
+        sku: stored_sku(row.get("sku"))?,
+        reservation_id: row.get("reservation_id"),
+        order_id: row.get("order_id"),
+        quantity: to_u64("quantity", row.get("quantity"))?,
+        status: reservation_status(row.get("status"))?,
+        ttl_seconds: optional_u64("time-to-live", row.get("ttl_seconds"))?,
+        created_at: row.get("created_at"),
+        expires_at: row.get("expires_at"),
+        closed_at: row.get("closed_at"),
+        opened_version: to_u64("version", row.get("opened_version"))?,
+        closed_version: optional_u64("version", row.get("closed_version"))?,
+        close_reason: row.get("close_reason"),
+    })
 }

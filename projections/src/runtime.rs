@@ -8,14 +8,18 @@
 //! standby). Events taken from the subscription but not committed are simply read again after
 //! a restart, because the subscription always restarts from the committed checkpoint.
 
+use crate::batch::apply_page;
+use crate::checkpoint;
 use crate::error::ProjectionError;
 use crate::lock::LockConnection;
-use crate::projection::{self, apply_page, Projection};
-use crate::schema::{self, SchemaName};
+use crate::projection::Projection;
+use crate::schema;
+use crate::schema_name::SchemaName;
 use crate::webhook::{self, WebhookOptions};
 use futures::{FutureExt, StreamExt};
-use ledger_core::pg::Database;
-use ledger_core::{EventStore, Position, RecordedEvent};
+use ledger_application::EventStore;
+use ledger_domain::{Position, RecordedEvent};
+use ledger_postgres::Database;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,7 +64,7 @@ pub struct FaultPlan {
 
 #[derive(Debug, Clone)]
 pub struct ProjectorOptions {
-    /// The projections to run (names from [`crate::projection::names`]).
+    /// The projections to run (names from [`crate::names`]).
     pub projections: Vec<&'static str>,
     /// Events per batch, at most [`BATCH_EVENTS_MAX`]; tests lower it to get many batches.
     pub batch_events_max: u64,
@@ -74,7 +78,7 @@ pub struct ProjectorOptions {
 impl Default for ProjectorOptions {
     fn default() -> Self {
         Self {
-            projections: projection::names(),
+            projections: crate::names(),
             batch_events_max: BATCH_EVENTS_MAX,
             lock_retry_interval_ms: LOCK_RETRY_INTERVAL_MS,
             faults: FaultPlan::default(),
@@ -84,7 +88,7 @@ impl Default for ProjectorOptions {
 }
 
 /// What one runner of this process is doing, for in-process status and tests.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ProjectorActivity {
     pub projection: String,
     /// True while this runner holds the projection's lock and applies events.
@@ -125,7 +129,7 @@ impl ProjectorSet {
         let mut tasks = Vec::new();
         let mut activity = Vec::new();
         for name in &options.projections {
-            let projection = projection::by_name(name).unwrap_or_else(|e| {
+            let projection = crate::by_name(name).unwrap_or_else(|e| {
                 panic!("ProjectorOptions names a projection that does not exist: {e}")
             });
             let shared = Arc::new(Activity::default());
@@ -437,7 +441,7 @@ impl Runner {
 
     async fn load_checkpoint(&self) -> Result<Option<Position>, ProjectionError> {
         let client = self.database.pool().get().await?;
-        let checkpoint = crate::checkpoint::load(&**client, &self.schema, self.name()).await?;
+        let checkpoint = checkpoint::load(&**client, &self.schema, self.name()).await?;
         Ok(checkpoint.position)
     }
 
@@ -514,13 +518,7 @@ impl Runner {
         }
         let recorded = async {
             let client = self.database.pool().get().await?;
-            crate::checkpoint::record_error(
-                &**client,
-                &self.schema,
-                self.name(),
-                &error.to_string(),
-            )
-            .await
+            checkpoint::record_error(&**client, &self.schema, self.name(), &error.to_string()).await
         };
         if let Err(record_error) = recorded.await {
             tracing::debug!(%record_error, "could not record the error beside the checkpoint");

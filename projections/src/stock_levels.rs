@@ -2,14 +2,19 @@
 //! rows of the SKUs it touches, folds the events with the aggregate's own `apply` (so the read
 //! model cannot drift from the domain's arithmetic), and writes the rows back in one statement.
 
+use crate::convert::{stored_sku, to_i64, to_u64};
 use crate::error::ProjectionError;
-use crate::projection::{stored_sku, to_i64, to_u64, Projection, SkuRecord};
-use crate::schema::SchemaName;
+use crate::projection::{distinct_skus, Projection, SkuRecord};
+use crate::read_models::{page_limit, ReadModels};
+use crate::schema_name::SchemaName;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use ledger_core::domain::SkuState;
+use ledger_domain::Sku;
+use ledger_domain::SkuState;
+use serde::Serialize;
 use std::collections::BTreeMap;
+use tokio_postgres::Row;
 
 pub const NAME: &str = "stock_levels";
 
@@ -103,13 +108,6 @@ impl Projection for StockLevels {
     }
 }
 
-pub(crate) fn distinct_skus(records: &[SkuRecord]) -> Vec<&str> {
-    let mut skus: Vec<&str> = records.iter().map(|r| r.sku.as_str()).collect();
-    skus.sort_unstable();
-    skus.dedup();
-    skus
-}
-
 async fn write(
     transaction: &Transaction<'_>,
     schema: &SchemaName,
@@ -157,4 +155,79 @@ async fn write(
         )
         .await?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows and queries
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StockLevel {
+    pub sku: Sku,
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+    pub reorder_point: u64,
+    pub below_reorder_point: bool,
+    /// The SKU's stream version this row reflects.
+    pub version: u64,
+    /// When the last event that moved stock was recorded (reorder point changes do not count).
+    pub last_movement_at: Option<DateTime<Utc>>,
+    /// When the last event of the SKU was recorded.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ReadModels {
+    pub async fn stock_level(&self, sku: &Sku) -> Result<Option<StockLevel>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let sql = format!("{} WHERE sku = $1", stock_level_select(&schema));
+        self.query(&sql, &[&sku.as_str()])
+            .await?
+            .first()
+            .map(stock_level)
+            .transpose()
+    }
+
+    /// SKUs whose available stock is below their reorder point, in SKU order after `after_sku`.
+    pub async fn stock_levels_below_reorder_point(
+        &self,
+        limit: u64,
+        after_sku: Option<&Sku>,
+    ) -> Result<Vec<StockLevel>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let sql = format!(
+            "{} WHERE on_hand - reserved < reorder_point AND ($1::text IS NULL OR sku > $1) \
+             ORDER BY sku LIMIT $2",
+            stock_level_select(&schema)
+        );
+        let after = after_sku.map(Sku::as_str);
+        self.query(&sql, &[&after, &page_limit(limit)])
+            .await?
+            .iter()
+            .map(stock_level)
+            .collect()
+    }
+}
+
+fn stock_level_select(schema: &SchemaName) -> String {
+    format!(
+        "SELECT sku, on_hand, reserved, available, reorder_point, version, last_movement_at, \
+         updated_at FROM {schema}.stock_levels"
+    )
+}
+
+fn stock_level(row: &Row) -> Result<StockLevel, ProjectionError> {
+    let available = to_u64("available", row.get("available"))?;
+    let reorder_point = to_u64("reorder point", row.get("reorder_point"))?;
+    Ok(StockLevel {
+        sku: stored_sku(row.get("sku"))?,
+        on_hand: to_u64("on hand", row.get("on_hand"))?,
+        reserved: to_u64("reserved", row.get("reserved"))?,
+        available,
+        reorder_point,
+        below_reorder_point: available < reorder_point,
+        version: to_u64("version", row.get("version"))?,
+        last_movement_at: row.get("last_movement_at"),
+        updated_at: row.get("updated_at"),
+    })
 }

@@ -5,19 +5,22 @@
 //! key is the event's position and (sku, version) is unique, so an event applied twice would
 //! fail the batch rather than count twice.
 
+use crate::convert::{log_position, LogPosition};
+use crate::convert::{position_to, stored_sku, to_i64, to_u64};
 use crate::error::ProjectionError;
-use crate::projection::{
-    position_to, stored_sku, to_i64, to_u64, DeferredIndex, Projection, SkuRecord,
-};
-use crate::schema::SchemaName;
-use crate::stock_levels::distinct_skus;
+use crate::projection::{distinct_skus, DeferredIndex, Projection, SkuRecord};
+use crate::read_models::{page_limit, ReadModels};
+use crate::schema_name::SchemaName;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use ledger_core::domain::{SkuEvent, SkuState};
+use ledger_domain::Sku;
+use ledger_domain::{BalanceChange, SkuState};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
+use tokio_postgres::Row;
 
 pub const NAME: &str = "stock_movements";
 
@@ -288,31 +291,6 @@ struct MovementColumns<'a> {
     recorded_at: Vec<DateTime<Utc>>,
 }
 
-/// The reservation, order, reason and reference an event carries, as the history shows them.
-type EventDetails<'a> = (
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-);
-
-fn details(event: &SkuEvent) -> EventDetails<'_> {
-    match event {
-        SkuEvent::Replenished(e) => (None, None, None, e.reference.as_deref()),
-        SkuEvent::Reserved(e) => (Some(&e.reservation_id), e.order_id.as_deref(), None, None),
-        SkuEvent::Released(e) => (
-            Some(&e.reservation_id),
-            e.order_id.as_deref(),
-            e.reason.as_deref(),
-            None,
-        ),
-        SkuEvent::Expired(e) => (Some(&e.reservation_id), e.order_id.as_deref(), None, None),
-        SkuEvent::Confirmed(e) => (Some(&e.reservation_id), e.order_id.as_deref(), None, None),
-        SkuEvent::Adjusted(e) => (None, None, Some(&e.reason), e.reference.as_deref()),
-        SkuEvent::ReorderPointSet(_) => (None, None, None, None),
-    }
-}
-
 impl<'a> MovementColumns<'a> {
     fn with_capacity(rows: usize) -> Self {
         Self {
@@ -348,9 +326,8 @@ impl<'a> MovementColumns<'a> {
     ) -> Result<(), ProjectionError> {
         let recorded = &record.recorded;
         let (commit, prepare) = position_to(recorded.position)?;
-        let on_hand_after = to_i64("on hand", after.on_hand)?;
-        let reserved_after = to_i64("reserved", after.reserved)?;
-        let (reservation_id, order_id, reason, reference) = details(&record.event);
+        let change = BalanceChange::between((on_hand_before, reserved_before), after);
+        let details = record.event.details();
         self.position_commit.push(commit);
         self.position_prepare.push(prepare);
         self.sku.push(record.sku.as_str());
@@ -358,20 +335,20 @@ impl<'a> MovementColumns<'a> {
         self.event_id.push(recorded.event_id);
         self.event_type.push(&recorded.event_type);
         self.movement.push(record.event.movement());
-        self.on_hand_change
-            .push(on_hand_after - to_i64("on hand", on_hand_before)?);
-        self.reserved_change
-            .push(reserved_after - to_i64("reserved", reserved_before)?);
-        self.on_hand_after.push(on_hand_after);
-        self.reserved_after.push(reserved_after);
+        self.on_hand_change.push(change.on_hand_change);
+        self.reserved_change.push(change.reserved_change);
+        self.on_hand_after
+            .push(to_i64("on hand", change.on_hand_after)?);
+        self.reserved_after
+            .push(to_i64("reserved", change.reserved_after)?);
         self.available_after
-            .push(to_i64("available", after.available())?);
+            .push(to_i64("available", change.available_after)?);
         self.reorder_point_after
-            .push(to_i64("reorder point", after.reorder_point)?);
-        self.reservation_id.push(reservation_id);
-        self.order_id.push(order_id);
-        self.reason.push(reason);
-        self.reference.push(reference);
+            .push(to_i64("reorder point", change.reorder_point_after)?);
+        self.reservation_id.push(details.reservation_id);
+        self.order_id.push(details.order_id);
+        self.reason.push(details.reason);
+        self.reference.push(details.reference);
         self.actor.push(recorded.metadata.principal.as_deref());
         self.correlation_id
             .push(recorded.metadata.correlation_id.as_deref());
@@ -380,4 +357,110 @@ impl<'a> MovementColumns<'a> {
         self.recorded_at.push(recorded.recorded_at);
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows and queries
+// ---------------------------------------------------------------------------------------------
+
+/// One row of the movement ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Movement {
+    pub position: LogPosition,
+    pub sku: Sku,
+    pub version: u64,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    /// replenished, reserved, released, expired, confirmed, adjusted; `None` for an event that
+    /// moves no stock (a reorder point change).
+    pub movement: Option<String>,
+    pub on_hand_change: i64,
+    pub reserved_change: i64,
+    pub on_hand_after: u64,
+    pub reserved_after: u64,
+    pub available_after: u64,
+    pub reorder_point_after: u64,
+    pub reservation_id: Option<String>,
+    pub order_id: Option<String>,
+    pub reason: Option<String>,
+    pub reference: Option<String>,
+    /// The principal that caused the event.
+    pub actor: Option<String>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Which movements of a SKU to return, in version order.
+#[derive(Debug, Clone, Default)]
+pub struct MovementFilter {
+    /// Only movements recorded at or after this moment.
+    pub from: Option<DateTime<Utc>>,
+    /// Only movements recorded before this moment.
+    pub to: Option<DateTime<Utc>>,
+    /// Only movements after this version (paging).
+    pub after_version: Option<u64>,
+    /// Most rows to return, 1 to [`PAGE_SIZE_MAX`].
+    pub limit: u64,
+}
+
+impl ReadModels {
+    /// A SKU's movements in version order, filtered by recorded time and paged by version.
+    pub async fn movements(
+        &self,
+        sku: &Sku,
+        filter: MovementFilter,
+    ) -> Result<Vec<Movement>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let sql = format!(
+            "SELECT * FROM {schema}.movements WHERE sku = $1 \
+             AND ($2::timestamptz IS NULL OR recorded_at >= $2) \
+             AND ($3::timestamptz IS NULL OR recorded_at < $3) \
+             AND ($4::bigint IS NULL OR version > $4) \
+             ORDER BY version LIMIT $5"
+        );
+        let after_version = filter
+            .after_version
+            .map(|v| to_i64("version", v))
+            .transpose()?;
+        self.query(
+            &sql,
+            &[
+                &sku.as_str(),
+                &filter.from,
+                &filter.to,
+                &after_version,
+                &page_limit(filter.limit),
+            ],
+        )
+        .await?
+        .iter()
+        .map(movement)
+        .collect()
+    }
+}
+
+fn movement(row: &Row) -> Result<Movement, ProjectionError> {
+    Ok(Movement {
+        position: log_position(row, "position_commit", "position_prepare")?,
+        sku: stored_sku(row.get("sku"))?,
+        version: to_u64("version", row.get("version"))?,
+        event_id: row.get("event_id"),
+        event_type: row.get("event_type"),
+        movement: row.get("movement"),
+        on_hand_change: row.get("on_hand_change"),
+        reserved_change: row.get("reserved_change"),
+        on_hand_after: to_u64("on hand", row.get("on_hand_after"))?,
+        reserved_after: to_u64("reserved", row.get("reserved_after"))?,
+        available_after: to_u64("available", row.get("available_after"))?,
+        reorder_point_after: to_u64("reorder point", row.get("reorder_point_after"))?,
+        reservation_id: row.get("reservation_id"),
+        order_id: row.get("order_id"),
+        reason: row.get("reason"),
+        reference: row.get("reference"),
+        actor: row.get("actor"),
+        correlation_id: row.get("correlation_id"),
+        causation_id: row.get("causation_id"),
+        recorded_at: row.get("recorded_at"),
+    })
 }

@@ -11,9 +11,9 @@
 
 use crate::error::ProjectionError;
 use crate::lock::LockConnection;
-use crate::queries::ReadModels;
-use ledger_core::pg::migrate::{migrate, Migration};
-use ledger_core::pg::Database;
+use crate::read_models::{ReadModels, PAGE_SIZE_MAX};
+use ledger_postgres::migrate::{migrate, Migration};
+use ledger_postgres::Database;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -108,7 +108,7 @@ pub async fn delivery_log(
     database: &Database,
     limit: u64,
 ) -> Result<Vec<DeliveryAttempt>, ProjectionError> {
-    let limit = limit.clamp(1, crate::queries::PAGE_SIZE_MAX) as i64;
+    let limit = limit.clamp(1, PAGE_SIZE_MAX) as i64;
     let client = database.pool().get().await?;
     let rows = client
         .query(

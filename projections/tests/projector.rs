@@ -3,8 +3,8 @@
 mod support;
 
 use axum::http::StatusCode;
-use projections::webhook::{delivery_log, WebhookOptions};
-use projections::ProjectorOptions;
+use ledger_projections::webhook::{delivery_log, WebhookOptions};
+use ledger_projections::ProjectorOptions;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,8 +16,8 @@ use tokio::process::Command;
 const STOP_DEADLINE_MS: u64 = 30_000;
 
 fn projector() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_projector"));
-    for variable in projections::ENVIRONMENT_VARIABLES {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ledger-projector"));
+    for variable in ledger_projections::cli::environment_variables() {
         command.env_remove(variable);
     }
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -33,7 +33,9 @@ fn every_environment_variable_the_projector_reads_is_listed() {
         "LEDGER_LOG_FORMAT",
     ] {
         assert!(
-            projections::ENVIRONMENT_VARIABLES.contains(&variable),
+            ledger_projections::cli::environment_variables()
+                .iter()
+                .any(|v| v == variable),
             "{variable}"
         );
     }
@@ -84,9 +86,9 @@ async fn the_projector_binary_projects_and_stops_cleanly_on_sigterm() {
         let client = ledger.database.pool().get().await.unwrap();
         let mut caught_up = true;
         for name in ["stock_levels", "low_stock_alerts"] {
-            let checkpoint = projections::checkpoint::load(
+            let checkpoint = ledger_projections::checkpoint::load(
                 &**client,
-                &projections::schema::SchemaName::live(name),
+                &ledger_projections::schema_name::SchemaName::live(name),
                 name,
             )
             .await

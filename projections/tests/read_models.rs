@@ -4,8 +4,8 @@
 mod support;
 
 use chrono::Duration as ChronoDuration;
-use ledger_core::domain::{ReservationStatus, SkuCommand};
-use projections::queries::{AlertCloseReason, AlertStatus, MovementFilter, NotificationKind};
+use ledger_domain::{ReservationStatus, SkuCommand};
+use ledger_projections::{AlertCloseReason, AlertStatus, MovementFilter, NotificationKind};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use support::*;
@@ -47,7 +47,7 @@ async fn check_history(steps: Vec<Step>, batch_events_max: u64) {
     for step in before {
         apply(&ledger, step).await;
     }
-    let running = ledger.spawn(projections::ProjectorOptions {
+    let running = ledger.spawn(ledger_projections::ProjectorOptions {
         batch_events_max,
         ..test_options()
     });
@@ -199,23 +199,23 @@ async fn reorder_point_changes_open_and_close_alerts() {
 async fn replaying_from_scratch_produces_the_same_alert_history_and_outbox() {
     let ledger = Ledger::new().await;
     mixed_history(&ledger, 6).await;
-    let running = ledger.spawn(projections::ProjectorOptions {
+    let running = ledger.spawn(ledger_projections::ProjectorOptions {
         batch_events_max: 7,
         ..test_options()
     });
     ledger.wait_caught_up().await;
     running.stop().await;
-    let alerts_schema = projections::schema::SchemaName::live("low_stock_alerts");
+    let alerts_schema = ledger_projections::schema_name::SchemaName::live("low_stock_alerts");
     let alerts = dump(&ledger.database, &alerts_schema, "alerts").await;
     let outbox = dump(&ledger.database, &alerts_schema, "notifications").await;
     assert!(!alerts.is_empty(), "the history opens alerts");
 
     // Replay from scratch: a rebuild in one page size, a different batching from the live run.
-    let summary = projections::rebuild(
+    let summary = ledger_projections::rebuild(
         ledger.store.as_ref(),
         &ledger.database,
         "low_stock_alerts",
-        projections::RebuildOptions::default(),
+        ledger_projections::RebuildOptions::default(),
     )
     .await
     .unwrap();
@@ -362,7 +362,7 @@ async fn queries_filter_page_and_bound_their_results() {
         .notifications_after(0, u64::MAX)
         .await
         .unwrap();
-    assert!(clamped.len() as u64 <= projections::PAGE_SIZE_MAX);
+    assert!(clamped.len() as u64 <= ledger_projections::PAGE_SIZE_MAX);
     assert!(ledger
         .read_models
         .stock_level(&sku_of("NOPE"))

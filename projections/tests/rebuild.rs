@@ -2,8 +2,8 @@
 
 mod support;
 
-use projections::rebuild::{shadow_checkpoint, RebuildOptions};
-use projections::schema::SchemaName;
+use ledger_projections::rebuild::{shadow_checkpoint, RebuildOptions};
+use ledger_projections::schema_name::SchemaName;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,8 +37,8 @@ async fn projected_history(rounds: u64) -> Ledger {
 async fn a_rebuild_of_every_projection_equals_the_live_read_models() {
     let ledger = projected_history(5).await;
     let live = dump_all(&ledger.database).await;
-    for projection in projections::projection::names() {
-        let summary = projections::rebuild(
+    for projection in ledger_projections::names() {
+        let summary = ledger_projections::rebuild(
             ledger.store.as_ref(),
             &ledger.database,
             projection,
@@ -77,8 +77,8 @@ async fn a_rebuild_whose_pages_span_several_reads_equals_the_live_read_models() 
     let ledger = projected_history(6).await;
     let live = dump_all(&ledger.database).await;
     for (page_events_max, read_events_max) in [(11, 3), (4_000, 7)] {
-        for projection in projections::projection::names() {
-            let summary = projections::rebuild(
+        for projection in ledger_projections::names() {
+            let summary = ledger_projections::rebuild(
                 ledger.store.as_ref(),
                 &ledger.database,
                 projection,
@@ -107,7 +107,7 @@ async fn an_interrupted_rebuild_resumes_from_its_shadow_checkpoint() {
     let live = dump_all(&ledger.database).await;
     let pages = Arc::new(AtomicU64::new(0));
     let counter = pages.clone();
-    let interrupted = projections::rebuild(
+    let interrupted = ledger_projections::rebuild(
         ledger.store.as_ref(),
         &ledger.database,
         "stock_movements",
@@ -133,7 +133,7 @@ async fn an_interrupted_rebuild_resumes_from_its_shadow_checkpoint() {
         .expect("the shadow schema is left for the next run");
     assert_eq!(stopped_at.map(Into::into), interrupted.checkpoint);
 
-    let resumed = projections::rebuild(
+    let resumed = ledger_projections::rebuild(
         ledger.store.as_ref(),
         &ledger.database,
         "stock_movements",
@@ -182,7 +182,7 @@ async fn a_rebuilt_schema_has_every_index_and_constraint_of_its_ddl() {
     // in the schema it swaps in, also when the load was interrupted and resumed.
     let ledger = projected_history(2).await;
     let mut client = ledger.database.pool().get().await.unwrap();
-    let interrupted = projections::rebuild(
+    let interrupted = ledger_projections::rebuild(
         ledger.store.as_ref(),
         &ledger.database,
         "stock_movements",
@@ -202,8 +202,8 @@ async fn a_rebuilt_schema_has_every_index_and_constraint_of_its_ddl() {
             .any(|d| d.contains("movements_by_sku_and_time")),
         "the shadow loads without its deferred indexes: {shadow:#?}"
     );
-    for projection in projections::projection::all() {
-        let summary = projections::rebuild(
+    for projection in ledger_projections::all() {
+        let summary = ledger_projections::rebuild(
             ledger.store.as_ref(),
             &ledger.database,
             projection.name(),
@@ -213,7 +213,7 @@ async fn a_rebuilt_schema_has_every_index_and_constraint_of_its_ddl() {
         .unwrap();
         assert!(summary.swapped);
         let reference = SchemaName::parse(&format!("reference_{}", projection.name())).unwrap();
-        projections::schema::create_schema(&mut client, projection, &reference)
+        ledger_projections::schema::create_schema(&mut client, projection, &reference)
             .await
             .unwrap();
         let rebuilt = catalog(&ledger, &SchemaName::live(projection.name())).await;
@@ -240,7 +240,7 @@ async fn a_dry_run_rebuilds_the_shadow_but_swaps_nothing() {
     let live_schema = SchemaName::live("reservations");
     let live_oid = schema_oid(&ledger, &live_schema).await;
     let live = dump_all(&ledger.database).await;
-    let summary = projections::rebuild(
+    let summary = ledger_projections::rebuild(
         ledger.store.as_ref(),
         &ledger.database,
         "reservations",
@@ -282,7 +282,7 @@ async fn a_rebuild_swaps_in_under_a_running_projector_which_then_carries_on() {
     let running = ledger.spawn_default();
     ledger.wait_caught_up().await;
     let before = schema_oid(&ledger, &SchemaName::live("stock_movements")).await;
-    let summary = projections::rebuild(
+    let summary = ledger_projections::rebuild(
         ledger.store.as_ref(),
         &ledger.database,
         "stock_movements",

@@ -3,7 +3,7 @@
 
 mod support;
 
-use projections::{FaultPlan, ProjectorOptions};
+use ledger_projections::{FaultPlan, ProjectorOptions};
 use std::time::Duration;
 use support::*;
 
@@ -29,7 +29,7 @@ async fn movement_positions_are_unique(ledger: &Ledger) {
 async fn events_applied(ledger: &Ledger) -> Vec<(String, i64)> {
     let client = ledger.database.pool().get().await.unwrap();
     let mut applied = Vec::new();
-    for projection in projections::projection::all() {
+    for projection in ledger_projections::all() {
         let row = client
             .query_one(
                 &format!(
@@ -179,9 +179,9 @@ async fn only_one_of_two_runners_applies_and_the_other_takes_over_when_it_stops(
     let target = ledger.last_committed_position().await;
     wait_until("stock levels catch up", || async {
         let client = ledger.database.pool().get().await.unwrap();
-        projections::checkpoint::load(
+        ledger_projections::checkpoint::load(
             &**client,
-            &projections::schema::SchemaName::live("stock_levels"),
+            &ledger_projections::schema_name::SchemaName::live("stock_levels"),
             "stock_levels",
         )
         .await

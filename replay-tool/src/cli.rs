@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
+use ledger_startup::BackendArguments;
 
 const AFTER_HELP: &str = "\
 Backends (the same choice as the API):
@@ -78,24 +78,6 @@ pub struct Arguments {
     pub backend: BackendArguments,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct BackendArguments {
-    /// Folder of the embedded PostgreSQL cluster, used when DATABASE_URL is not set.
-    #[arg(
-        long,
-        env = "LEDGER_DATA_DIR",
-        default_value = ".ledger-data",
-        global = true
-    )]
-    pub data_dir: PathBuf,
-    /// PostgreSQL with the read models (and, without EVENTSTORE_URL, the event store).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
-    pub database_url: Option<String>,
-    /// EventStoreDB/KurrentDB holding the events (for example esdb://localhost:2113?tls=false).
-    #[arg(long, env = "EVENTSTORE_URL", hide_env_values = true, global = true)]
-    pub eventstore_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

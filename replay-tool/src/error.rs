@@ -1,9 +1,10 @@
 //! Errors of the tool and the exit codes they map to (documented in `--help`).
 
-use ledger_core::history::HistoryError;
-use ledger_core::pg::DatabaseError;
-use ledger_core::StoreError;
-use projections::ProjectionError;
+use ledger_application::history::HistoryError;
+use ledger_application::StoreError;
+use ledger_postgres::DatabaseError;
+use ledger_projections::ProjectionError;
+use ledger_startup::StartupError;
 
 /// The exit codes of `ledger-replay`, as `--help` documents them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +55,7 @@ impl ToolError {
 impl From<StoreError> for ToolError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) | StoreError::Timeout { .. } => {
+            StoreError::Unavailable { .. } | StoreError::Timeout { .. } => {
                 Self::Unreachable(format!("event store unreachable: {error}"))
             }
             other => Self::Failed(other.to_string()),
@@ -69,7 +70,25 @@ impl From<DatabaseError> for ToolError {
             DatabaseError::Unreachable(_) | DatabaseError::Pool(_) => {
                 Self::Unreachable(error.to_string())
             }
-            DatabaseError::Migration(_) => Self::Failed(error.to_string()),
+            DatabaseError::Query { ref source, .. } if source.is_closed() => {
+                Self::Unreachable(error.to_string())
+            }
+            DatabaseError::Query { .. } | DatabaseError::Migration { .. } => {
+                Self::Failed(error.to_string())
+            }
+        }
+    }
+}
+
+impl From<StartupError> for ToolError {
+    fn from(error: StartupError) -> Self {
+        match error {
+            StartupError::Config(_) => Self::Usage(error.to_string()),
+            StartupError::Cluster(_) | StartupError::NoEmbeddedLedger { .. } => {
+                Self::Unreachable(error.to_string())
+            }
+            StartupError::Database(database) => database.into(),
+            StartupError::EventStore(store) => store.into(),
         }
     }
 }

@@ -1,15 +1,15 @@
 //! `history`: a SKU's movements replayed from the event store through the same library
 //! functions the API's history endpoint uses, so the two always agree.
 
-use crate::backends::Backends;
 use crate::cli::{HistoryArguments, HistoryFormat};
 use crate::error::{ExitCodeName, ToolError};
 use crate::output::{terminal_columns, truncate, write_csv_record, DETAIL_COLUMNS_MIN};
 use chrono::{DateTime, SecondsFormat, Utc};
-use ledger_core::domain::{Sku, SkuState};
-use ledger_core::history::{
+use ledger_application::history::{
     history, state_as_of, AsOf, HistoryEntry, HistoryFilter, HISTORY_PAGE_ENTRIES_MAX,
 };
+use ledger_domain::{Sku, SkuState};
+use ledger_startup::Backends;
 use serde::Serialize;
 use std::io::{BufWriter, Write};
 

@@ -2,16 +2,12 @@
 //!
 //! # Layout
 //! - [`cli`]: the arguments, the `--help` text with examples and the exit codes.
-//! - [`backends`]: opens the event store and the read model database exactly as the API chooses
-//!   them (`DATABASE_URL`, `EVENTSTORE_URL`, or the embedded data folder), so the tool always
-//!   looks at the same ledger as the API next to it.
 //! - [`history`], [`verify`], [`rebuild`], [`status`]: one module per command; each turns its
 //!   arguments into calls of the ledger and projections libraries and prints the result.
 //! - [`schemas`]: the event contract under `schemas/`, embedded and compiled for `verify`.
 //! - [`output`]: CSV quoting and table cells shared by the commands.
 //! - [`error`]: the tool's error type and its mapping onto exit codes.
 
-pub mod backends;
 pub mod cli;
 pub mod error;
 pub mod history;
@@ -23,6 +19,7 @@ pub mod verify;
 
 use cli::{Arguments, Command};
 use error::{ExitCodeName, ToolError};
+use ledger_startup::{Backends, BackendsOptions, EmbeddedMode};
 
 /// Run one command and return its exit code; errors are printed to stderr here, once.
 pub async fn run(arguments: Arguments) -> ExitCodeName {
@@ -35,9 +32,25 @@ pub async fn run(arguments: Arguments) -> ExitCodeName {
     }
 }
 
+/// Connections of the tool's pool: one command runs at a time, with the event store's reads,
+/// a read model snapshot and the rebuild's transaction beside each other.
+pub const TOOL_POOL_SIZE: usize = 4;
+
+/// How long the tool waits for EventStoreDB before calling it unreachable. An operator at a
+/// terminal wants a clear error soon rather than the API's patient minute.
+pub const EVENTSTORE_CONNECT_TIMEOUT_MS: u64 = 10_000;
+
 async fn run_command(arguments: Arguments) -> Result<ExitCodeName, ToolError> {
-    let needs_read_models = !matches!(arguments.command, Command::History(_));
-    let backends = backends::Backends::open(&arguments.backend, needs_read_models).await?;
+    // The backends are opened exactly as the API opens them (`ledger_startup`), so the tool
+    // always looks at the same ledger as the API beside it; an embedded cluster it had to
+    // start is stopped again, one the API runs is left alone.
+    let options = BackendsOptions {
+        pool_size: TOOL_POOL_SIZE,
+        embedded: EmbeddedMode::Existing,
+        needs_database: !matches!(arguments.command, Command::History(_)),
+        eventstore_connect_timeout_ms: Some(EVENTSTORE_CONNECT_TIMEOUT_MS),
+    };
+    let backends = Backends::open(&arguments.backend, &options).await?;
     let result = match arguments.command {
         Command::History(options) => history::run(&backends, options).await,
         Command::Verify(options) => verify::run(&backends, options).await,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let arguments = replay_tool::cli::Arguments::parse();
-    let code = replay_tool::run(arguments).await;
+    let arguments = ledger_replay::cli::Arguments::parse();
+    let code = ledger_replay::run(arguments).await;
     ExitCode::from(code.as_u8())
 }

@@ -1,13 +1,13 @@
-//! `rebuild`: rebuild one projection (or all) through `projections::rebuild`, showing progress
+//! `rebuild`: rebuild one projection (or all) through `ledger_projections::rebuild`, showing progress
 //! as a bar on a terminal, as periodic lines otherwise, and a one-line summary at the end.
 
-use crate::backends::Backends;
 use crate::cli::{RebuildArguments, ReportFormat};
 use crate::error::{ExitCodeName, ToolError};
 use crate::output::events_per_second;
 use crate::status::show;
-use ledger_core::Position;
-use projections::{RebuildOptions, RebuildProgress, RebuildSummary};
+use ledger_domain::Position;
+use ledger_projections::{RebuildOptions, RebuildProgress, RebuildSummary};
+use ledger_startup::Backends;
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,10 +31,10 @@ pub async fn run(
 ) -> Result<ExitCodeName, ToolError> {
     let names: Vec<String> = match &arguments.projection {
         Some(name) => {
-            projections::projection::by_name(name)?;
+            ledger_projections::by_name(name)?;
             vec![name.clone()]
         }
-        None => projections::projection::names()
+        None => ledger_projections::names()
             .into_iter()
             .map(str::to_owned)
             .collect(),
@@ -80,8 +80,13 @@ pub async fn run(
             progress: Some(progress),
             ..RebuildOptions::default()
         };
-        let result =
-            projections::rebuild(backends.store.as_ref(), backends.database(), name, options).await;
+        let result = ledger_projections::rebuild(
+            backends.store.as_ref(),
+            backends.database(),
+            name,
+            options,
+        )
+        .await;
         reporter
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -110,10 +115,8 @@ pub async fn run(
 /// Events the rebuild still has to apply, when the store can count them cheaply (PostgreSQL);
 /// `None` elsewhere, and the progress shows no ETA.
 async fn estimate_remaining(backends: &Backends, name: &str) -> Option<u64> {
-    if !backends.postgres_events {
-        return None;
-    }
-    let resumed = projections::rebuild::shadow_checkpoint(backends.database(), name)
+    let events = backends.postgres_store()?;
+    let resumed = ledger_projections::rebuild::shadow_checkpoint(backends.database(), name)
         .await
         .ok()?
         .flatten()
@@ -121,17 +124,7 @@ async fn estimate_remaining(backends: &Backends, name: &str) -> Option<u64> {
             commit: 0,
             prepare: 0,
         });
-    let client = backends.database().pool().get().await.ok()?;
-    let commit = i64::try_from(resumed.commit).ok()?;
-    let prepare = i64::try_from(resumed.prepare).ok()?;
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM event_store.events WHERE (transaction_id, sequence) > ($1, $2)",
-            &[&commit, &prepare],
-        )
-        .await
-        .ok()?;
-    u64::try_from(row.get::<_, i64>(0)).ok()
+    events.count_after(Some(resumed)).await.ok()
 }
 
 fn summary_line(summary: &RebuildSummary) -> String {

@@ -1,11 +1,11 @@
 //! `status`: every projection's checkpoint, the head of the log, the lag and the last error,
 //! from the same query the API's status endpoint uses, plus any rebuild left half done.
 
-use crate::backends::Backends;
 use crate::cli::{ReportFormat, StatusArguments};
 use crate::error::{ExitCodeName, ToolError};
-use projections::queries::{LogPosition, ProjectionStatus};
-use projections::ReadModels;
+use ledger_projections::ReadModels;
+use ledger_projections::{LogPosition, ProjectionStatus};
+use ledger_startup::Backends;
 use serde::Serialize;
 use std::io::Write;
 
@@ -25,7 +25,7 @@ pub async fn run(
     let mut rows = Vec::new();
     for status in read_models.status(backends.store.as_ref()).await? {
         let rebuild_checkpoint =
-            projections::rebuild::shadow_checkpoint(backends.database(), &status.name)
+            ledger_projections::rebuild::shadow_checkpoint(backends.database(), &status.name)
                 .await?
                 .map(|position| position.map(Into::into));
         rows.push(StatusRow {

@@ -7,18 +7,18 @@
 //! under `schemas/`, embedded) and decoded strictly with `SkuEvent::decode`, and each stream's
 //! versions must follow 0, 1, 2… without a gap.
 
-use crate::backends::Backends;
 use crate::cli::{ReportFormat, VerifyArguments};
 use crate::error::{ExitCodeName, ToolError};
 use crate::output::events_per_second;
 use crate::schemas::EventSchemas;
 use crate::status::show;
-use ledger_core::domain::{Sku, SkuEvent, SkuState};
-use ledger_core::store::READ_EVENTS_MAX;
-use ledger_core::{Position, RecordedEvent};
-use projections::queries::LogPosition;
-use projections::schema::SchemaName;
-use projections::{reservations, stock_levels};
+use ledger_application::store::READ_EVENTS_MAX;
+use ledger_domain::{Position, RecordedEvent};
+use ledger_domain::{Sku, SkuEvent, SkuState};
+use ledger_projections::verification::{StockFigures, VerificationSnapshot};
+use ledger_projections::LogPosition;
+use ledger_projections::{reservations, stock_levels, ReadModels};
+use ledger_startup::Backends;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -127,30 +127,11 @@ fn write_table<W: Write>(out: &mut W, report: &VerifyReport) -> std::io::Result<
     )
 }
 
-/// One SKU's row of `stock_levels`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StockRow {
-    on_hand: u64,
-    reserved: u64,
-    reorder_point: u64,
-    version: u64,
-}
-
-/// One row of `reservations`: its status and quantity.
-type ReservationRow = (String, u64);
-
-/// The read models as one snapshot saw them.
-struct Snapshot {
-    stock_checkpoint: Option<Position>,
-    stock_rows: HashMap<String, StockRow>,
-    reservations_checkpoint: Option<Position>,
-    reservation_rows: HashMap<(String, String), ReservationRow>,
-    missing: Vec<&'static str>,
-}
-
 /// Verify one SKU, or all when `sku` is `None`.
 pub async fn verify(backends: &Backends, sku: Option<&Sku>) -> Result<VerifyReport, ToolError> {
-    let snapshot = load_snapshot(backends, sku).await?;
+    let snapshot = ReadModels::new(backends.database().clone())
+        .verification_snapshot(sku)
+        .await?;
     // Taken after the snapshot, so both checkpoints lie at or before it.
     let head = backends.store.head_position().await?;
     let started = Instant::now();
@@ -203,104 +184,11 @@ pub async fn verify(backends: &Backends, sku: Option<&Sku>) -> Result<VerifyRepo
     Ok(fold.report(duration))
 }
 
-async fn load_snapshot(backends: &Backends, sku: Option<&Sku>) -> Result<Snapshot, ToolError> {
-    let mut client = backends
-        .database()
-        .pool()
-        .get()
-        .await
-        .map_err(|e| ToolError::Unreachable(format!("read model database: {e}")))?;
-    let transaction = client.transaction().await?;
-    // One snapshot for the rows and the checkpoints of both projections, so a projector
-    // committing meanwhile cannot make the rows and their checkpoint disagree.
-    transaction
-        .batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await?;
-    let sku_filter = sku.map(Sku::as_str);
-    let mut snapshot = Snapshot {
-        stock_checkpoint: None,
-        stock_rows: HashMap::new(),
-        reservations_checkpoint: None,
-        reservation_rows: HashMap::new(),
-        missing: Vec::new(),
-    };
-    let stock_schema = SchemaName::live(stock_levels::NAME);
-    if table_exists(&transaction, &format!("{stock_schema}.stock_levels")).await? {
-        snapshot.stock_checkpoint =
-            projections::checkpoint::load(&*transaction, &stock_schema, stock_levels::NAME)
-                .await?
-                .position;
-        let rows = transaction
-            .query(
-                &format!(
-                    "SELECT sku, on_hand, reserved, reorder_point, version \
-                     FROM {stock_schema}.stock_levels WHERE $1::text IS NULL OR sku = $1"
-                ),
-                &[&sku_filter],
-            )
-            .await?;
-        for row in rows {
-            snapshot.stock_rows.insert(
-                row.get(0),
-                StockRow {
-                    on_hand: unsigned(row.get(1)),
-                    reserved: unsigned(row.get(2)),
-                    reorder_point: unsigned(row.get(3)),
-                    version: unsigned(row.get(4)),
-                },
-            );
-        }
-    } else {
-        snapshot.missing.push(stock_levels::NAME);
-    }
-    let reservations_schema = SchemaName::live(reservations::NAME);
-    if table_exists(&transaction, &format!("{reservations_schema}.reservations")).await? {
-        snapshot.reservations_checkpoint =
-            projections::checkpoint::load(&*transaction, &reservations_schema, reservations::NAME)
-                .await?
-                .position;
-        let rows = transaction
-            .query(
-                &format!(
-                    "SELECT sku, reservation_id, status, quantity \
-                     FROM {reservations_schema}.reservations WHERE $1::text IS NULL OR sku = $1"
-                ),
-                &[&sku_filter],
-            )
-            .await?;
-        for row in rows {
-            snapshot
-                .reservation_rows
-                .insert((row.get(0), row.get(1)), (row.get(2), unsigned(row.get(3))));
-        }
-    } else {
-        snapshot.missing.push(reservations::NAME);
-    }
-    transaction.commit().await?;
-    Ok(snapshot)
-}
-
-async fn table_exists(
-    transaction: &deadpool_postgres::Transaction<'_>,
-    table: &str,
-) -> Result<bool, ToolError> {
-    Ok(transaction
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-        .await?
-        .get(0))
-}
-
-/// Stored counts are non-negative by their table's CHECK constraints; a negative one is itself
-/// drift, shown as the largest value so that the comparison reports it.
-fn unsigned(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(u64::MAX)
-}
-
 /// The fold of the log, with the differences found so far.
 struct Fold {
     schemas: EventSchemas,
     states: HashMap<Sku, SkuState>,
-    snapshot: Snapshot,
+    snapshot: VerificationSnapshot,
     stock_compared: bool,
     reservations_compared: bool,
     events_checked: u64,
@@ -310,7 +198,7 @@ struct Fold {
 }
 
 impl Fold {
-    fn new(snapshot: Snapshot) -> Self {
+    fn new(snapshot: VerificationSnapshot) -> Self {
         let mut fold = Self {
             schemas: EventSchemas::compile(),
             states: HashMap::new(),
@@ -446,7 +334,7 @@ impl Fold {
             let Some(version) = state.version else {
                 continue;
             };
-            let folded = StockRow {
+            let folded = StockFigures {
                 on_hand: state.on_hand,
                 reserved: state.reserved,
                 reorder_point: state.reorder_point,
@@ -543,7 +431,7 @@ fn passes(checkpoint: Option<Position>, position: Position) -> bool {
     checkpoint.is_none_or(|checkpoint| position > checkpoint)
 }
 
-fn describe(row: &StockRow) -> String {
+fn describe(row: &StockFigures) -> String {
     format!(
         "on hand {}, reserved {}, reorder point {}, version {}",
         row.on_hand, row.reserved, row.reorder_point, row.version

@@ -3,33 +3,24 @@
 //! compared with what the libraries compute from the same events.
 
 use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
-use ledger_core::domain::{
-    AdjustStock, AdjustmentDelta, ConfirmReservation, Quantity, Reason, ReleaseReservation,
-    ReorderPoint, ReplenishStock, ReservationId, ReserveStock, SetReorderPoint, Sku, SkuCommand,
-    SkuEvent, SkuState,
-};
-use ledger_core::handler::{CommandContext, CommandError, CommandHandler};
-use ledger_core::history::{history, HistoryFilter, HISTORY_PAGE_ENTRIES_MAX};
-use ledger_core::pg::Database;
-use ledger_core::store::postgres::PostgresStore;
-use ledger_core::store::READ_EVENTS_MAX;
-use ledger_core::{EventStore, Position, RecordedEvent};
-use ledger_tests::postgres::{TestDatabase, TEST_POOL_SIZE};
-use projections::schema::SchemaName;
-use projections::{ProjectorOptions, ProjectorSet, RebuildOptions};
+use ledger_application::command::CommandContext;
+use ledger_application::handler::CommandHandler;
+use ledger_application::history::{history, HistoryFilter, HISTORY_PAGE_ENTRIES_MAX};
+use ledger_application::store::READ_EVENTS_MAX;
+use ledger_application::EventStore;
+use ledger_domain::RecordedEvent;
+use ledger_domain::{SkuEvent, SkuState};
+use ledger_postgres::Database;
+use ledger_postgres::PostgresStore;
+use ledger_projections::{ProjectorOptions, ProjectorSet, RebuildOptions};
+use ledger_tests::ledger::*;
 use serde_json::Value;
 use std::ops::ControlFlow;
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::watch;
-
-/// How long a test waits for the projectors to catch up before failing.
-const CATCH_UP_DEADLINE_MS: u64 = 60_000;
-
-/// Pause between polls while waiting for the projectors.
-const POLL_INTERVAL_MS: u64 = 20;
 
 /// Exit codes as `--help` documents them.
 const EXIT_OK: i32 = 0;
@@ -38,38 +29,21 @@ const EXIT_USAGE: i32 = 2;
 const EXIT_NOT_FOUND: i32 = 3;
 const EXIT_UNREACHABLE: i32 = 4;
 
-struct Ledger {
-    store: Arc<PostgresStore>,
-    database: Database,
-    handler: CommandHandler<PostgresStore>,
-    test_database: TestDatabase,
+/// The shared test ledger, with what these tests add: a varied history, projectors with the
+/// default options, the events of a SKU, and the binary run against this ledger's database.
+struct Ledger(TestLedger);
+
+impl std::ops::Deref for Ledger {
+    type Target = TestLedger;
+
+    fn deref(&self) -> &TestLedger {
+        &self.0
+    }
 }
 
 impl Ledger {
     async fn new() -> Self {
-        let test_database = TestDatabase::create().await;
-        let database = test_database.database(TEST_POOL_SIZE);
-        let store = Arc::new(PostgresStore::open(database.clone()).await.unwrap());
-        projections::migrate(&database).await.unwrap();
-        Self {
-            handler: CommandHandler::new(store.clone()),
-            store,
-            database,
-            test_database,
-        }
-    }
-
-    /// Run a command; business rejections (random histories make some) are ignored.
-    async fn run(&self, sku: &str, command: SkuCommand) {
-        let context = CommandContext {
-            principal: Some("auditor-test".into()),
-            correlation_id: Some(format!("corr-{}", uuid::Uuid::new_v4().simple())),
-            ..CommandContext::default()
-        };
-        match self.handler.execute(&sku_of(sku), &command, &context).await {
-            Ok(_) | Err(CommandError::Rejected(_)) => {}
-            Err(other) => panic!("command failed: {other}"),
-        }
+        Self(TestLedger::new().await)
     }
 
     /// A varied history: every event type, a reason with a comma and a quote for CSV.
@@ -78,28 +52,16 @@ impl Ledger {
         self.run(sku, set_reorder_point(20)).await;
         for round in 0..rounds {
             let id = format!("r-{round}");
-            self.run(sku, reserve(&id, 3)).await;
+            self.run(sku, reserve(&id, 3, None)).await;
             let command = match round % 3 {
-                0 => SkuCommand::Confirm(ConfirmReservation {
-                    reservation_id: ReservationId::parse(&id).unwrap(),
-                }),
-                1 => SkuCommand::Release(ReleaseReservation {
-                    reservation_id: ReservationId::parse(&id).unwrap(),
-                    reason: Some(Reason::parse("customer said \"no\", cart dropped").unwrap()),
-                }),
+                0 => confirm(&id),
+                1 => release_because(&id, "customer said \"no\", cart dropped"),
                 _ => continue,
             };
             self.run(sku, command).await;
         }
-        self.run(
-            sku,
-            SkuCommand::Adjust(AdjustStock {
-                delta: AdjustmentDelta::new(-2).unwrap(),
-                reason: Reason::parse("cycle count, shelf 4").unwrap(),
-                reference: None,
-            }),
-        )
-        .await;
+        self.run(sku, adjust_because(-2, "cycle count, shelf 4"))
+            .await;
     }
 
     fn spawn_projectors(&self) -> (ProjectorSet, watch::Sender<bool>) {
@@ -111,54 +73,6 @@ impl Ledger {
             shutdown,
         );
         (set, stop)
-    }
-
-    async fn last_committed_position(&self) -> Option<Position> {
-        let client = self.database.pool().get().await.unwrap();
-        client
-            .query_opt(
-                "SELECT transaction_id, sequence FROM event_store.events \
-                 ORDER BY transaction_id DESC, sequence DESC LIMIT 1",
-                &[],
-            )
-            .await
-            .unwrap()
-            .map(|row| Position {
-                commit: row.get::<_, i64>(0) as u64,
-                prepare: row.get::<_, i64>(1) as u64,
-            })
-    }
-
-    /// Wait until every projection's checkpoint has reached the newest committed event.
-    async fn wait_caught_up(&self) {
-        self.wait_caught_up_within(CATCH_UP_DEADLINE_MS).await;
-    }
-
-    async fn wait_caught_up_within(&self, deadline_ms: u64) {
-        let target = self.last_committed_position().await;
-        let deadline = Instant::now() + Duration::from_millis(deadline_ms);
-        loop {
-            let client = self.database.pool().get().await.unwrap();
-            let mut behind = false;
-            for projection in projections::projection::all() {
-                let checkpoint = projections::checkpoint::load(
-                    &**client,
-                    &SchemaName::live(projection.name()),
-                    projection.name(),
-                )
-                .await
-                .unwrap();
-                behind |= checkpoint.position < target;
-            }
-            if !behind {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the projections did not catch up within {deadline_ms} ms"
-            );
-            tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
-        }
     }
 
     /// Every event of `sku`, from the store.
@@ -211,32 +125,6 @@ fn assert_exit(output: &Output, code: i32) {
         stdout(output),
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-fn sku_of(value: &str) -> Sku {
-    Sku::parse(value).unwrap()
-}
-
-fn replenish(quantity: u64) -> SkuCommand {
-    SkuCommand::Replenish(ReplenishStock {
-        quantity: Quantity::new(quantity).unwrap(),
-        reference: None,
-    })
-}
-
-fn reserve(id: &str, quantity: u64) -> SkuCommand {
-    SkuCommand::Reserve(ReserveStock {
-        reservation_id: ReservationId::parse(id).unwrap(),
-        order_id: None,
-        quantity: Quantity::new(quantity).unwrap(),
-        ttl_seconds: None,
-    })
-}
-
-fn set_reorder_point(value: i64) -> SkuCommand {
-    SkuCommand::SetReorderPoint(SetReorderPoint {
-        reorder_point: ReorderPoint::new(value).unwrap(),
-    })
 }
 
 /// The fold of the events accepted by `include`.
@@ -334,10 +222,10 @@ async fn history_json_and_csv_equal_the_library_history() {
         .await;
     assert_exit(&output, EXIT_OK);
     let records = parse_csv(&stdout(&output));
-    assert_eq!(records[0], replay_tool::history::CSV_COLUMNS);
+    assert_eq!(records[0], ledger_replay::history::CSV_COLUMNS);
     assert_eq!(records.len() - 1, expected.entries.len());
     for (record, entry) in records[1..].iter().zip(&expected.entries) {
-        assert_eq!(record.len(), replay_tool::history::CSV_COLUMNS.len());
+        assert_eq!(record.len(), ledger_replay::history::CSV_COLUMNS.len());
         assert_eq!(record[0], entry.version.to_string());
         assert_eq!(record[1], entry.position.to_string());
         assert_eq!(record[4], entry.event_type);
@@ -493,12 +381,14 @@ async fn rebuild_while_an_appender_runs_ends_equal_to_the_fold() {
         let stop = stop_appender.clone();
         let appended = appended.clone();
         tokio::spawn(async move {
-            let read_models = projections::ReadModels::new(ledger.database.clone());
+            let read_models = ledger_projections::ReadModels::new(ledger.database.clone());
             let mut round = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 let sku = format!("CAP-{}", round % 4 + 1);
                 ledger.run(&sku, replenish(1)).await;
-                ledger.run(&sku, reserve(&format!("live-{round}"), 1)).await;
+                ledger
+                    .run(&sku, reserve(&format!("live-{round}"), 1, None))
+                    .await;
                 // The read side keeps answering while the rebuild swaps schemas under it.
                 read_models
                     .stock_level(&sku_of(&sku))
@@ -544,7 +434,7 @@ async fn an_interrupted_rebuild_resumes_from_its_checkpoint() {
     let _ = stop.send(true);
     set.join().await;
 
-    let interrupted = projections::rebuild(
+    let interrupted = ledger_projections::rebuild(
         ledger.store.as_ref(),
         &ledger.database,
         "stock_levels",
@@ -651,16 +541,16 @@ async fn measure_verify_and_rebuild_throughput() {
     for sku in 0..skus {
         let events = (0..MEASURED_EVENTS_PER_SKU)
             .map(|_| {
-                let event = SkuEvent::Replenished(ledger_core::domain::StockReplenished {
+                let event = SkuEvent::Replenished(ledger_domain::StockReplenished {
                     quantity: 1,
                     reference: None,
                 });
-                ledger_core::NewEvent {
+                ledger_domain::NewEvent {
                     event_id: uuid::Uuid::new_v4(),
                     event_type: event.event_type().to_owned(),
                     schema_version: event.schema_version(),
                     data: event.encode(),
-                    metadata: ledger_core::Metadata::default(),
+                    metadata: ledger_domain::Metadata::default(),
                 }
             })
             .collect();
@@ -668,7 +558,7 @@ async fn measure_verify_and_rebuild_throughput() {
             .store
             .append(
                 &format!("sku-LOAD-{sku}"),
-                ledger_core::ExpectedVersion::NoStream,
+                ledger_application::ExpectedVersion::NoStream,
                 events,
             )
             .await
@@ -700,7 +590,7 @@ async fn measure_verify_and_rebuild_throughput() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_embedded_data_folder_is_used_and_a_running_cluster_left_running() {
-    use ledger_core::pg::cluster::{ClusterOptions, PrivateCluster};
+    use ledger_postgres::cluster::{ClusterOptions, PrivateCluster};
     // A short folder name: the cluster's Unix socket path must stay under 107 bytes.
     let folder = std::env::temp_dir().join(format!(
         "lr-{}",
@@ -725,7 +615,7 @@ async fn the_embedded_data_folder_is_used_and_a_running_cluster_left_running() {
         .unwrap();
     let database = Database::from_config(cluster.connection_config("ledger"), 4).unwrap();
     let store = Arc::new(PostgresStore::open(database.clone()).await.unwrap());
-    projections::migrate(&database).await.unwrap();
+    ledger_projections::migrate(&database).await.unwrap();
     CommandHandler::new(store)
         .execute(&sku_of("MUG-1"), &replenish(5), &CommandContext::default())
         .await

@@ -2,8 +2,8 @@
 //! what the API's history endpoint serves, and a rebuild swaps read models in while the API
 //! keeps answering from them.
 
-use api::config::Config;
 use clap::Parser;
+use ledger_api::config::Config;
 use ledger_tests::postgres::TestDatabase;
 use serde_json::{json, Value};
 use std::process::Output;
@@ -43,7 +43,9 @@ async fn history_equals_the_api_and_a_rebuild_keeps_the_api_serving() {
     let url = database.url();
     let config =
         Config::try_parse_from(["api", "--listen", "127.0.0.1:0", "--database-url", &url]).unwrap();
-    let running = api::startup::start(config).await.expect("the API starts");
+    let running = ledger_api::startup::start(config)
+        .await
+        .expect("the API starts");
     let base = format!("http://{}", running.address);
     let client = reqwest::Client::new();
 

@@ -8,8 +8,8 @@
 //! ```
 
 use futures::StreamExt;
-use ledger_core::envelope::{Metadata, NewEvent, Position, RecordedEvent};
-use ledger_core::store::{EventStore, ExpectedVersion, StoreError};
+use ledger_application::store::{EventStore, ExpectedVersion, StoreError};
+use ledger_domain::envelope::{Metadata, NewEvent, Position, RecordedEvent};
 use std::collections::HashSet;
 use std::time::Duration;
 use uuid::Uuid;
@@ -133,7 +133,7 @@ async fn read_whole_log<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
 }
 
 fn assert_wrong_version(
-    result: Result<ledger_core::AppendResult, StoreError>,
+    result: Result<ledger_application::AppendResult, StoreError>,
     actual_expected: Option<u64>,
 ) {
     match result {
@@ -519,7 +519,7 @@ pub async fn the_head_position_is_the_last_event_of_the_log<S: EventStore>(store
     assert_eq!(store.head_position().await.unwrap(), Some(result.position));
 }
 
-async fn next_event(subscription: &mut ledger_core::store::EventStream) -> RecordedEvent {
+async fn next_event(subscription: &mut ledger_application::store::EventStream) -> RecordedEvent {
     tokio::time::timeout(
         Duration::from_millis(SUBSCRIPTION_DEADLINE_MS),
         subscription.next(),

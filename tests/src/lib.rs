@@ -3,8 +3,11 @@
 //! # Layout
 //! - [`postgres`]: a real PostgreSQL for every test — `DATABASE_URL` when set, otherwise a
 //!   private throwaway cluster started once per test process — with a fresh database per test.
+//! - [`ledger`]: a ledger on such a database (store, handler on a manual clock, read models,
+//!   projectors on demand), polling with a deadline, and commands from plain values.
 //! - [`contract`]: the event store contract suite, generic over the port, and the
 //!   [`event_store_contract!`] macro that runs it against one adapter in one line.
 
 pub mod contract;
+pub mod ledger;
 pub mod postgres;

@@ -5,9 +5,9 @@
 //! binaries in a temporary folder (run as `postgres` when we are root), on a Unix socket only;
 //! a detached watcher stops it and deletes the folder when the test process exits.
 
-use ledger_core::pg::cluster::{ClusterOptions, PrivateCluster};
-use ledger_core::pg::Database;
-use ledger_core::store::postgres::PostgresStore;
+use ledger_postgres::cluster::{ClusterOptions, PrivateCluster};
+use ledger_postgres::Database;
+use ledger_postgres::PostgresStore;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;

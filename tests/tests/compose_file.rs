@@ -2,9 +2,8 @@
 //! binary is one that binary reads, the ports agree, and every service the binaries need is
 //! there and started before them.
 //!
-//! The binaries' variable lists are read from their source text (`ENVIRONMENT_VARIABLES` in
-//! `api/src/config.rs` and `projections/src/cli.rs`) rather than by linking those crates, so
-//! this test depends on nothing but the files it checks.
+//! The binaries' variable lists and defaults come from their own command-line definitions
+//! (clap), so they cannot drift from what the binaries read.
 
 use serde_norway::Value;
 use std::collections::BTreeSet;
@@ -15,10 +14,8 @@ const PROMETHEUS_CONFIG: &str = include_str!("../../compose/prometheus.yml");
 const DASHBOARD: &str = include_str!("../../compose/grafana/dashboards/ledger.json");
 const DATASOURCES: &str =
     include_str!("../../compose/grafana/provisioning/datasources/datasources.yml");
-const API_CONFIG_SOURCE: &str = include_str!("../../api/src/config.rs");
 const API_TELEMETRY_SOURCE: &str = include_str!("../../api/src/telemetry.rs");
 const API_COMMANDS_SOURCE: &str = include_str!("../../api/src/routes/commands.rs");
-const PROJECTOR_CLI_SOURCE: &str = include_str!("../../projections/src/cli.rs");
 const PROJECTOR_RUNTIME_SOURCE: &str = include_str!("../../projections/src/runtime.rs");
 
 /// The port the API listens on by default and in compose.
@@ -38,20 +35,6 @@ fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
     compose["services"]
         .get(name)
         .unwrap_or_else(|| panic!("the compose file has no {name} service"))
-}
-
-/// The quoted names in `pub const ENVIRONMENT_VARIABLES: &[&str] = &[ ... ];` of `source`.
-fn declared_variables(source: &str, file: &str) -> BTreeSet<String> {
-    let start = source
-        .find("ENVIRONMENT_VARIABLES: &[&str] = &[")
-        .unwrap_or_else(|| panic!("{file} declares no ENVIRONMENT_VARIABLES"));
-    let list = &source[start..];
-    let list = &list[..list.find("];").expect("the list ends")];
-    list.split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_owned)
-        .collect()
 }
 
 fn environment(service: &Value) -> Vec<(String, String)> {
@@ -112,11 +95,13 @@ fn host_and_port(url: &str) -> (String, u16) {
 #[test]
 fn every_variable_set_for_a_ledger_binary_is_one_it_reads() {
     let compose = compose();
-    for (name, source, file) in [
-        ("api", API_CONFIG_SOURCE, "api/src/config.rs"),
-        ("projector", PROJECTOR_CLI_SOURCE, "projections/src/cli.rs"),
+    for (name, read) in [
+        ("api", ledger_api::config::environment_variables()),
+        (
+            "projector",
+            ledger_projections::cli::environment_variables(),
+        ),
     ] {
-        let read = declared_variables(source, file);
         let set = environment(service(&compose, name));
         assert!(!set.is_empty(), "the {name} service sets no variables");
         for (variable, _) in set {
@@ -130,8 +115,16 @@ fn every_variable_set_for_a_ledger_binary_is_one_it_reads() {
 
 #[test]
 fn the_api_listens_where_compose_and_prometheus_expect_it() {
-    assert!(
-        API_CONFIG_SOURCE.contains(&format!("default_value = \"127.0.0.1:{API_PORT}\"")),
+    let command = <ledger_api::config::Config as clap::CommandFactory>::command();
+    let listen_default = command
+        .get_arguments()
+        .find(|argument| argument.get_id() == "listen")
+        .expect("the API has a --listen flag")
+        .get_default_values()
+        .to_vec();
+    assert_eq!(
+        listen_default,
+        [format!("127.0.0.1:{API_PORT}")],
         "the API's default listen port is {API_PORT}"
     );
     let compose = compose();
@@ -225,9 +218,9 @@ fn the_image_builds_every_binary_the_services_run() {
     }
     assert_eq!(
         commands,
-        BTreeSet::from(["api".to_owned(), "projector".to_owned()])
+        BTreeSet::from(["ledger-api".to_owned(), "ledger-projector".to_owned()])
     );
-    for binary in ["api", "projector", "ledger-replay"] {
+    for binary in ["ledger-api", "ledger-projector", "ledger-replay"] {
         assert!(
             DOCKERFILE.contains(&format!("--bin {binary}")),
             "the Dockerfile builds {binary}"

@@ -5,13 +5,14 @@
 //! does not disturb the others. Two single writers on one SKU (as two API processes would have)
 //! must never oversell.
 
-use ledger_core::domain::{
+use ledger_application::command::{CommandContext, CommandError};
+use ledger_application::handler::CommandHandler;
+use ledger_application::store::{EventStore, ExpectedVersion, StoreError};
+use ledger_application::writer::SkuWriters;
+use ledger_domain::envelope::{Metadata, NewEvent};
+use ledger_domain::{
     DomainError, Quantity, ReplenishStock, ReservationId, ReserveStock, Sku, SkuCommand,
 };
-use ledger_core::envelope::{Metadata, NewEvent};
-use ledger_core::handler::{CommandContext, CommandError, CommandHandler};
-use ledger_core::store::{EventStore, ExpectedVersion, StoreError};
-use ledger_core::writer::SkuWriters;
 use ledger_tests::postgres::postgres_store;
 use std::collections::HashSet;
 use std::sync::Arc;

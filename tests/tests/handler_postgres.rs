@@ -1,10 +1,11 @@
 //! The command handler against real PostgreSQL: many writers racing for the same SKU.
 
-use ledger_core::domain::{
+use ledger_application::command::{CommandContext, CommandError};
+use ledger_application::handler::CommandHandler;
+use ledger_application::store::EventStore;
+use ledger_domain::{
     DomainError, Quantity, ReplenishStock, ReservationId, ReserveStock, Sku, SkuCommand,
 };
-use ledger_core::handler::{CommandContext, CommandError, CommandHandler};
-use ledger_core::store::EventStore;
 use ledger_tests::postgres::postgres_store;
 use std::sync::Arc;
 

@@ -1,8 +1,8 @@
 //! The event store contract over the EventStoreDB/KurrentDB adapter, through the real
 //! `kurrentdb` client, against the in-memory protocol double: one fresh double per case.
 
-use eventstore_double::EventStoreDouble;
-use ledger_core::store::kurrent::{KurrentOptions, KurrentStore};
+use ledger_kurrent::{KurrentOptions, KurrentStore};
+use ledger_kurrent_double::EventStoreDouble;
 
 /// Stream-name prefix of the contract suite's streams (`contract-<label>-<id>`): the adapter's
 /// `$all` filter must let them through and keep everything else out.

@@ -2,11 +2,11 @@
 //! a server that is down when the client first connects, a server restart under a live
 //! subscription, and an append whose answer never comes in time.
 
-use eventstore_double::{AppendStall, EventStoreDouble};
 use futures::StreamExt;
-use ledger_core::envelope::{Metadata, NewEvent, RecordedEvent};
-use ledger_core::store::kurrent::{KurrentOptions, KurrentStore};
-use ledger_core::store::{EventStore, EventStream, ExpectedVersion, StoreError};
+use ledger_application::store::{EventStore, EventStream, ExpectedVersion, StoreError};
+use ledger_domain::envelope::{Metadata, NewEvent, RecordedEvent};
+use ledger_kurrent::{KurrentOptions, KurrentStore};
+use ledger_kurrent_double::{AppendStall, EventStoreDouble};
 use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -61,7 +61,7 @@ async fn append_when_possible(
     loop {
         match store.append(stream, expected, vec![event.clone()]).await {
             Ok(_) => return,
-            Err(StoreError::Unavailable(_) | StoreError::Timeout { .. }) => {
+            Err(StoreError::Unavailable { .. } | StoreError::Timeout { .. }) => {
                 assert!(Instant::now() < deadline, "the store never recovered");
                 tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
             }
@@ -100,7 +100,7 @@ async fn a_store_connects_once_a_server_that_was_down_comes_up() {
     )
     .await;
     assert!(
-        matches!(down, Err(StoreError::Unavailable(_))),
+        matches!(down, Err(StoreError::Unavailable { .. })),
         "nothing listens yet, so connecting gives up: {:?}",
         down.err()
     );
@@ -132,7 +132,7 @@ async fn calls_fail_while_the_server_is_down_and_succeed_once_it_is_back() {
     double.stop();
     let refused = store.read_stream(&stream, 0, 10).await;
     assert!(
-        matches!(refused, Err(StoreError::Unavailable(_))),
+        matches!(refused, Err(StoreError::Unavailable { .. })),
         "{refused:?}"
     );
     double.serve().unwrap();

@@ -20,9 +20,11 @@ fn real_server_contract_skipped_because_eventstore_url_is_unset() {
 mod namespaced {
     use async_trait::async_trait;
     use futures::StreamExt;
-    use ledger_core::envelope::{NewEvent, Position, RecordedEvent};
-    use ledger_core::store::kurrent::{KurrentOptions, KurrentStore};
-    use ledger_core::store::{AppendResult, EventStore, EventStream, ExpectedVersion, StoreError};
+    use ledger_application::store::{
+        AppendResult, EventStore, EventStream, ExpectedVersion, StoreError,
+    };
+    use ledger_domain::envelope::{NewEvent, Position, RecordedEvent};
+    use ledger_kurrent::{KurrentOptions, KurrentStore};
 
     /// A real server may be starting beside the test run (compose); wait for it this long.
     const CONNECT_TIMEOUT_MS: u64 = 30_000;

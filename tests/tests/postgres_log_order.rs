@@ -8,8 +8,8 @@
 //! test provokes the hazard it claims our ordering avoids.
 
 use futures::StreamExt;
-use ledger_core::envelope::Position;
-use ledger_core::store::{EventStore, ExpectedVersion};
+use ledger_application::store::{EventStore, ExpectedVersion};
+use ledger_domain::envelope::Position;
 use ledger_tests::contract::event;
 use ledger_tests::postgres::{postgres_store, TEST_POOL_SIZE};
 use std::collections::HashSet;

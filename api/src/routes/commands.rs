@@ -2,17 +2,20 @@
 //! Idempotency (the `Idempotency-Key` header, or the reservation id of a reserve) is handled
 //! here once for all commands.
 
-use super::{etag, parse_sku, SkuStateBody};
-use crate::auth::{Permission, Principal};
-use crate::extract::{JsonBody, RequestContext};
+use super::{etag, SkuStateBody};
+use crate::auth::Principal;
+use crate::extract::{
+    Authorized, CommandRequest, Managing, RequestContext, Requirement, Reserving, SkuTarget,
+};
 use crate::idempotency::{fingerprint, Claim, StoredResponse};
 use crate::problem::{Problem, ProblemDocument};
 use crate::state::SharedState;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ledger_core::domain::*;
-use ledger_core::handler::{CommandContext, CommandOutcome};
+use ledger_application::command::{CommandContext, CommandOutcome};
+use ledger_domain::*;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -92,7 +95,8 @@ pub struct CommandResultBody {
     pub reservation_id: Option<String>,
 }
 
-struct Command {
+/// A command with how its success is answered.
+pub struct Command {
     sku: Sku,
     command: SkuCommand,
     success: StatusCode,
@@ -104,42 +108,170 @@ struct Command {
 
 impl Command {
     /// A command answered 200 with no new resource, as every command but reserve is.
-    fn plain(sku: &str, command: SkuCommand) -> Result<Self, Problem> {
-        Ok(Self {
-            sku: parse_sku(sku)?,
+    fn plain(target: SkuTarget, command: SkuCommand) -> Self {
+        Self {
+            sku: target.sku,
             command,
             success: StatusCode::OK,
             location: None,
-            reservation_id: None,
+            reservation_id: target.reservation_id.map(|id| id.to_string()),
             implicit_key: None,
-        })
-    }
-
-    fn for_reservation(mut self, reservation_id: &str) -> Self {
-        self.reservation_id = Some(reservation_id.to_owned());
-        self
+        }
     }
 }
 
+/// A request body that names one command for the SKU (and reservation) of its path.
+pub trait CommandBody: DeserializeOwned + Send + 'static {
+    fn into_command(self, target: SkuTarget) -> Command;
+}
+
+impl CommandBody for ReplenishRequest {
+    fn into_command(self, target: SkuTarget) -> Command {
+        Command::plain(
+            target,
+            SkuCommand::Replenish(ReplenishStock {
+                quantity: self.quantity,
+                reference: self.reference,
+            }),
+        )
+    }
+}
+
+impl CommandBody for ReserveRequest {
+    /// A reserve creates a resource (201 with its `Location`), and its reservation id, when the
+    /// client chose it, doubles as the idempotency key.
+    fn into_command(self, target: SkuTarget) -> Command {
+        let sku = target.sku;
+        let reservation_id = self.reservation_id.clone().unwrap_or_else(|| {
+            ReservationId::parse(&uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a valid reservation id")
+        });
+        Command {
+            location: Some(format!("/v1/skus/{sku}/reservations/{reservation_id}")),
+            reservation_id: Some(reservation_id.to_string()),
+            implicit_key: self.reservation_id.map(|id| format!("reserve:{sku}:{id}")),
+            command: SkuCommand::Reserve(ReserveStock {
+                reservation_id,
+                order_id: self.order_id,
+                quantity: self.quantity,
+                ttl_seconds: self.ttl_seconds,
+            }),
+            sku,
+            success: StatusCode::CREATED,
+        }
+    }
+}
+
+impl CommandBody for ReleaseRequest {
+    fn into_command(self, target: SkuTarget) -> Command {
+        let reservation_id = target.reservation().clone();
+        let command = SkuCommand::Release(ReleaseReservation {
+            reservation_id,
+            reason: self.reason,
+        });
+        Command::plain(target, command)
+    }
+}
+
+impl CommandBody for ConfirmRequest {
+    fn into_command(self, target: SkuTarget) -> Command {
+        let reservation_id = target.reservation().clone();
+        Command::plain(
+            target,
+            SkuCommand::Confirm(ConfirmReservation { reservation_id }),
+        )
+    }
+}
+
+impl CommandBody for AdjustRequest {
+    fn into_command(self, target: SkuTarget) -> Command {
+        Command::plain(
+            target,
+            SkuCommand::Adjust(AdjustStock {
+                delta: self.delta,
+                reason: self.reason,
+                reference: self.reference,
+            }),
+        )
+    }
+}
+
+impl CommandBody for ReorderPointRequest {
+    fn into_command(self, target: SkuTarget) -> Command {
+        Command::plain(
+            target,
+            SkuCommand::SetReorderPoint(SetReorderPoint {
+                reorder_point: self.reorder_point,
+            }),
+        )
+    }
+}
+
+/// Everything a command route takes from its request: the principal (allowed what `R`
+/// requires), the SKU and reservation of the path, and the command request itself.
+pub struct CommandCall<R, T> {
+    authorized: Authorized<R>,
+    target: SkuTarget,
+    request: CommandRequest<T>,
+}
+
+impl<R: Requirement, T: DeserializeOwned + Send> FromRequest<SharedState> for CommandCall<R, T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &SharedState) -> Result<Self, Problem> {
+        let (mut parts, body) = request.into_parts();
+        let authorized = Authorized::<R>::from_request_parts(&mut parts, state).await?;
+        let target = SkuTarget::from_request_parts(&mut parts, state).await?;
+        let request = CommandRequest::from_request(Request::from_parts(parts, body), state).await?;
+        Ok(Self {
+            authorized,
+            target,
+            request,
+        })
+    }
+}
+
+impl<R, T: CommandBody> CommandCall<R, T> {
+    /// Carry the command out (once per idempotency key) and answer it.
+    async fn carry_out(self, state: &SharedState) -> Response {
+        let CommandRequest {
+            body,
+            context,
+            method,
+            path,
+            canonical_body,
+        } = self.request;
+        let fingerprint = fingerprint(method.as_str(), &path, &canonical_body);
+        let command = body.into_command(self.target);
+        run(
+            state,
+            self.authorized.principal,
+            context,
+            fingerprint,
+            command,
+        )
+        .await
+    }
+}
+
+/// Carry `command` out for `principal`, once per idempotency key: a retry gets the stored
+/// answer, the same key with another request is refused.
 async fn run(
     state: &SharedState,
     principal: Principal,
-    request: RequestContext,
-    method: &str,
-    path: &str,
-    canonical_body: &str,
+    context: RequestContext,
+    fingerprint: String,
     command: Command,
 ) -> Response {
-    let Some(key) = request
+    let Some(key) = context
         .idempotency_key
         .clone()
         .or_else(|| command.implicit_key.clone())
     else {
-        return execute(state, &principal, &request, None, command)
+        return execute(state, &principal, &context, None, command)
             .await
             .into_response();
     };
-    let fingerprint = fingerprint(method, path, canonical_body);
     match state
         .idempotency
         .claim(&principal.name, &key, &fingerprint)
@@ -151,7 +283,7 @@ async fn run(
             stored.into_response()
         }
         Ok(Claim::Proceed) => {
-            let stored = execute(state, &principal, &request, Some(key.clone()), command).await;
+            let stored = execute(state, &principal, &context, Some(key.clone()), command).await;
             if stored.status.is_server_error() {
                 state.idempotency.release(&principal.name, &key).await;
             } else if let Err(problem) = state
@@ -236,30 +368,9 @@ fn success(command: Command, outcome: CommandOutcome) -> StoredResponse {
 )]
 pub async fn replenish(
     State(state): State<SharedState>,
-    Path(sku): Path<String>,
-    headers: HeaderMap,
-    request: RequestContext,
-    body: JsonBody<ReplenishRequest>,
-) -> Result<Response, Problem> {
-    let principal = state.auth.authorize(&headers, Permission::Manage)?;
-    let path = format!("/v1/skus/{sku}/replenishments");
-    let command = Command::plain(
-        &sku,
-        SkuCommand::Replenish(ReplenishStock {
-            quantity: body.value.quantity,
-            reference: body.value.reference,
-        }),
-    )?;
-    Ok(run(
-        &state,
-        principal,
-        request,
-        "POST",
-        &path,
-        &body.canonical,
-        command,
-    )
-    .await)
+    call: CommandCall<Managing, ReplenishRequest>,
+) -> Response {
+    call.carry_out(&state).await
 }
 
 #[utoipa::path(
@@ -274,47 +385,9 @@ pub async fn replenish(
 )]
 pub async fn reserve(
     State(state): State<SharedState>,
-    Path(sku): Path<String>,
-    headers: HeaderMap,
-    request: RequestContext,
-    body: JsonBody<ReserveRequest>,
-) -> Result<Response, Problem> {
-    let principal = state.auth.authorize(&headers, Permission::Reserve)?;
-    let sku = parse_sku(&sku)?;
-    let supplied = body.value.reservation_id.is_some();
-    let reservation_id = match body.value.reservation_id {
-        Some(id) => id,
-        None => ReservationId::parse(&uuid::Uuid::new_v4().to_string())
-            .expect("a UUID is a valid reservation id"),
-    };
-    let path = format!("/v1/skus/{sku}/reservations");
-    let command = Command {
-        location: Some(format!("/v1/skus/{sku}/reservations/{reservation_id}")),
-        reservation_id: Some(reservation_id.to_string()),
-        implicit_key: supplied.then(|| format!("reserve:{sku}:{reservation_id}")),
-        command: SkuCommand::Reserve(ReserveStock {
-            reservation_id,
-            order_id: body.value.order_id,
-            quantity: body.value.quantity,
-            ttl_seconds: body.value.ttl_seconds,
-        }),
-        sku,
-        success: StatusCode::CREATED,
-    };
-    Ok(run(
-        &state,
-        principal,
-        request,
-        "POST",
-        &path,
-        &body.canonical,
-        command,
-    )
-    .await)
-}
-
-fn parse_reservation_id(value: &str) -> Result<ReservationId, Problem> {
-    ReservationId::parse(value).map_err(|e| Problem::validation(&e))
+    call: CommandCall<Reserving, ReserveRequest>,
+) -> Response {
+    call.carry_out(&state).await
 }
 
 #[utoipa::path(
@@ -328,31 +401,9 @@ fn parse_reservation_id(value: &str) -> Result<ReservationId, Problem> {
 )]
 pub async fn release(
     State(state): State<SharedState>,
-    Path((sku, reservation_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    request: RequestContext,
-    body: JsonBody<ReleaseRequest>,
-) -> Result<Response, Problem> {
-    let principal = state.auth.authorize(&headers, Permission::Reserve)?;
-    let path = format!("/v1/skus/{sku}/reservations/{reservation_id}/release");
-    let command = Command::plain(
-        &sku,
-        SkuCommand::Release(ReleaseReservation {
-            reservation_id: parse_reservation_id(&reservation_id)?,
-            reason: body.value.reason,
-        }),
-    )?
-    .for_reservation(&reservation_id);
-    Ok(run(
-        &state,
-        principal,
-        request,
-        "POST",
-        &path,
-        &body.canonical,
-        command,
-    )
-    .await)
+    call: CommandCall<Reserving, ReleaseRequest>,
+) -> Response {
+    call.carry_out(&state).await
 }
 
 #[utoipa::path(
@@ -366,30 +417,9 @@ pub async fn release(
 )]
 pub async fn confirm(
     State(state): State<SharedState>,
-    Path((sku, reservation_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    request: RequestContext,
-    body: JsonBody<ConfirmRequest>,
-) -> Result<Response, Problem> {
-    let principal = state.auth.authorize(&headers, Permission::Reserve)?;
-    let path = format!("/v1/skus/{sku}/reservations/{reservation_id}/confirm");
-    let command = Command::plain(
-        &sku,
-        SkuCommand::Confirm(ConfirmReservation {
-            reservation_id: parse_reservation_id(&reservation_id)?,
-        }),
-    )?
-    .for_reservation(&reservation_id);
-    Ok(run(
-        &state,
-        principal,
-        request,
-        "POST",
-        &path,
-        &body.canonical,
-        command,
-    )
-    .await)
+    call: CommandCall<Reserving, ConfirmRequest>,
+) -> Response {
+    call.carry_out(&state).await
 }
 
 #[utoipa::path(
@@ -403,31 +433,9 @@ pub async fn confirm(
 )]
 pub async fn adjust(
     State(state): State<SharedState>,
-    Path(sku): Path<String>,
-    headers: HeaderMap,
-    request: RequestContext,
-    body: JsonBody<AdjustRequest>,
-) -> Result<Response, Problem> {
-    let principal = state.auth.authorize(&headers, Permission::Manage)?;
-    let path = format!("/v1/skus/{sku}/adjustments");
-    let command = Command::plain(
-        &sku,
-        SkuCommand::Adjust(AdjustStock {
-            delta: body.value.delta,
-            reason: body.value.reason,
-            reference: body.value.reference,
-        }),
-    )?;
-    Ok(run(
-        &state,
-        principal,
-        request,
-        "POST",
-        &path,
-        &body.canonical,
-        command,
-    )
-    .await)
+    call: CommandCall<Managing, AdjustRequest>,
+) -> Response {
+    call.carry_out(&state).await
 }
 
 #[utoipa::path(
@@ -441,27 +449,7 @@ pub async fn adjust(
 )]
 pub async fn set_reorder_point(
     State(state): State<SharedState>,
-    Path(sku): Path<String>,
-    headers: HeaderMap,
-    request: RequestContext,
-    body: JsonBody<ReorderPointRequest>,
-) -> Result<Response, Problem> {
-    let principal = state.auth.authorize(&headers, Permission::Manage)?;
-    let path = format!("/v1/skus/{sku}/reorder-point");
-    let command = Command::plain(
-        &sku,
-        SkuCommand::SetReorderPoint(SetReorderPoint {
-            reorder_point: body.value.reorder_point,
-        }),
-    )?;
-    Ok(run(
-        &state,
-        principal,
-        request,
-        "PUT",
-        &path,
-        &body.canonical,
-        command,
-    )
-    .await)
+    call: CommandCall<Managing, ReorderPointRequest>,
+) -> Response {
+    call.carry_out(&state).await
 }

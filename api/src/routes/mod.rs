@@ -1,14 +1,14 @@
 //! HTTP routes, one file per group: commands that change stock, queries that read it, and the
-//! operational endpoints. Every route is registered through the OpenAPI router, so the served
+//! operational endpoints; [`bodies`] holds the response bodies served from the read models. Every route is registered through the OpenAPI router, so the served
 //! API and `/openapi.json` cannot drift apart.
 
+pub mod bodies;
 pub mod commands;
 pub mod operations;
 pub mod queries;
 
-use crate::problem::Problem;
 use crate::state::SharedState;
-use ledger_core::domain::{Sku, SkuSummary};
+use ledger_domain::SkuSummary;
 use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -84,10 +84,6 @@ impl From<&SkuSummary> for SkuStateBody {
             version: state.version,
         }
     }
-}
-
-pub fn parse_sku(value: &str) -> Result<Sku, Problem> {
-    Sku::parse(value).map_err(|e| Problem::validation(&e))
 }
 
 pub fn etag(version: u64) -> String {

@@ -3,27 +3,28 @@
 //! as-of state always come from the event store, because auditors must see the record itself,
 //! never a cache of it.
 
-use super::{etag, parse_sku, SkuStateBody};
-use crate::auth::Permission;
+use super::bodies::{self, bodies};
+use super::{etag, SkuStateBody};
+use crate::extract::{Auditing, Authorized, Reading, SkuTarget};
 use crate::problem::{Problem, ProblemDocument};
 use crate::state::SharedState;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::extract::{Query, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use ledger_core::domain::ReservationStatus;
-use ledger_core::history::{
+use ledger_application::history::{
     history as read_history, state_as_of, AsOf, HistoryError, HistoryFilter,
     HISTORY_PAGE_ENTRIES_MAX,
 };
+use ledger_domain::{ReservationStatus, Sku};
 use serde::{Deserialize, Serialize};
 
 /// Default number of history entries per page when the request names none.
 pub const HISTORY_PAGE_ENTRIES_DEFAULT: u64 = 100;
 
 /// Most reservations one page lists.
-pub const RESERVATIONS_PAGE_MAX: usize = projections::PAGE_SIZE_MAX as usize;
+pub const RESERVATIONS_PAGE_MAX: usize = ledger_projections::PAGE_SIZE_MAX as usize;
 
 impl From<HistoryError> for Problem {
     fn from(error: HistoryError) -> Self {
@@ -53,12 +54,10 @@ fn with_etag(body: SkuStateBody) -> Response {
 )]
 pub async fn sku_state(
     State(state): State<SharedState>,
-    Path(sku): Path<String>,
-    headers: HeaderMap,
+    _: Authorized<Reading>,
+    target: SkuTarget,
 ) -> Result<Response, Problem> {
-    state.auth.authorize(&headers, Permission::Read)?;
-    let sku = parse_sku(&sku)?;
-    let current = state.writers.current(&sku).await?;
+    let current = state.writers.current(&target.sku).await?;
     Ok(with_etag(SkuStateBody::from(&current)))
 }
 
@@ -95,22 +94,22 @@ pub struct ReservationsQuery {
 #[utoipa::path(
     get, path = "/v1/skus/{sku}/reservations", tag = "queries",
     params(("sku" = String, Path, description = "The SKU"), ReservationsQuery),
-    responses((status = 200, description = "The SKU's reservations from the reservations read model", body = Vec<projections::ReservationRow>),
+    responses((status = 200, description = "The SKU's reservations from the reservations read model", body = Vec<bodies::ReservationRow>),
               (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
 )]
 pub async fn reservations(
     State(state): State<SharedState>,
-    Path(sku): Path<String>,
+    _: Authorized<Reading>,
+    target: SkuTarget,
     Query(query): Query<ReservationsQuery>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<projections::ReservationRow>>, Problem> {
-    state.auth.authorize(&headers, Permission::Read)?;
-    let sku = parse_sku(&sku)?;
+) -> Result<Json<Vec<bodies::ReservationRow>>, Problem> {
     let limit = page_limit(query.limit, RESERVATIONS_PAGE_MAX)? as u64;
     let status = query.status.map(StatusFilter::status);
-    Ok(Json(
-        state.read_models.reservations(&sku, status, limit).await?,
-    ))
+    let rows = state
+        .read_models
+        .reservations(&target.sku, status, limit)
+        .await?;
+    Ok(Json(bodies(rows)))
 }
 
 fn page_limit(requested: Option<usize>, max: usize) -> Result<usize, Problem> {
@@ -148,7 +147,7 @@ pub struct HistoryBody {
     pub sku: String,
     /// Every movement with who caused it and the balances after it, in version order.
     #[schema(value_type = Vec<Object>)]
-    pub entries: Vec<ledger_core::history::HistoryEntry>,
+    pub entries: Vec<ledger_application::history::HistoryEntry>,
     /// Pass as `after_version` for the next page; absent on the last page.
     pub next_after_version: Option<u64>,
     /// The state as of `as_of` or `at_version`, when one was asked for.
@@ -163,12 +162,11 @@ pub struct HistoryBody {
 )]
 pub async fn history(
     State(state): State<SharedState>,
-    Path(sku): Path<String>,
+    _: Authorized<Auditing>,
+    target: SkuTarget,
     Query(query): Query<HistoryQuery>,
-    headers: HeaderMap,
 ) -> Result<Json<HistoryBody>, Problem> {
-    state.auth.authorize(&headers, Permission::Audit)?;
-    let sku = parse_sku(&sku)?;
+    let sku = target.sku;
     let limit = match query.limit {
         None => HISTORY_PAGE_ENTRIES_DEFAULT,
         Some(limit) => page_limit(Some(limit as usize), HISTORY_PAGE_ENTRIES_MAX as usize)? as u64,
@@ -219,10 +217,10 @@ pub async fn history(
 // Read-model queries: served from the projections, which trail the streams by their lag
 // (see `/v1/projections`).
 
-impl From<projections::ProjectionError> for Problem {
-    fn from(error: projections::ProjectionError) -> Self {
+impl From<ledger_projections::ProjectionError> for Problem {
+    fn from(error: ledger_projections::ProjectionError) -> Self {
         match error {
-            projections::ProjectionError::UnknownProjection { .. } => Problem::new(
+            ledger_projections::ProjectionError::UnknownProjection { .. } => Problem::new(
                 axum::http::StatusCode::NOT_FOUND,
                 "unknown-projection",
                 "No such projection",
@@ -243,49 +241,49 @@ pub struct SkuPageQuery {
     pub limit: Option<usize>,
 }
 
-fn sku_page(query: &SkuPageQuery) -> Result<(u64, Option<ledger_core::domain::Sku>), Problem> {
-    let limit = page_limit(query.limit, projections::PAGE_SIZE_MAX as usize)? as u64;
-    let after = query.after_sku.as_deref().map(parse_sku).transpose()?;
+fn sku_page(query: &SkuPageQuery) -> Result<(u64, Option<ledger_domain::Sku>), Problem> {
+    let limit = page_limit(query.limit, ledger_projections::PAGE_SIZE_MAX as usize)? as u64;
+    let after = query
+        .after_sku
+        .as_deref()
+        .map(|value| Sku::parse(value).map_err(|e| Problem::validation(&e)))
+        .transpose()?;
     Ok((limit, after))
 }
 
 #[utoipa::path(
     get, path = "/v1/low-stock", tag = "queries",
     params(SkuPageQuery),
-    responses((status = 200, description = "SKUs whose available stock is below their reorder point, by SKU", body = Vec<projections::StockLevel>),
+    responses((status = 200, description = "SKUs whose available stock is below their reorder point, by SKU", body = Vec<bodies::StockLevel>),
               (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
 )]
 pub async fn low_stock(
     State(state): State<SharedState>,
+    _: Authorized<Reading>,
     Query(query): Query<SkuPageQuery>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<projections::StockLevel>>, Problem> {
-    state.auth.authorize(&headers, Permission::Read)?;
+) -> Result<Json<Vec<bodies::StockLevel>>, Problem> {
     let (limit, after) = sku_page(&query)?;
-    Ok(Json(
-        state
-            .read_models
-            .stock_levels_below_reorder_point(limit, after.as_ref())
-            .await?,
-    ))
+    let rows = state
+        .read_models
+        .stock_levels_below_reorder_point(limit, after.as_ref())
+        .await?;
+    Ok(Json(bodies(rows)))
 }
 
 #[utoipa::path(
     get, path = "/v1/alerts", tag = "queries",
     params(SkuPageQuery),
-    responses((status = 200, description = "Open low-stock alerts, by SKU", body = Vec<projections::LowStockAlert>),
+    responses((status = 200, description = "Open low-stock alerts, by SKU", body = Vec<bodies::LowStockAlert>),
               (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
 )]
 pub async fn open_alerts(
     State(state): State<SharedState>,
+    _: Authorized<Reading>,
     Query(query): Query<SkuPageQuery>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<projections::LowStockAlert>>, Problem> {
-    state.auth.authorize(&headers, Permission::Read)?;
+) -> Result<Json<Vec<bodies::LowStockAlert>>, Problem> {
     let (limit, after) = sku_page(&query)?;
-    Ok(Json(
-        state.read_models.open_alerts(limit, after.as_ref()).await?,
-    ))
+    let rows = state.read_models.open_alerts(limit, after.as_ref()).await?;
+    Ok(Json(bodies(rows)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -299,19 +297,18 @@ pub struct LimitQuery {
 #[utoipa::path(
     get, path = "/v1/skus/{sku}/alerts", tag = "queries",
     params(("sku" = String, Path, description = "The SKU"), LimitQuery),
-    responses((status = 200, description = "The SKU's low-stock alerts, open and closed, newest first", body = Vec<projections::LowStockAlert>),
+    responses((status = 200, description = "The SKU's low-stock alerts, open and closed, newest first", body = Vec<bodies::LowStockAlert>),
               (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
 )]
 pub async fn sku_alerts(
     State(state): State<SharedState>,
-    Path(sku): Path<String>,
+    _: Authorized<Reading>,
+    target: SkuTarget,
     Query(query): Query<LimitQuery>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<projections::LowStockAlert>>, Problem> {
-    state.auth.authorize(&headers, Permission::Read)?;
-    let sku = parse_sku(&sku)?;
-    let limit = page_limit(query.limit, projections::PAGE_SIZE_MAX as usize)? as u64;
-    Ok(Json(state.read_models.alert_history(&sku, limit).await?))
+) -> Result<Json<Vec<bodies::LowStockAlert>>, Problem> {
+    let limit = page_limit(query.limit, ledger_projections::PAGE_SIZE_MAX as usize)? as u64;
+    let rows = state.read_models.alert_history(&target.sku, limit).await?;
+    Ok(Json(bodies(rows)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -331,41 +328,40 @@ pub struct MovementsQuery {
 #[utoipa::path(
     get, path = "/v1/skus/{sku}/movements", tag = "queries",
     params(("sku" = String, Path, description = "The SKU"), MovementsQuery),
-    responses((status = 200, description = "The SKU's rows of the movement ledger (a read model), in version order", body = Vec<projections::Movement>),
+    responses((status = 200, description = "The SKU's rows of the movement ledger (a read model), in version order", body = Vec<bodies::Movement>),
               (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
 )]
 pub async fn movements(
     State(state): State<SharedState>,
-    Path(sku): Path<String>,
+    _: Authorized<Auditing>,
+    target: SkuTarget,
     Query(query): Query<MovementsQuery>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<projections::Movement>>, Problem> {
-    state.auth.authorize(&headers, Permission::Audit)?;
-    let sku = parse_sku(&sku)?;
+) -> Result<Json<Vec<bodies::Movement>>, Problem> {
     let limit = match query.limit {
         None => HISTORY_PAGE_ENTRIES_DEFAULT,
-        Some(limit) => page_limit(Some(limit), projections::PAGE_SIZE_MAX as usize)? as u64,
+        Some(limit) => page_limit(Some(limit), ledger_projections::PAGE_SIZE_MAX as usize)? as u64,
     };
-    let filter = projections::MovementFilter {
+    let filter = ledger_projections::MovementFilter {
         from: query.from,
         to: query.to,
         after_version: query.after_version,
         limit,
     };
-    Ok(Json(state.read_models.movements(&sku, filter).await?))
+    let rows = state.read_models.movements(&target.sku, filter).await?;
+    Ok(Json(bodies(rows)))
 }
 
 #[utoipa::path(
     get, path = "/v1/projections", tag = "queries",
-    responses((status = 200, description = "Each projection's checkpoint, the store's head, lag and last error", body = Vec<projections::ProjectionStatus>),
+    responses((status = 200, description = "Each projection's checkpoint, the store's head, lag and last error", body = Vec<bodies::ProjectionStatus>),
               (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
 )]
 pub async fn projection_status(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<projections::ProjectionStatus>>, Problem> {
-    state.auth.authorize(&headers, Permission::Read)?;
-    Ok(Json(state.read_models.status(state.store.as_ref()).await?))
+    _: Authorized<Reading>,
+) -> Result<Json<Vec<bodies::ProjectionStatus>>, Problem> {
+    let statuses = state.read_models.status(state.store.as_ref()).await?;
+    Ok(Json(bodies(statuses)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -381,20 +377,18 @@ pub struct NotificationsQuery {
 #[utoipa::path(
     get, path = "/v1/notifications", tag = "queries",
     params(NotificationsQuery),
-    responses((status = 200, description = "The low-stock outbox in id order; consume exactly once by remembering the last id", body = Vec<projections::Notification>),
+    responses((status = 200, description = "The low-stock outbox in id order; consume exactly once by remembering the last id", body = Vec<bodies::Notification>),
               (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
 )]
 pub async fn notifications(
     State(state): State<SharedState>,
+    _: Authorized<Reading>,
     Query(query): Query<NotificationsQuery>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<projections::Notification>>, Problem> {
-    state.auth.authorize(&headers, Permission::Read)?;
-    let limit = page_limit(query.limit, projections::PAGE_SIZE_MAX as usize)? as u64;
-    Ok(Json(
-        state
-            .read_models
-            .notifications_after(query.after_id.unwrap_or(0), limit)
-            .await?,
-    ))
+) -> Result<Json<Vec<bodies::Notification>>, Problem> {
+    let limit = page_limit(query.limit, ledger_projections::PAGE_SIZE_MAX as usize)? as u64;
+    let rows = state
+        .read_models
+        .notifications_after(query.after_id.unwrap_or(0), limit)
+        .await?;
+    Ok(Json(bodies(rows)))
 }

@@ -3,9 +3,9 @@
 
 #![allow(dead_code)]
 
-use api::config::Config;
-use api::startup::{self, Running};
 use clap::Parser;
+use ledger_api::config::Config;
+use ledger_api::startup::{self, Running};
 use ledger_tests::postgres::TestDatabase;
 use serde_json::Value;
 use std::time::Duration;

@@ -1,18 +1,18 @@
-//! The `projector` binary: parse the configuration, set up logging, run the projectors.
+//! `ledger-projector`: parse the settings, set up logging, run the projectors.
 
 use clap::Parser;
-use projections::cli::{init_telemetry, run, Arguments};
+use ledger_projections::cli::{run, Arguments};
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let arguments = Arguments::parse();
-    init_telemetry(arguments.log_format);
+    ledger_startup::init_logging(arguments.log.log_format, ledger_startup::LogOutput::Stdout);
     match run(arguments).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "projector failed");
-            eprintln!("projector: {error}");
+            eprintln!("ledger-projector: {error}");
             ExitCode::FAILURE
         }
     }

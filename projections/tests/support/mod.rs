@@ -1,161 +1,39 @@
-//! Shared by the projection tests: a real Postgres event store with a command handler on a
-//! controllable clock, projector start and stop, waiting by polling with a deadline, and the
-//! comparison of every read model with the fold of the aggregates.
+//! Shared by the projection tests: the shared test ledger (`ledger_tests::ledger`: a real
+//! Postgres event store, a handler on a manual clock, projectors on demand, polling with a
+//! deadline), and the comparison of every read model with the fold of the aggregates.
 #![allow(dead_code)]
 
-use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
-use ledger_core::domain::{
-    AdjustStock, AdjustmentDelta, ConfirmReservation, ExpireReservation, Quantity, Reason,
-    ReleaseReservation, ReorderPoint, ReplenishStock, ReservationId, ReservationStatus,
-    ReserveStock, SetReorderPoint, Sku, SkuCommand, SkuEvent, SkuState, TtlSeconds,
-};
-use ledger_core::handler::{Clock, CommandContext, CommandError, CommandHandler};
-use ledger_core::history::{history, replay, HistoryFilter};
-use ledger_core::pg::Database;
-use ledger_core::store::postgres::PostgresStore;
-use ledger_core::EventStore;
-use ledger_tests::postgres::{TestDatabase, TEST_POOL_SIZE};
-use projections::queries::{AlertCloseReason, AlertStatus, MovementFilter, ReadModels};
-use projections::schema::SchemaName;
-use projections::{ProjectorOptions, ProjectorSet};
+use ledger_application::history::{history, replay, HistoryFilter};
+use ledger_application::EventStore;
+use ledger_domain::{ReservationStatus, Sku, SkuEvent, SkuState};
+use ledger_postgres::Database;
+use ledger_projections::schema_name::SchemaName;
+use ledger_projections::ProjectorOptions;
+use ledger_projections::{AlertCloseReason, AlertStatus, MovementFilter};
+pub use ledger_tests::ledger::*;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::watch;
-
-/// How long a test waits for projectors to catch up before failing.
-pub const CATCH_UP_DEADLINE_MS: u64 = 60_000;
-
-/// Pause between polls while waiting for a condition.
-pub const POLL_INTERVAL_MS: u64 = 20;
 
 /// Standbys in tests ask for the lock often, so takeovers are quick.
 pub const TEST_LOCK_RETRY_INTERVAL_MS: u64 = 100;
 
-pub struct ManualClock(Mutex<DateTime<Utc>>);
+/// The shared test ledger, with the projection tests' own checks beside it.
+pub struct Ledger(TestLedger);
 
-impl ManualClock {
-    pub fn advance(&self, seconds: i64) {
-        let mut now = self.0.lock().unwrap();
-        *now += ChronoDuration::seconds(seconds);
+impl std::ops::Deref for Ledger {
+    type Target = TestLedger;
+
+    fn deref(&self) -> &TestLedger {
+        &self.0
     }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
-
-pub struct Ledger {
-    pub store: Arc<PostgresStore>,
-    pub database: Database,
-    pub handler: CommandHandler<PostgresStore>,
-    pub clock: Arc<ManualClock>,
-    pub read_models: ReadModels,
-    pub test_database: TestDatabase,
 }
 
 impl Ledger {
     pub async fn new() -> Self {
-        let test_database = TestDatabase::create().await;
-        let database = test_database.database(TEST_POOL_SIZE);
-        let store = Arc::new(
-            PostgresStore::open(database.clone())
-                .await
-                .expect("open the event store"),
-        );
-        projections::migrate(&database).await.expect("migrate");
-        let clock = Arc::new(ManualClock(Mutex::new(
-            Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
-        )));
-        let handler = CommandHandler::with_clock(store.clone(), clock.clone());
-        Self {
-            store,
-            read_models: ReadModels::new(database.clone()),
-            database,
-            handler,
-            clock,
-            test_database,
-        }
+        Self(TestLedger::new().await)
     }
 
-    /// Run a command; business rejections are part of random histories and are ignored.
-    pub async fn run(&self, sku: &str, command: SkuCommand) {
-        let context = CommandContext {
-            principal: Some("tester".into()),
-            correlation_id: Some(format!("corr-{}", uuid::Uuid::new_v4().simple())),
-            ..CommandContext::default()
-        };
-        match self.handler.execute(&sku_of(sku), &command, &context).await {
-            Ok(_) | Err(CommandError::Rejected(_)) => {}
-            Err(other) => panic!("command failed: {other}"),
-        }
-    }
-
-    /// The handler's "now".
-    pub fn handler_now(&self) -> DateTime<Utc> {
-        self.clock.now()
-    }
-
-    pub fn spawn(&self, options: ProjectorOptions) -> Running {
-        let (stop, shutdown) = watch::channel(false);
-        let set = ProjectorSet::spawn(
-            self.store.clone() as Arc<dyn EventStore>,
-            self.database.clone(),
-            options,
-            shutdown,
-        );
-        Running { set, stop }
-    }
-
-    pub fn spawn_default(&self) -> Running {
+    pub fn spawn_default(&self) -> RunningProjectors {
         self.spawn(test_options())
-    }
-
-    /// The position of the newest committed event, read from the table itself: the store's
-    /// head only shows events below the oldest running transaction, and a projector's own
-    /// batch transaction can hold that back for a moment.
-    pub async fn last_committed_position(&self) -> Option<ledger_core::Position> {
-        let client = self.database.pool().get().await.unwrap();
-        client
-            .query_opt(
-                "SELECT transaction_id, sequence FROM event_store.events \
-                 ORDER BY transaction_id DESC, sequence DESC LIMIT 1",
-                &[],
-            )
-            .await
-            .unwrap()
-            .map(|row| ledger_core::Position {
-                commit: row.get::<_, i64>(0) as u64,
-                prepare: row.get::<_, i64>(1) as u64,
-            })
-    }
-
-    /// Wait until every projection's checkpoint has reached the newest committed event.
-    pub async fn wait_caught_up(&self) {
-        let target = self.last_committed_position().await;
-        let database = self.database.clone();
-        wait_until("projections catch up with the newest event", || {
-            let database = database.clone();
-            async move {
-                let client = database.pool().get().await.unwrap();
-                for projection in projections::projection::all() {
-                    let checkpoint = projections::checkpoint::load(
-                        &**client,
-                        &SchemaName::live(projection.name()),
-                        projection.name(),
-                    )
-                    .await
-                    .unwrap();
-                    if checkpoint.position < target {
-                        return false;
-                    }
-                }
-                true
-            }
-        })
-        .await;
     }
 
     pub async fn skus(&self) -> Vec<Sku> {
@@ -188,7 +66,7 @@ impl Ledger {
         }
         let notifications = self
             .read_models
-            .notifications_after(0, projections::PAGE_SIZE_MAX)
+            .notifications_after(0, ledger_projections::PAGE_SIZE_MAX)
             .await
             .unwrap();
         assert_eq!(notifications.len(), expected_notifications);
@@ -233,7 +111,7 @@ impl Ledger {
     async fn assert_reservations(&self, state: &SkuState) {
         let rows = self
             .read_models
-            .reservations(&state.sku, None, projections::PAGE_SIZE_MAX)
+            .reservations(&state.sku, None, ledger_projections::PAGE_SIZE_MAX)
             .await
             .unwrap();
         let projected: BTreeMap<String, (u64, ReservationStatus, Option<String>, Option<_>)> = rows
@@ -259,7 +137,7 @@ impl Ledger {
         for status in [ReservationStatus::Open, ReservationStatus::Confirmed] {
             let filtered = self
                 .read_models
-                .reservations(&state.sku, Some(status), projections::PAGE_SIZE_MAX)
+                .reservations(&state.sku, Some(status), ledger_projections::PAGE_SIZE_MAX)
                 .await
                 .unwrap();
             assert_eq!(
@@ -274,7 +152,7 @@ impl Ledger {
             self.store.as_ref(),
             sku,
             &HistoryFilter {
-                limit: ledger_core::history::HISTORY_PAGE_ENTRIES_MAX,
+                limit: ledger_application::history::HISTORY_PAGE_ENTRIES_MAX,
                 ..HistoryFilter::default()
             },
         )
@@ -286,7 +164,7 @@ impl Ledger {
             .movements(
                 sku,
                 MovementFilter {
-                    limit: projections::PAGE_SIZE_MAX,
+                    limit: ledger_projections::PAGE_SIZE_MAX,
                     ..MovementFilter::default()
                 },
             )
@@ -297,7 +175,7 @@ impl Ledger {
             assert_eq!(
                 (
                     movement.version,
-                    ledger_core::Position::from(movement.position),
+                    ledger_domain::Position::from(movement.position),
                     movement.event_id,
                     movement.movement.as_deref(),
                     movement.on_hand_change,
@@ -350,7 +228,7 @@ impl Ledger {
         let expected = expected_alerts(self.store.as_ref(), sku).await;
         let mut alerts = self
             .read_models
-            .alert_history(sku, projections::PAGE_SIZE_MAX)
+            .alert_history(sku, ledger_projections::PAGE_SIZE_MAX)
             .await
             .unwrap();
         alerts.reverse();
@@ -421,97 +299,11 @@ pub async fn expected_alerts(store: &dyn EventStore, sku: &Sku) -> Vec<ExpectedA
     alerts
 }
 
-pub struct Running {
-    pub set: ProjectorSet,
-    pub stop: watch::Sender<bool>,
-}
-
-impl Running {
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        tokio::time::timeout(Duration::from_millis(CATCH_UP_DEADLINE_MS), self.set.join())
-            .await
-            .expect("projectors stop within the deadline");
-    }
-}
-
 pub fn test_options() -> ProjectorOptions {
     ProjectorOptions {
         lock_retry_interval_ms: TEST_LOCK_RETRY_INTERVAL_MS,
         ..ProjectorOptions::default()
     }
-}
-
-/// Poll `condition` until it holds, failing the test after [`CATCH_UP_DEADLINE_MS`].
-pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(CATCH_UP_DEADLINE_MS);
-    loop {
-        if condition().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
-    }
-}
-
-pub fn sku_of(sku: &str) -> Sku {
-    Sku::parse(sku).unwrap()
-}
-
-pub fn replenish(quantity: u64) -> SkuCommand {
-    SkuCommand::Replenish(ReplenishStock {
-        quantity: Quantity::new(quantity).unwrap(),
-        reference: None,
-    })
-}
-
-pub fn reserve(id: &str, quantity: u64, ttl_seconds: Option<i64>) -> SkuCommand {
-    SkuCommand::Reserve(ReserveStock {
-        reservation_id: ReservationId::parse(id).unwrap(),
-        order_id: Some(ledger_core::domain::OrderId::parse(&format!("order-{id}")).unwrap()),
-        quantity: Quantity::new(quantity).unwrap(),
-        ttl_seconds: ttl_seconds.map(|t| TtlSeconds::new(t).unwrap()),
-    })
-}
-
-pub fn release(id: &str) -> SkuCommand {
-    SkuCommand::Release(ReleaseReservation {
-        reservation_id: ReservationId::parse(id).unwrap(),
-        reason: Some(Reason::parse("cart abandoned").unwrap()),
-    })
-}
-
-pub fn confirm(id: &str) -> SkuCommand {
-    SkuCommand::Confirm(ConfirmReservation {
-        reservation_id: ReservationId::parse(id).unwrap(),
-    })
-}
-
-pub fn expire(id: &str) -> SkuCommand {
-    SkuCommand::Expire(ExpireReservation {
-        reservation_id: ReservationId::parse(id).unwrap(),
-    })
-}
-
-pub fn adjust(delta: i64) -> SkuCommand {
-    SkuCommand::Adjust(AdjustStock {
-        delta: AdjustmentDelta::new(delta).unwrap(),
-        reason: Reason::parse("cycle count").unwrap(),
-        reference: None,
-    })
-}
-
-pub fn set_reorder_point(reorder_point: i64) -> SkuCommand {
-    SkuCommand::SetReorderPoint(SetReorderPoint {
-        reorder_point: ReorderPoint::new(reorder_point).unwrap(),
-    })
 }
 
 /// A fixed mixed history over a few SKUs: stock arriving, reservations ending every way,
@@ -554,7 +346,7 @@ pub async fn dump(database: &Database, schema: &SchemaName, table: &str) -> Vec<
 /// Every table of every live projection, dumped.
 pub async fn dump_all(database: &Database) -> BTreeMap<String, Vec<String>> {
     let mut dumps = BTreeMap::new();
-    for projection in projections::projection::all() {
+    for projection in ledger_projections::all() {
         let schema = SchemaName::live(projection.name());
         for table in projection.tables() {
             dumps.insert(

@@ -1,0 +1,144 @@
+//! The vocabulary of carrying out a command: what the caller adds (who, why, which version it
+//! saw), what it gets back, how it can fail, and how decided events are wrapped for the store.
+
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
+use ledger_domain::envelope::{event_id_for, Metadata, NewEvent, Position, RecordedEvent};
+use ledger_domain::{DomainError, SkuEvent, SkuSummary};
+
+/// What a command's caller adds to the command: who acts, why, and which version they saw.
+#[derive(Debug, Clone, Default)]
+pub struct CommandContext {
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub principal: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// The version the caller based the command on (HTTP `If-Match`). `None`: decide against
+    /// the latest state and retry on conflicts. `Some(v)`: decide only if the SKU is still at
+    /// `v` (`Some(None)`: only if the SKU has no events yet), never retry.
+    pub expected_version: Option<Option<u64>>,
+}
+
+impl CommandContext {
+    pub fn metadata(&self) -> Metadata {
+        Metadata {
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id.clone(),
+            principal: self.principal.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+        }
+    }
+}
+
+/// The source of "now" for decisions (reservation expiry). Tests substitute a controllable one.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// One event with the version it has in its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedEvent {
+    pub version: u64,
+    pub event: SkuEvent,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandOutcome {
+    /// The SKU's balances after the command.
+    pub state: SkuSummary,
+    /// The events the command produced (or, for a recognised retry, originally produced).
+    pub events: Vec<VersionedEvent>,
+    /// The position of the last event appended; `None` when nothing was appended. Through a
+    /// single writer ([`crate::writer`]) it is the position of the last event of the batch
+    /// the command was appended in: at or after its own events, so waiting for a read model to
+    /// pass it still shows the command's effect.
+    pub position: Option<Position>,
+    /// True when nothing new was written: a retry of an earlier command was recognised, or a
+    /// reserve repeated an identical existing reservation.
+    pub deduplicated: bool,
+}
+
+/// Why a command was not carried out. Each variant says what its caller should do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommandError {
+    /// A business rule refused the command; nothing was written. Tell the client why (the
+    /// rejection carries the numbers it needs, such as the available quantity).
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+    /// The caller asked for a version (`If-Match`) the SKU is no longer at; nothing was written.
+    /// The client reads the SKU again and decides anew.
+    #[error("the SKU is at {}, not at the expected {}", show(*.actual), show(*.expected))]
+    VersionMismatch {
+        expected: Option<u64>,
+        actual: Option<u64>,
+    },
+    /// Other writers appended first every time; nothing was written. Safe to retry as is.
+    #[error(
+        "the SKU changed under this command {attempts} times in a row (heavy contention); \
+         retry the request"
+    )]
+    ContentionRetriesExhausted { attempts: u32 },
+    /// The stream holds something no sequence of decisions produces (a gap, an undecodable
+    /// event, a fold that breaks an invariant, a store that disagrees with the fold). Nothing
+    /// was decided; an operator has to look. Never retried.
+    #[error("stream {stream} cannot be loaded: {message}")]
+    CorruptStream { stream: String, message: String },
+    /// The event store failed; see [`StoreError`] for which failures are worth a retry.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn show(version: Option<u64>) -> String {
+    version.map_or_else(
+        || "no version (no events)".to_owned(),
+        |v| format!("version {v}"),
+    )
+}
+
+pub fn versioned(first: u64, events: Vec<SkuEvent>) -> Vec<VersionedEvent> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| VersionedEvent {
+            version: first + i as u64,
+            event,
+        })
+        .collect()
+}
+
+pub(crate) fn decode(stream: &str, recorded: &RecordedEvent) -> Result<SkuEvent, CommandError> {
+    SkuEvent::decode(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.data,
+    )
+    .map_err(|e| CommandError::CorruptStream {
+        stream: stream.to_owned(),
+        message: format!("event at version {}: {e}", recorded.version),
+    })
+}
+
+/// Wrap decided events for the store: type, schema version, JSON payload, the context's
+/// metadata, and ids derived from the idempotency key when there is one.
+pub fn encode_events(stream: &str, events: &[SkuEvent], context: &CommandContext) -> Vec<NewEvent> {
+    let metadata = context.metadata();
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| NewEvent {
+            event_id: event_id_for(stream, context.idempotency_key.as_deref(), index),
+            event_type: event.event_type().to_owned(),
+            schema_version: event.schema_version(),
+            data: event.encode(),
+            metadata: metadata.clone(),
+        })
+        .collect()
+}

@@ -1,0 +1,223 @@
+//! Events: immutable facts in the past tense. Each has a type name and a schema version; the
+//! JSON payload of every (type, version) pair is described by a schema under `schemas/`.
+//!
+//! Payloads use plain types rather than the validated command values on purpose: a fact
+//! recorded under yesterday's rules must still load if a rule is tightened tomorrow. Unknown
+//! fields are refused, though: a changed payload gets a new schema version, so an unknown field
+//! means a misspelling or a foreign writer, and silently dropping it would lose data.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockReplenished {
+    pub quantity: u64,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockReserved {
+    pub reservation_id: String,
+    pub order_id: Option<String>,
+    pub quantity: u64,
+    pub ttl_seconds: Option<u64>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationReleased {
+    pub reservation_id: String,
+    pub order_id: Option<String>,
+    pub quantity: u64,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationExpired {
+    pub reservation_id: String,
+    pub order_id: Option<String>,
+    pub quantity: u64,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationConfirmed {
+    pub reservation_id: String,
+    pub order_id: Option<String>,
+    pub quantity: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockAdjusted {
+    pub delta: i64,
+    pub reason: String,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReorderPointSet {
+    pub reorder_point: u64,
+    pub previous_reorder_point: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkuEvent {
+    Replenished(StockReplenished),
+    Reserved(StockReserved),
+    Released(ReservationReleased),
+    Expired(ReservationExpired),
+    Confirmed(ReservationConfirmed),
+    Adjusted(StockAdjusted),
+    ReorderPointSet(ReorderPointSet),
+}
+
+/// What an event says beside its effect on the balances, borrowed from the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventDetails<'a> {
+    pub reservation_id: Option<&'a str>,
+    pub order_id: Option<&'a str>,
+    /// Why stock was adjusted or a reservation released.
+    pub reason: Option<&'a str>,
+    /// The outside document a replenishment or adjustment refers to.
+    pub reference: Option<&'a str>,
+}
+
+/// The (type name, schema version) of every event the code emits, for schema checks and docs.
+pub const EVENT_TYPES: &[(&str, u32)] = &[
+    ("StockReplenished", 1),
+    ("StockReserved", 1),
+    ("ReservationReleased", 1),
+    ("ReservationExpired", 1),
+    ("ReservationConfirmed", 1),
+    ("StockAdjusted", 1),
+    ("ReorderPointSet", 1),
+];
+
+/// A stored payload this code cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {event_type:?} (schema version {schema_version})")]
+    UnknownType {
+        event_type: String,
+        schema_version: u32,
+    },
+    #[error("event {event_type} v{schema_version} does not match its schema: {source}")]
+    Payload {
+        event_type: String,
+        schema_version: u32,
+        source: serde_json::Error,
+    },
+}
+
+impl SkuEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::Replenished(_) => "StockReplenished",
+            Self::Reserved(_) => "StockReserved",
+            Self::Released(_) => "ReservationReleased",
+            Self::Expired(_) => "ReservationExpired",
+            Self::Confirmed(_) => "ReservationConfirmed",
+            Self::Adjusted(_) => "StockAdjusted",
+            Self::ReorderPointSet(_) => "ReorderPointSet",
+        }
+    }
+
+    /// Every event type is at version 1 today. A new version gets its own payload struct and an
+    /// upcast in [`SkuEvent::decode`], so old streams keep loading.
+    pub fn schema_version(&self) -> u32 {
+        1
+    }
+
+    /// The movement kind from the glossary (replenished, reserved, ...), or `None` for an event
+    /// that moves no stock.
+    pub fn movement(&self) -> Option<&'static str> {
+        match self {
+            Self::Replenished(_) => Some("replenished"),
+            Self::Reserved(_) => Some("reserved"),
+            Self::Released(_) => Some("released"),
+            Self::Expired(_) => Some("expired"),
+            Self::Confirmed(_) => Some("confirmed"),
+            Self::Adjusted(_) => Some("adjusted"),
+            Self::ReorderPointSet(_) => None,
+        }
+    }
+
+    /// The reservation, order, reason and reference the event carries: what the history and the
+    /// movement ledger show beside the balances, described once for both.
+    pub fn details(&self) -> EventDetails<'_> {
+        let (reservation_id, order_id, reason, reference) = match self {
+            Self::Replenished(e) => (None, None, None, e.reference.as_deref()),
+            Self::Reserved(e) => (Some(&*e.reservation_id), e.order_id.as_deref(), None, None),
+            Self::Released(e) => (
+                Some(&*e.reservation_id),
+                e.order_id.as_deref(),
+                e.reason.as_deref(),
+                None,
+            ),
+            Self::Expired(e) => (Some(&*e.reservation_id), e.order_id.as_deref(), None, None),
+            Self::Confirmed(e) => (Some(&*e.reservation_id), e.order_id.as_deref(), None, None),
+            Self::Adjusted(e) => (None, None, Some(&*e.reason), e.reference.as_deref()),
+            Self::ReorderPointSet(_) => (None, None, None, None),
+        };
+        EventDetails {
+            reservation_id,
+            order_id,
+            reason,
+            reference,
+        }
+    }
+
+    pub fn encode(&self) -> serde_json::Value {
+        let value = match self {
+            Self::Replenished(e) => serde_json::to_value(e),
+            Self::Reserved(e) => serde_json::to_value(e),
+            Self::Released(e) => serde_json::to_value(e),
+            Self::Expired(e) => serde_json::to_value(e),
+            Self::Confirmed(e) => serde_json::to_value(e),
+            Self::Adjusted(e) => serde_json::to_value(e),
+            Self::ReorderPointSet(e) => serde_json::to_value(e),
+        };
+        value.expect("event payloads are plain structs that always serialise")
+    }
+
+    pub fn decode(
+        event_type: &str,
+        schema_version: u32,
+        data: &serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        fn payload<T: serde::de::DeserializeOwned>(
+            event_type: &str,
+            schema_version: u32,
+            data: &serde_json::Value,
+        ) -> Result<T, DecodeError> {
+            T::deserialize(data).map_err(|source| DecodeError::Payload {
+                event_type: event_type.to_owned(),
+                schema_version,
+                source,
+            })
+        }
+        let (t, v) = (event_type, schema_version);
+        Ok(match (t, v) {
+            ("StockReplenished", 1) => Self::Replenished(payload(t, v, data)?),
+            ("StockReserved", 1) => Self::Reserved(payload(t, v, data)?),
+            ("ReservationReleased", 1) => Self::Released(payload(t, v, data)?),
+            ("ReservationExpired", 1) => Self::Expired(payload(t, v, data)?),
+            ("ReservationConfirmed", 1) => Self::Confirmed(payload(t, v, data)?),
+            ("StockAdjusted", 1) => Self::Adjusted(payload(t, v, data)?),
+            ("ReorderPointSet", 1) => Self::ReorderPointSet(payload(t, v, data)?),
+            _ => {
+                return Err(DecodeError::UnknownType {
+                    event_type: event_type.to_owned(),
+                    schema_version,
+                })
+            }
+        })
+    }
+}

@@ -1,0 +1,37 @@
+//! The inventory ledger's domain: what a SKU is, what may be asked of it, what it records.
+//!
+//! Pure by construction: this crate depends on serde, serde_json (event payloads are JSON
+//! values, the format of the event contract under `schemas/`), chrono, thiserror and uuid
+//! only, so no I/O, clock, task or log can reach a decision; the caller passes `now`. The
+//! architecture test (`tests/tests/architecture.rs`) keeps it that way.
+//!
+//! # Layout
+//! - [`values`]: validated values (SKU, quantities, identifiers, texts); a value that exists is
+//!   valid, so the rules below never check shapes.
+//! - [`command`]: the orders a SKU can be given.
+//! - [`event`]: the facts it records, each with a type name and a schema version, and how a
+//!   stored payload is decoded.
+//! - [`reservation`]: a hold's terms and status, apart so that rejections can name a status.
+//! - [`state`]: the SKU aggregate: `decide` (pure, may reject) and `apply` (folds, never fails).
+//! - [`error`]: the rejections, each carrying what a caller needs to act.
+//! - [`envelope`]: what travels with a stored event (ids, positions, metadata).
+//! - [`history`]: what one stored event did, as auditors read it: shared by the replayed
+//!   history and the movement ledger.
+
+pub mod command;
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod history;
+pub mod reservation;
+pub mod state;
+pub mod values;
+
+pub use command::*;
+pub use envelope::{event_id_for, Metadata, NewEvent, Position, RecordedEvent};
+pub use error::DomainError;
+pub use event::*;
+pub use history::{BalanceChange, HistoryEntry};
+pub use reservation::{Reservation, ReservationStatus};
+pub use state::{SkuState, SkuSummary};
+pub use values::*;

@@ -1,0 +1,916 @@
+//! The EventStoreDB/KurrentDB event store, over gRPC with the `kurrentdb` client: production
+//! deployments keep every SKU's movements in its own stream (`sku-<SKU>`).
+//!
+//! How the port maps onto the server:
+//! - Expected versions are the client's stream states; a refused append reports the stream's
+//!   actual revision.
+//! - Each event is stored as JSON with its id set explicitly, its type as the event type, and
+//!   the envelope's metadata plus the schema version as JSON custom metadata.
+//! - The store-wide log is `$all`, read and followed with a server-side stream-name prefix
+//!   filter (`sku-` by default), so system streams and other applications' streams never reach
+//!   a projector. `$all` positions (commit, prepare) are the port's positions unchanged.
+//! - A retried append is recognised by its event ids (see [`KurrentStore::append`]).
+//! - Every call has an explicit deadline; TLS is whatever the connection string says, and the
+//!   connection string must say it.
+//! - The client cannot recover once its first connection attempt has failed: it is rebuilt.
+//!   A subscription that drops is resubscribed from the last event it delivered.
+
+use async_trait::async_trait;
+use kurrentdb::{
+    AppendToStreamOptions, Client, ClientSettings, CurrentRevision, EventData, ReadAllOptions,
+    ReadStreamOptions, StreamPosition, StreamState, SubscribeToAllOptions, SubscriptionEvent,
+    SubscriptionFilter,
+};
+use ledger_application::store::{
+    check_append, clamp_read_count, AppendResult, EventStore, EventStream, ExpectedVersion,
+    StoreError,
+};
+use ledger_domain::envelope::{Metadata, NewEvent, Position, RecordedEvent};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Stream-name prefix of the ledger's streams: one stream per SKU, `sku-<SKU>`.
+pub const SKU_STREAM_PREFIX: &str = "sku-";
+
+/// Deadline of one call (an append, one page of a read). Appends on a healthy node take
+/// milliseconds; five seconds rides out a leader election without holding an HTTP request
+/// past a typical client timeout.
+pub const OPERATION_DEADLINE_MS: u64 = 5_000;
+
+/// How long [`KurrentStore::connect`] keeps trying to reach the server. Long enough for a node
+/// that starts beside the API (compose) to come up; a process that still cannot connect fails
+/// its start instead of serving errors.
+pub const CONNECT_TIMEOUT_MS: u64 = 60_000;
+
+/// Pause between two connection attempts while connecting.
+const CONNECT_RETRY_DELAY_MS: u64 = 250;
+
+/// How long the client waits for a node's answer to the server-features call it makes on
+/// connecting (the `gossipTimeout` setting). A node that is up answers in milliseconds.
+const NODE_PROBE_TIMEOUT_MS: u64 = 2_000;
+
+/// Pause between the client's own attempts to select a node (`discoveryInterval`).
+const DISCOVERY_INTERVAL_MS: u64 = 100;
+
+/// Node-selection attempts per connection (`maxDiscoverAttempts`). The client spends its first
+/// attempt choosing the node and only then calls it, so fewer than two never connects.
+const DISCOVER_ATTEMPTS_MAX: u64 = 3;
+
+/// HTTP/2 keep-alive ping interval and timeout: a connection that silently died (a node killed
+/// without closing its sockets) is noticed within about twenty seconds, and a subscription on
+/// it fails and resubscribes instead of waiting forever.
+const KEEP_ALIVE_INTERVAL_MS: u64 = 10_000;
+const KEEP_ALIVE_TIMEOUT_MS: u64 = 10_000;
+
+/// Pause before a dropped subscription subscribes again, so an outage is not a busy loop.
+const SUBSCRIPTION_RETRY_DELAY_MS: u64 = 1_000;
+
+/// Events read per page while looking for a retried append's ids in a stream's tail.
+const RETRY_SCAN_PAGE_EVENTS: u64 = 256;
+
+/// Most events of a stream's tail searched for a retried append's ids. The command handler
+/// already recognises retries among a SKU's recent commands before it appends; this search is
+/// the store's own guarantee for retries that reach it, bounded so that one append never reads
+/// a long stream.
+const RETRY_SCAN_EVENTS_MAX: u64 = 4_096;
+
+/// Event ids this process has appended, remembered with their stream, to refuse an id reused
+/// for another stream. The server deduplicates per stream only, and a global index of event ids
+/// would cost a write per event; event ids derive from the stream name, so reuse across streams
+/// can only come from a programming error, which this bounded memory catches where it is most
+/// likely: within one process. 65,536 ids cost a few megabytes.
+const RECENT_EVENT_IDS_MAX: usize = 65_536;
+
+/// Content type of event data and metadata.
+const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// Configuration of the KurrentDB store beyond the connection string.
+#[derive(Debug, Clone)]
+pub struct KurrentOptions {
+    /// Stream-name prefix of the streams that make up the store-wide log. Tests give each
+    /// case a prefix of its own to share one server.
+    pub stream_prefix: String,
+    /// Deadline of each call.
+    pub operation_deadline_ms: u64,
+    /// How long `connect` keeps trying.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for KurrentOptions {
+    fn default() -> Self {
+        Self {
+            stream_prefix: SKU_STREAM_PREFIX.to_owned(),
+            operation_deadline_ms: OPERATION_DEADLINE_MS,
+            connect_timeout_ms: CONNECT_TIMEOUT_MS,
+        }
+    }
+}
+
+/// The envelope's metadata as stored in an event's custom metadata: the port's fields, plus the
+/// schema version, which has no system field of its own.
+#[derive(Serialize, Deserialize)]
+struct StoredMetadata {
+    schema_version: u32,
+    #[serde(flatten)]
+    metadata: Metadata,
+}
+
+#[derive(Clone)]
+pub struct KurrentStore {
+    connection: Arc<Connection>,
+    options: Arc<KurrentOptions>,
+    /// See [`RECENT_EVENT_IDS_MAX`].
+    recent_ids: Arc<Mutex<RecentIds>>,
+}
+
+/// The client, rebuilt when it can no longer connect. `generation` counts rebuilds so that
+/// several calls failing on the same dead client rebuild it once.
+struct Connection {
+    settings: ClientSettings,
+    current: Mutex<(u64, Client)>,
+}
+
+/// A call's failure: what the port reports, and the client generation it happened on.
+enum Failure {
+    Client(kurrentdb::Error),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl Connection {
+    fn new(settings: ClientSettings) -> Result<Self, StoreError> {
+        let client = Client::new(settings.clone())
+            .map_err(|e| StoreError::backend_because(format!("cannot create the client: {e}")))?;
+        Ok(Self {
+            settings,
+            current: Mutex::new((0, client)),
+        })
+    }
+
+    fn client(&self) -> (u64, Client) {
+        self.current.lock().expect("client lock poisoned").clone()
+    }
+
+    /// Replace the client if `error` says it can never connect again. Its connection task ends
+    /// when a connection attempt fails, after which every call on it reports a closed
+    /// connection; nothing but a new client recovers.
+    fn forget_if_dead(&self, generation: u64, error: &kurrentdb::Error) {
+        if !matches!(
+            error,
+            kurrentdb::Error::ConnectionClosed | kurrentdb::Error::GrpcConnectionError(_)
+        ) {
+            return;
+        }
+        let mut current = self.current.lock().expect("client lock poisoned");
+        if current.0 != generation {
+            return;
+        }
+        match Client::new(self.settings.clone()) {
+            Ok(client) => {
+                tracing::info!(
+                    generation = generation + 1,
+                    "rebuilt the event store client"
+                );
+                *current = (generation + 1, client);
+            }
+            Err(error) => tracing::error!(%error, "cannot rebuild the event store client"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct RecentIds {
+    streams: HashMap<Uuid, Arc<str>>,
+    order: VecDeque<Uuid>,
+}
+
+impl RecentIds {
+    fn check(&self, stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+        for event in events {
+            if let Some(owner) = self.streams.get(&event.event_id) {
+                if &**owner != stream {
+                    return Err(StoreError::IdempotencyMismatch {
+                        stream: stream.to_owned(),
+                        event_id: event.event_id,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remember(&mut self, stream: &str, events: &[NewEvent]) {
+        let stream: Arc<str> = Arc::from(stream);
+        for event in events {
+            if self
+                .streams
+                .insert(event.event_id, Arc::clone(&stream))
+                .is_none()
+            {
+                self.order.push_back(event.event_id);
+            }
+            if self.order.len() > RECENT_EVENT_IDS_MAX {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.streams.remove(&oldest);
+                }
+            }
+        }
+    }
+}
+
+/// Connection-string settings this adapter sets when the string leaves them out, so that no
+/// library default decides a timeout silently.
+fn explicit_settings(options: &KurrentOptions) -> [(&'static str, u64); 6] {
+    [
+        ("defaultDeadline", options.operation_deadline_ms),
+        ("gossipTimeout", NODE_PROBE_TIMEOUT_MS),
+        ("discoveryInterval", DISCOVERY_INTERVAL_MS),
+        ("maxDiscoverAttempts", DISCOVER_ATTEMPTS_MAX),
+        ("keepAliveInterval", KEEP_ALIVE_INTERVAL_MS),
+        ("keepAliveTimeout", KEEP_ALIVE_TIMEOUT_MS),
+    ]
+}
+
+/// Parse `url`, insisting that it states TLS either way and filling in the timeouts it does
+/// not state.
+fn settings_from(url: &str, options: &KurrentOptions) -> Result<ClientSettings, StoreError> {
+    let invalid =
+        |why: String| StoreError::backend_because(format!("invalid event store URL: {why}"));
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    let names: Vec<String> = query
+        .split('&')
+        .filter_map(|pair| {
+            pair.split_once('=')
+                .map(|(name, _)| name.to_ascii_lowercase())
+        })
+        .collect();
+    if !names.iter().any(|name| name == "tls") {
+        return Err(invalid(
+            "say tls=true or tls=false; the client would otherwise assume TLS".to_owned(),
+        ));
+    }
+    let mut full = url.to_owned();
+    for (name, value) in explicit_settings(options) {
+        if !names.contains(&name.to_ascii_lowercase()) {
+            full.push(if full.contains('?') { '&' } else { '?' });
+            full.push_str(&format!("{name}={value}"));
+        }
+    }
+    full.parse::<ClientSettings>()
+        .map_err(|e| invalid(e.to_string()))
+}
+
+impl KurrentStore {
+    /// Connect to the server at `url` (`esdb://host:2113?tls=false`, `kurrentdb://…`), trying
+    /// for up to `options.connect_timeout_ms` so that a server still starting is waited for.
+    pub async fn connect(url: &str, options: KurrentOptions) -> Result<Self, StoreError> {
+        assert!(
+            !options.stream_prefix.is_empty(),
+            "an empty stream prefix would let system streams into the log"
+        );
+        let settings = settings_from(url, &options)?;
+        tracing::info!(
+            tls = settings.is_secure_mode_enabled(),
+            hosts = settings.hosts().len(),
+            "connecting to the event store"
+        );
+        let store = Self {
+            connection: Arc::new(Connection::new(settings)?),
+            options: Arc::new(options),
+            recent_ids: Arc::new(Mutex::new(RecentIds::default())),
+        };
+        store.wait_until_reachable().await?;
+        Ok(store)
+    }
+
+    async fn wait_until_reachable(&self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + Duration::from_millis(self.options.connect_timeout_ms);
+        let mut last_error = String::from("no attempt finished");
+        loop {
+            let (generation, client) = self.connection.client();
+            match tokio::time::timeout_at(deadline, client.server_info()).await {
+                Ok(Ok(info)) => {
+                    tracing::info!(version = %info.version(), "connected to the event store");
+                    return Ok(());
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "event store not reachable yet");
+                    self.connection.forget_if_dead(generation, &error);
+                    last_error = error.to_string();
+                }
+                Err(_) => break,
+            }
+            let retry_at = Instant::now() + Duration::from_millis(CONNECT_RETRY_DELAY_MS);
+            if retry_at >= deadline {
+                break;
+            }
+            tokio::time::sleep_until(retry_at).await;
+        }
+        Err(StoreError::unavailable_because(format!(
+            "no event store answered within {} ms: {last_error}",
+            self.options.connect_timeout_ms
+        )))
+    }
+
+    fn deadline(&self) -> Duration {
+        Duration::from_millis(self.options.operation_deadline_ms)
+    }
+
+    fn filter(&self) -> SubscriptionFilter {
+        SubscriptionFilter::on_stream_name().add_prefix(&self.options.stream_prefix)
+    }
+
+    fn store_error(&self, error: kurrentdb::Error) -> StoreError {
+        use kurrentdb::Error as E;
+        match error {
+            E::DeadlineExceeded => StoreError::Timeout {
+                timeout_ms: self.options.operation_deadline_ms,
+            },
+            E::ServerError(_)
+            | E::ConnectionClosed
+            | E::GrpcConnectionError(_)
+            | E::NotLeaderException(_) => StoreError::unavailable(error),
+            other => StoreError::backend("the event store refused the call", other),
+        }
+    }
+
+    /// Run `call` with the current client under the operation deadline. A client that died
+    /// (its first connection failed) is rebuilt and the call tried once more: such a failure
+    /// happens before anything is sent, so even an append is safe to repeat.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let deadline = Instant::now() + self.deadline();
+        let mut rebuilt = false;
+        loop {
+            let (generation, client) = self.connection.client();
+            let outcome = match tokio::time::timeout_at(deadline, call(client)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(StoreError::Timeout {
+                        timeout_ms: self.options.operation_deadline_ms,
+                    })
+                }
+            };
+            match outcome {
+                Ok(value) => return Ok(value),
+                Err(Failure::Store(error)) => return Err(error),
+                Err(Failure::Client(error)) => {
+                    let dead = matches!(
+                        error,
+                        kurrentdb::Error::ConnectionClosed
+                            | kurrentdb::Error::GrpcConnectionError(_)
+                    );
+                    self.connection.forget_if_dead(generation, &error);
+                    if dead && !rebuilt {
+                        rebuilt = true;
+                        continue;
+                    }
+                    return Err(self.store_error(error));
+                }
+            }
+        }
+    }
+
+    /// Up to `count` raw events of `stream` from `from` (forwards), or backwards from the end.
+    async fn read_raw(
+        &self,
+        stream: &str,
+        from: StreamPosition<u64>,
+        backwards: bool,
+        count: u64,
+    ) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
+        let base = ReadStreamOptions::default().position(from);
+        let options = if backwards {
+            base.backwards()
+        } else {
+            base.forwards()
+        }
+        .max_count(count as usize)
+        .deadline(self.deadline());
+        self.call(|client| {
+            let options = options.clone();
+            async move {
+                let mut read = match client.read_stream(stream, &options).await {
+                    Ok(read) => read,
+                    Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),
+                    Err(error) => return Err(Failure::Client(error)),
+                };
+                let mut events = Vec::new();
+                loop {
+                    match read.next().await {
+                        Ok(Some(resolved)) => {
+                            if let Some(event) = resolved.event {
+                                events.push(event);
+                            }
+                        }
+                        Ok(None) => return Ok(events),
+                        Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),
+                        Err(error) => return Err(Failure::Client(error)),
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Up to `count` raw events of the filtered `$all`, forwards from `from` or backwards from
+    /// the end.
+    async fn read_all_raw(
+        &self,
+        from: StreamPosition<kurrentdb::Position>,
+        backwards: bool,
+        count: u64,
+    ) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
+        let base = ReadAllOptions::default().position(from);
+        let options = if backwards {
+            base.backwards()
+        } else {
+            base.forwards()
+        }
+        .filter(self.filter())
+        .max_count(count as usize)
+        .deadline(self.deadline());
+        self.call(|client| {
+            let options = options.clone();
+            async move {
+                let mut read = client.read_all(&options).await.map_err(Failure::Client)?;
+                let mut events = Vec::new();
+                while let Some(resolved) = read.next().await.map_err(Failure::Client)? {
+                    if let Some(event) = resolved.event {
+                        events.push(event);
+                    }
+                }
+                Ok(events)
+            }
+        })
+        .await
+    }
+
+    /// Look for `events`' ids in the tail of `stream`. Returns the earlier append's result when
+    /// they are all there as one run in order, nothing when none is there, and refuses ids that
+    /// are only partly there. Also returns the stream's version, as a refused append reports it.
+    async fn find_retry(
+        &self,
+        stream: &str,
+        events: &[NewEvent],
+    ) -> Result<(Option<AppendResult>, Option<u64>), StoreError> {
+        let wanted: HashMap<Uuid, usize> = events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| (event.event_id, index))
+            .collect();
+        let mut found: Vec<Option<kurrentdb::RecordedEvent>> =
+            (0..events.len()).map(|_| None).collect();
+        let mut head = None;
+        let mut from = StreamPosition::End;
+        let mut scanned = 0;
+        'pages: while scanned < RETRY_SCAN_EVENTS_MAX {
+            let page = self
+                .read_raw(stream, from, true, RETRY_SCAN_PAGE_EVENTS)
+                .await?;
+            let Some(last) = page.last() else { break };
+            let next_revision = last.revision.checked_sub(1);
+            for event in page {
+                head = head.or(Some(event.revision));
+                scanned += 1;
+                if let Some(&index) = wanted.get(&event.id) {
+                    let first = index == 0;
+                    found[index] = Some(event);
+                    if first {
+                        // Everything of the batch lies at or after its first event.
+                        break 'pages;
+                    }
+                }
+            }
+            match next_revision {
+                Some(revision) => from = StreamPosition::Position(revision),
+                None => break,
+            }
+        }
+        if found.iter().all(Option::is_none) {
+            return Ok((None, head));
+        }
+        let in_order = found.iter().enumerate().all(|(offset, event)| {
+            event.as_ref().is_some_and(|event| {
+                found[0]
+                    .as_ref()
+                    .is_some_and(|first| event.revision == first.revision + offset as u64)
+            })
+        });
+        if !in_order {
+            let event_id = events
+                .iter()
+                .zip(&found)
+                .find(|(_, f)| f.is_some())
+                .map(|(e, _)| e.event_id)
+                .expect("at least one id was found");
+            return Err(StoreError::IdempotencyMismatch {
+                stream: stream.to_owned(),
+                event_id,
+            });
+        }
+        let last = found
+            .last()
+            .and_then(Option::as_ref)
+            .expect("every id was found");
+        let original = AppendResult {
+            version: last.revision,
+            position: position_from(last.position),
+            deduplicated: true,
+        };
+        Ok((Some(original), head))
+    }
+
+    /// The append after the retry checks: write with the expected stream state.
+    async fn write(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<Result<AppendResult, Option<u64>>, StoreError> {
+        let data = events
+            .iter()
+            .map(event_data)
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = AppendToStreamOptions::default()
+            .stream_state(stream_state(expected))
+            .deadline(self.deadline());
+        let written = self
+            .call(|client| {
+                let options = options.clone();
+                let data = data.clone();
+                async move {
+                    match client.append_to_stream(stream, &options, data).await {
+                        Ok(written) => Ok(Ok(written)),
+                        Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
+                            Ok(Err(match current {
+                                CurrentRevision::Current(revision) => Some(revision),
+                                CurrentRevision::NoStream => None,
+                            }))
+                        }
+                        Err(error) => Err(Failure::Client(error)),
+                    }
+                }
+            })
+            .await?;
+        let written = match written {
+            Ok(written) => written,
+            Err(actual) => return Ok(Err(actual)),
+        };
+        let version = written.next_expected_version;
+        let mut position = position_from(written.position);
+        if position
+            == (Position {
+                commit: 0,
+                prepare: 0,
+            })
+        {
+            // The server may answer without a position; the stored event has it.
+            let last = self
+                .read_raw(stream, StreamPosition::Position(version), false, 1)
+                .await?;
+            position = last
+                .first()
+                .map(|event| position_from(event.position))
+                .ok_or_else(|| {
+                    StoreError::backend_because(format!("{stream}: version {version} not readable"))
+                })?;
+        }
+        Ok(Ok(AppendResult {
+            version,
+            position,
+            deduplicated: false,
+        }))
+    }
+
+    async fn append_checked(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, StoreError> {
+        let slot = match expected {
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(version) => Some(version + 1),
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => None,
+        };
+        match slot {
+            Some(slot) => {
+                // Where the expected version says the events go: empty unless the stream has
+                // grown past it, by these very events (a retry) or by others (a conflict).
+                let taken = !self
+                    .read_raw(stream, StreamPosition::Position(slot), false, 1)
+                    .await?
+                    .is_empty();
+                if taken {
+                    let (original, head) = self.find_retry(stream, events).await?;
+                    return original.ok_or_else(|| StoreError::WrongExpectedVersion {
+                        stream: stream.to_owned(),
+                        expected,
+                        actual: head,
+                    });
+                }
+            }
+            None => {
+                if let (Some(original), _) = self.find_retry(stream, events).await? {
+                    return Ok(original);
+                }
+            }
+        }
+        match self.write(stream, expected, events).await? {
+            Ok(result) => Ok(result),
+            Err(actual) => {
+                // Refused: either another writer got there first, or these very events did
+                // (a retry racing its original).
+                let (original, head) = self.find_retry(stream, events).await?;
+                match original {
+                    Some(original) => Ok(original),
+                    None => Err(StoreError::WrongExpectedVersion {
+                        stream: stream.to_owned(),
+                        expected,
+                        actual: head.or(actual),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+fn stream_state(expected: ExpectedVersion) -> StreamState {
+    match expected {
+        ExpectedVersion::NoStream => StreamState::NoStream,
+        ExpectedVersion::Exact(version) => StreamState::StreamRevision(version),
+        ExpectedVersion::Any => StreamState::Any,
+        ExpectedVersion::StreamExists => StreamState::StreamExists,
+    }
+}
+
+fn position_from(position: kurrentdb::Position) -> Position {
+    Position {
+        commit: position.commit,
+        prepare: position.prepare,
+    }
+}
+
+fn position_to(position: Position) -> kurrentdb::Position {
+    kurrentdb::Position {
+        commit: position.commit,
+        prepare: position.prepare,
+    }
+}
+
+fn event_data(event: &NewEvent) -> Result<EventData, StoreError> {
+    let metadata = StoredMetadata {
+        schema_version: event.schema_version,
+        metadata: event.metadata.clone(),
+    };
+    let encode = |e: serde_json::Error| StoreError::InvalidAppend(e.to_string());
+    EventData::json(&event.event_type, &event.data)
+        .map_err(encode)?
+        .id(event.event_id)
+        .metadata_as_json(&metadata)
+        .map_err(encode)
+}
+
+fn decode(event: &kurrentdb::RecordedEvent) -> Result<RecordedEvent, StoreError> {
+    let broken = |why: String| {
+        StoreError::backend_because(format!(
+            "event {} in {} at version {}: {why}",
+            event.id,
+            event.stream_id(),
+            event.revision
+        ))
+    };
+    if event.metadata.get("content-type").map(String::as_str) != Some(JSON_CONTENT_TYPE) {
+        return Err(broken("its content type is not JSON".to_owned()));
+    }
+    let data = serde_json::from_slice(&event.data).map_err(|e| broken(e.to_string()))?;
+    let stored: StoredMetadata =
+        serde_json::from_slice(&event.custom_metadata).map_err(|e| broken(e.to_string()))?;
+    Ok(RecordedEvent {
+        event_id: event.id,
+        stream: event.stream_id().to_owned(),
+        version: event.revision,
+        position: position_from(event.position),
+        event_type: event.event_type.clone(),
+        schema_version: stored.schema_version,
+        data,
+        metadata: stored.metadata,
+        recorded_at: event.created,
+    })
+}
+
+#[async_trait]
+impl EventStore for KurrentStore {
+    /// Append with the expected stream state. A retried append is recognised by its event ids
+    /// before anything is written, where the port needs the original result: at the slot the
+    /// expected version names when that slot is taken, in the stream's tail for `Any` and
+    /// `StreamExists`, and after any refusal. The server's own deduplication covers the rest
+    /// (two identical appends racing). Ids already used for another stream by this process are
+    /// refused.
+    #[tracing::instrument(name = "kurrent.append", skip(self, events), fields(events = events.len(), %expected))]
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        check_append(&events)?;
+        self.recent_ids
+            .lock()
+            .expect("recent ids lock poisoned")
+            .check(stream, &events)?;
+        let result = self.append_checked(stream, expected, &events).await?;
+        self.recent_ids
+            .lock()
+            .expect("recent ids lock poisoned")
+            .remember(stream, &events);
+        Ok(result)
+    }
+
+    #[tracing::instrument(name = "kurrent.read_stream", skip(self))]
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max_count: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let count = clamp_read_count(max_count);
+        self.read_raw(stream, StreamPosition::Position(from_version), false, count)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    #[tracing::instrument(name = "kurrent.read_all", skip(self))]
+    async fn read_all(
+        &self,
+        after: Option<Position>,
+        max_count: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let count = clamp_read_count(max_count);
+        // A forwards read of $all from a position includes the event at it; ask for one more
+        // and drop what is not strictly after.
+        let (from, extra) = match after {
+            Some(after) => (StreamPosition::Position(position_to(after)), 1),
+            None => (StreamPosition::Start, 0),
+        };
+        self.read_all_raw(from, false, count + extra)
+            .await?
+            .iter()
+            .filter(|event| after.is_none_or(|after| position_from(event.position) > after))
+            .take(count as usize)
+            .map(decode)
+            .collect()
+    }
+
+    #[tracing::instrument(name = "kurrent.head_position", skip(self))]
+    async fn head_position(&self) -> Result<Option<Position>, StoreError> {
+        Ok(self
+            .read_all_raw(StreamPosition::End, true, 1)
+            .await?
+            .first()
+            .map(|event| position_from(event.position)))
+    }
+
+    fn subscribe_all(&self, after: Option<Position>) -> EventStream {
+        let follower = Follower {
+            store: self.clone(),
+            after,
+            subscription: None,
+            failed: false,
+        };
+        Box::pin(futures::stream::unfold(follower, Follower::next))
+    }
+}
+
+/// A catch-up-then-live subscription to the filtered `$all` that survives drops: after a
+/// failure it reports the error, pauses, and subscribes again strictly after the last event it
+/// delivered, so the consumer sees every event once.
+struct Follower {
+    store: KurrentStore,
+    after: Option<Position>,
+    /// The live subscription and the client generation it runs on.
+    subscription: Option<(u64, kurrentdb::Subscription)>,
+    failed: bool,
+}
+
+impl Follower {
+    async fn next(mut self) -> Option<(Result<RecordedEvent, StoreError>, Self)> {
+        loop {
+            if self.failed {
+                tokio::time::sleep(Duration::from_millis(SUBSCRIPTION_RETRY_DELAY_MS)).await;
+                self.failed = false;
+            }
+            let (generation, subscription) = match &mut self.subscription {
+                Some((generation, subscription)) => (*generation, subscription),
+                None => {
+                    let (generation, client) = self.store.connection.client();
+                    let from = self.after.map_or(StreamPosition::Start, |p| {
+                        StreamPosition::Position(position_to(p))
+                    });
+                    // No retry options: the client's own resubscription is off, so every drop
+                    // comes here and resumes from the position this follower delivered last.
+                    let options = SubscribeToAllOptions::default()
+                        .position(from)
+                        .filter(self.store.filter());
+                    let subscription = client.subscribe_to_all(&options).await;
+                    let (generation, subscription) =
+                        self.subscription.insert((generation, subscription));
+                    (*generation, subscription)
+                }
+            };
+            let error = match subscription.next_subscription_event().await {
+                Ok(SubscriptionEvent::EventAppeared(resolved)) => {
+                    let Some(event) = resolved.event.as_ref() else {
+                        continue;
+                    };
+                    match decode(event) {
+                        // A server may repeat the start position; never deliver twice.
+                        Ok(event) if self.after.is_some_and(|after| event.position <= after) => {
+                            continue
+                        }
+                        Ok(event) => {
+                            self.after = Some(event.position);
+                            return Some((Ok(event), self));
+                        }
+                        // An undecodable event must not be skipped silently: report it, and
+                        // retry from before it, so a projector stops at it visibly.
+                        Err(error) => error,
+                    }
+                }
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, after = ?self.after, "event store subscription dropped");
+                    self.store.connection.forget_if_dead(generation, &error);
+                    self.store.store_error(error)
+                }
+            };
+            self.subscription = None;
+            self.failed = true;
+            return Some((Err(error), self));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_string_must_state_tls() {
+        let options = KurrentOptions::default();
+        assert!(settings_from("esdb://localhost:2113", &options).is_err());
+        let settings = settings_from("esdb://localhost:2113?tls=false", &options).unwrap();
+        assert!(!settings.is_secure_mode_enabled());
+        assert_eq!(
+            settings.gossip_timeout(),
+            Duration::from_millis(NODE_PROBE_TIMEOUT_MS)
+        );
+    }
+
+    #[test]
+    fn settings_in_the_connection_string_win_over_the_adapters() {
+        let options = KurrentOptions::default();
+        let settings = settings_from(
+            "esdb://localhost:2113?tls=true&gossipTimeout=7000",
+            &options,
+        )
+        .unwrap();
+        assert!(settings.is_secure_mode_enabled());
+        assert_eq!(settings.gossip_timeout(), Duration::from_millis(7_000));
+    }
+
+    #[test]
+    fn metadata_round_trips_with_the_schema_version() {
+        let stored = StoredMetadata {
+            schema_version: 2,
+            metadata: Metadata {
+                correlation_id: Some("c".into()),
+                causation_id: None,
+                principal: Some("p".into()),
+                idempotency_key: Some("k".into()),
+            },
+        };
+        let json = serde_json::to_value(&stored).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"schema_version": 2, "correlation_id": "c", "principal": "p", "idempotency_key": "k"})
+        );
+        let back: StoredMetadata = serde_json::from_value(json).unwrap();
+        assert_eq!(back.metadata, stored.metadata);
+    }
+}

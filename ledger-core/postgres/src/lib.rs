@@ -1,0 +1,22 @@
+//! The inventory ledger's PostgreSQL adapter: the embedded default and single-database
+//! deployments keep their events here, and every deployment keeps its snapshots, read models
+//! and idempotency keys in PostgreSQL.
+//!
+//! # Layout
+//! - [`database`]: connection settings with explicit timeouts, the pool, and the error type.
+//! - [`migrate`]: versioned migrations per component, applied once under an advisory lock.
+//! - [`store`]: the event store adapter (group commit, log order by transaction id).
+//! - [`snapshots`]: the snapshot store adapter.
+//! - [`cluster`]: the private cluster the embedded default creates and starts under a folder.
+
+pub mod cluster;
+pub mod database;
+pub mod migrate;
+pub mod snapshots;
+pub mod store;
+
+pub use database::{
+    Database, DatabaseError, CONNECT_TIMEOUT_MS, POOL_SIZE_DEFAULT, POOL_WAIT_TIMEOUT_MS,
+};
+pub use snapshots::PostgresSnapshots;
+pub use store::PostgresStore;

@@ -1,0 +1,76 @@
+//! Versioned schema migrations. Each component (the event store, the read models) owns an
+//! ordered list of SQL scripts; the ones not yet applied run in one transaction, under an
+//! advisory lock so that several processes starting at once apply each script exactly once.
+
+use crate::database::DatabaseError;
+use tokio_postgres::Client;
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Key of the advisory lock that serialises migrations across processes ("ledger-migrate").
+const MIGRATION_LOCK_KEY: i64 = 0x6c65_6467_6572_6d67;
+
+pub async fn migrate(
+    client: &mut Client,
+    component: &str,
+    migrations: &[Migration],
+) -> Result<(), DatabaseError> {
+    assert!(
+        migrations.windows(2).all(|w| w[0].version < w[1].version),
+        "migrations of {component} must be listed in increasing version order"
+    );
+    let failed = |source: tokio_postgres::Error| DatabaseError::Migration {
+        context: component.to_owned(),
+        source,
+    };
+    let transaction = client.transaction().await.map_err(failed)?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(failed)?;
+    transaction
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS public.ledger_migrations (
+                 component  text        NOT NULL,
+                 version    integer     NOT NULL,
+                 name       text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now(),
+                 PRIMARY KEY (component, version)
+             )",
+        )
+        .await
+        .map_err(failed)?;
+    let applied: Option<i32> = transaction
+        .query_one(
+            "SELECT max(version) FROM public.ledger_migrations WHERE component = $1",
+            &[&component],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    let applied = applied.unwrap_or(0);
+    for migration in migrations.iter().filter(|m| m.version > applied) {
+        transaction
+            .batch_execute(migration.sql)
+            .await
+            .map_err(|source| DatabaseError::Migration {
+                context: format!(
+                    "{component} migration {} ({})",
+                    migration.version, migration.name
+                ),
+                source,
+            })?;
+        transaction
+            .execute(
+                "INSERT INTO public.ledger_migrations (component, version, name) VALUES ($1, $2, $3)",
+                &[&component, &migration.version, &migration.name],
+            )
+            .await
+            .map_err(failed)?;
+    }
+    transaction.commit().await.map_err(failed)
+}
