@@ -3,7 +3,7 @@
 //! stream, and the idempotency key is derived from the reservation, so several API instances
 //! running this worker at once append each expiry exactly once.
 
-use ledger_application::command::{CommandContext, CommandError};
+use ledger_application::command::{CommandContext, CommandError, KeyScope};
 use ledger_domain::DomainError;
 use ledger_domain::{ExpireReservation, SkuCommand};
 use ledger_projections::ReadModels;
@@ -58,6 +58,9 @@ pub async fn sweep(
             causation_id: None,
             principal: Some(EXPIRY_PRINCIPAL.to_owned()),
             idempotency_key: Some(format!("expire:{sku}:{reservation_id}")),
+            // The system's own scope: no client can name (and so pre-empt) an expiry's key.
+            key_scope: KeyScope::System,
+            fingerprint: None,
             expected_version: None,
         };
         let command = SkuCommand::Expire(ExpireReservation {

@@ -6,16 +6,16 @@
 //!   workers, serving, ordered shutdown.
 //! - [`routes`]: commands, queries and operational endpoints, all registered through the
 //!   OpenAPI router so the description cannot drift from the served API.
-//! - [`auth`], [`extract`], [`idempotency`], [`problem`]: what every command shares — tokens
-//!   and roles, strict input parsing, replayable answers, RFC 9457 errors.
+//! - [`auth`], [`extract`], [`answer`], [`problem`]: what every command shares — tokens and
+//!   roles, strict input parsing, rendered answers and request fingerprints, RFC 9457 errors.
 //! - [`expiry`]: the worker that expires reservations whose time-to-live has passed.
 //! - [`telemetry`]: logs, metrics and the per-request middleware.
 
+pub mod answer;
 pub mod auth;
 pub mod config;
 pub mod expiry;
 pub mod extract;
-pub mod idempotency;
 pub mod problem;
 pub mod routes;
 pub mod startup;

@@ -217,6 +217,13 @@ impl From<CommandError> for Problem {
                 error.to_string(),
             ),
             CommandError::CorruptStream { .. } => Self::internal(&error),
+            CommandError::IdempotencyKeyReused { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency key reused for a different request",
+                "this Idempotency-Key was already used with a different method, path or body; \
+                 use a new key for a new request",
+            ),
             CommandError::Store(store) => store.into(),
         }
     }

@@ -5,7 +5,6 @@
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::extract::REQUEST_BODY_BYTES_MAX;
-use crate::idempotency::IdempotencyStore;
 use crate::problem::Problem;
 use crate::state::{AppState, SharedState};
 use crate::{routes, telemetry};
@@ -147,7 +146,7 @@ async fn serve(
     let open_access = auth.is_open();
     let metrics = telemetry::metrics_handle();
     let database = backends.database().clone();
-    let idempotency = IdempotencyStore::open(&database, config.pool_size).await?;
+    crate::answer::migrate_api_tables(&database).await?;
     let snapshots = PostgresSnapshots::open(database.clone()).await?;
     ledger_projections::migrate(&database).await?;
     let read_models = ReadModels::new(database.clone());
@@ -158,7 +157,6 @@ async fn serve(
         store: backends.store.clone(),
         database: database.clone(),
         auth,
-        idempotency,
         metrics,
         read_models: read_models.clone(),
         openapi: OnceLock::new(),

@@ -1,7 +1,6 @@
 //! What every request handler shares.
 
 use crate::auth::Authenticator;
-use crate::idempotency::IdempotencyStore;
 use ledger_application::store::EventStore;
 use ledger_application::writer::SkuWriters;
 use ledger_postgres::Database;
@@ -14,7 +13,6 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub database: Database,
     pub auth: Authenticator,
-    pub idempotency: IdempotencyStore,
     pub metrics: PrometheusHandle,
     pub read_models: ledger_projections::ReadModels,
     /// The OpenAPI description, rendered once the router (which generates it) is built.

@@ -8,7 +8,9 @@
 //! ```
 
 use futures::StreamExt;
-use ledger_application::store::{EventStore, ExpectedVersion, StoreError};
+use ledger_application::store::{
+    AnswerKey, Appended, EventStore, ExpectedVersion, NewAnswer, StoreError, ANSWER_POSITION_PATH,
+};
 use ledger_domain::envelope::{Metadata, NewEvent, Position, RecordedEvent};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -46,6 +48,10 @@ macro_rules! event_store_contract {
             the_head_position_is_the_last_event_of_the_log,
             a_subscription_catches_up_then_receives_new_events,
             a_subscription_from_a_position_starts_after_it,
+            answers_are_kept_with_their_events_and_carry_the_position,
+            answers_of_commands_without_events_are_kept_too,
+            an_append_whose_key_has_an_answer_writes_nothing_and_returns_it,
+            kept_answers_are_forgotten_after_their_retention,
         );
     };
     (@cases $adapter:ident, $make:expr, $($case:ident),+ $(,)?) => {
@@ -74,6 +80,7 @@ pub fn event(event_type: &str, n: u64) -> NewEvent {
             causation_id: None,
             principal: Some("contract-suite".into()),
             idempotency_key: None,
+            idempotency_scope: None,
         },
     }
 }
@@ -397,6 +404,7 @@ pub async fn events_read_back_exactly_as_appended<S: EventStore>(store: &S) {
         causation_id: Some("cause-1".into()),
         principal: Some("operator:ana".into()),
         idempotency_key: Some("key-1".into()),
+        idempotency_scope: Some("principal:operator:ana".into()),
     };
     let before = chrono::Utc::now() - chrono::Duration::seconds(5);
     store
@@ -571,4 +579,126 @@ pub async fn a_subscription_from_a_position_starts_after_it<S: EventStore>(store
     let mut subscription = store.subscribe_all(Some(first.position));
     let event = next_event(&mut subscription).await;
     assert_eq!((event.stream.as_str(), event.version), (stream.as_str(), 2));
+}
+
+fn answer_key(key: &str) -> AnswerKey {
+    AnswerKey {
+        scope: "principal:contract-suite".into(),
+        key: format!("{key}-{}", Uuid::new_v4().simple()),
+    }
+}
+
+fn new_answer(key: &AnswerKey, positioned: bool) -> NewAnswer {
+    NewAnswer {
+        key: key.clone(),
+        fingerprint: "fingerprint-1".into(),
+        answer: serde_json::json!({ "done": { "position": null, "note": "kept" } }),
+        positioned,
+    }
+}
+
+pub async fn answers_are_kept_with_their_events_and_carry_the_position<S: EventStore>(store: &S) {
+    let stream = stream_name("answered");
+    let key = answer_key("k");
+    let appended = store
+        .append_answered(
+            &stream,
+            ExpectedVersion::NoStream,
+            events(2),
+            vec![new_answer(&key, true)],
+        )
+        .await
+        .unwrap();
+    let Appended::Written(Some(result)) = appended else {
+        panic!("expected the events written, got {appended:?}");
+    };
+    assert_eq!(result.version, 1);
+    let kept = store
+        .kept_answers(std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].fingerprint, "fingerprint-1");
+    let position: Position = serde_json::from_value(
+        kept[0].answer[ANSWER_POSITION_PATH[0]][ANSWER_POSITION_PATH[1]].clone(),
+    )
+    .expect("the kept answer holds the append's position");
+    assert_eq!(position, result.position);
+    assert_eq!(kept[0].answer["done"]["note"], "kept");
+}
+
+pub async fn answers_of_commands_without_events_are_kept_too<S: EventStore>(store: &S) {
+    let key = answer_key("refused");
+    let appended = store
+        .append_answered(
+            &stream_name("refusing"),
+            ExpectedVersion::Any,
+            Vec::new(),
+            vec![new_answer(&key, false)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended, Appended::Written(None));
+    let kept = store
+        .kept_answers(std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].answer["done"]["position"].is_null());
+    assert_eq!(
+        store.kept_answers(&[answer_key("never")]).await.unwrap(),
+        Vec::new()
+    );
+}
+
+pub async fn an_append_whose_key_has_an_answer_writes_nothing_and_returns_it<S: EventStore>(
+    store: &S,
+) {
+    let stream = stream_name("answered-once");
+    let key = answer_key("once");
+    store
+        .append_answered(
+            &stream,
+            ExpectedVersion::NoStream,
+            events(1),
+            vec![new_answer(&key, true)],
+        )
+        .await
+        .unwrap();
+    let mut second = new_answer(&key, true);
+    second.fingerprint = "fingerprint-2".into();
+    let again = store
+        .append_answered(&stream, ExpectedVersion::Exact(0), events(1), vec![second])
+        .await
+        .unwrap();
+    let Appended::AnsweredBefore(found) = again else {
+        panic!("expected the first answer back, got {again:?}");
+    };
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].fingerprint, "fingerprint-1");
+    let stored = store.read_stream(&stream, 0, 10).await.unwrap();
+    assert_eq!(stored.len(), 1, "the second append wrote nothing");
+}
+
+pub async fn kept_answers_are_forgotten_after_their_retention<S: EventStore>(store: &S) {
+    let key = answer_key("old");
+    store
+        .append_answered(
+            &stream_name("forgetting"),
+            ExpectedVersion::Any,
+            Vec::new(),
+            vec![new_answer(&key, false)],
+        )
+        .await
+        .unwrap();
+    let forgotten = store
+        .forget_answers(chrono::Utc::now() + chrono::Duration::seconds(60))
+        .await
+        .unwrap();
+    assert!(forgotten >= 1, "{forgotten}");
+    assert!(store
+        .kept_answers(std::slice::from_ref(&key))
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -3,17 +3,17 @@
 //! here once for all commands.
 
 use super::{etag, SkuStateBody};
+use crate::answer::{fingerprint, RenderedAnswer};
 use crate::auth::Principal;
 use crate::extract::{
     Authorized, CommandRequest, Managing, RequestContext, Requirement, Reserving, SkuTarget,
 };
-use crate::idempotency::{fingerprint, Claim, StoredResponse};
 use crate::problem::{Problem, ProblemDocument};
 use crate::state::SharedState;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ledger_application::command::{CommandContext, CommandOutcome};
+use ledger_application::command::{CommandContext, CommandOutcome, KeyScope};
 use ledger_domain::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -251,65 +251,31 @@ impl<R, T: CommandBody> CommandCall<R, T> {
             command,
         )
         .await
+        .into_response()
     }
 }
 
-/// Carry `command` out for `principal`, once per idempotency key: a retry gets the stored
-/// answer, the same key with another request is refused.
+/// Carry `command` out for `principal`. With an idempotency key (the header, or a reserve's
+/// reservation id), the event store keeps the answer with the command's events: a retry gets
+/// the same answer back, and the same key with another request is refused.
 async fn run(
     state: &SharedState,
     principal: Principal,
-    context: RequestContext,
+    request: RequestContext,
     fingerprint: String,
     command: Command,
-) -> Response {
-    let Some(key) = context
+) -> RenderedAnswer {
+    let idempotency_key = request
         .idempotency_key
         .clone()
-        .or_else(|| command.implicit_key.clone())
-    else {
-        return execute(state, &principal, &context, None, command)
-            .await
-            .into_response();
-    };
-    match state
-        .idempotency
-        .claim(&principal.name, &key, &fingerprint)
-        .await
-    {
-        Err(problem) => problem.into_response(),
-        Ok(Claim::Replay(stored)) => {
-            metrics::counter!("ledger_idempotent_replays_total").increment(1);
-            stored.into_response()
-        }
-        Ok(Claim::Proceed) => {
-            let stored = execute(state, &principal, &context, Some(key.clone()), command).await;
-            if stored.status.is_server_error() {
-                state.idempotency.release(&principal.name, &key).await;
-            } else if let Err(problem) = state
-                .idempotency
-                .complete(&principal.name, &key, &stored)
-                .await
-            {
-                tracing::warn!(detail = %problem.detail, "could not store an idempotent response");
-            }
-            stored.into_response()
-        }
-    }
-}
-
-async fn execute(
-    state: &SharedState,
-    principal: &Principal,
-    request: &RequestContext,
-    idempotency_key: Option<String>,
-    command: Command,
-) -> StoredResponse {
+        .or_else(|| command.implicit_key.clone());
     let context = CommandContext {
         correlation_id: Some(request.correlation_id.clone()),
         causation_id: Some(request.request_id.clone()),
         principal: Some(principal.name.clone()),
+        fingerprint: idempotency_key.is_some().then_some(fingerprint),
         idempotency_key,
+        key_scope: KeyScope::Principal,
         expected_version: request.if_match.map(Some),
     };
     let name = command.command.name();
@@ -327,12 +293,12 @@ async fn execute(
             let problem = Problem::from(error);
             metrics::counter!("ledger_commands_total", "command" => name, "outcome" => problem.code)
                 .increment(1);
-            StoredResponse::problem(&problem)
+            RenderedAnswer::problem(&problem)
         }
     }
 }
 
-fn success(command: Command, outcome: CommandOutcome) -> StoredResponse {
+fn success(command: Command, outcome: CommandOutcome) -> RenderedAnswer {
     let body = CommandResultBody {
         state: SkuStateBody::from(&outcome.state),
         position: outcome.position.map(|p| p.to_string()),
@@ -348,7 +314,7 @@ fn success(command: Command, outcome: CommandOutcome) -> StoredResponse {
         deduplicated: outcome.deduplicated,
         reservation_id: command.reservation_id,
     };
-    let mut stored = StoredResponse::json(
+    let mut stored = RenderedAnswer::json(
         command.success,
         &serde_json::to_value(&body).expect("response bodies serialise"),
     );

@@ -4,7 +4,19 @@
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use ledger_domain::envelope::{event_id_for, Metadata, NewEvent, Position, RecordedEvent};
-use ledger_domain::{DomainError, SkuEvent, SkuSummary};
+use ledger_domain::{scoped_key, DomainError, SkuEvent, SkuSummary};
+
+/// Whose idempotency key a command carries. A client names keys in its principal's scope; the
+/// system's workers (expiry) name theirs in the system scope, which no client can reach, so a
+/// client can neither pre-empt nor replay another principal's or a worker's command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeyScope {
+    /// The acting principal's own keys.
+    #[default]
+    Principal,
+    /// A system worker's keys.
+    System,
+}
 
 /// What a command's caller adds to the command: who acts, why, and which version they saw.
 #[derive(Debug, Clone, Default)]
@@ -12,7 +24,14 @@ pub struct CommandContext {
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
     pub principal: Option<String>,
+    /// The caller's key that makes the command safe to retry.
     pub idempotency_key: Option<String>,
+    /// Whose key `idempotency_key` is.
+    pub key_scope: KeyScope,
+    /// What the keyed request was (e.g. a digest of method, path and body). With it, the
+    /// command's answer is kept for its key: a retry gets exactly that answer back, and the
+    /// same key with another fingerprint is refused ([`CommandError::IdempotencyKeyReused`]).
+    pub fingerprint: Option<String>,
     /// The version the caller based the command on (HTTP `If-Match`). `None`: decide against
     /// the latest state and retry on conflicts. `Some(v)`: decide only if the SKU is still at
     /// `v` (`Some(None)`: only if the SKU has no events yet), never retry.
@@ -26,7 +45,23 @@ impl CommandContext {
             causation_id: self.causation_id.clone(),
             principal: self.principal.clone(),
             idempotency_key: self.idempotency_key.clone(),
+            idempotency_scope: self.idempotency_key.as_ref().map(|_| self.scope()),
         }
+    }
+
+    /// The scope of this command's key: `principal:<name>` or `system:<name>`.
+    pub fn scope(&self) -> String {
+        let name = self.principal.as_deref().unwrap_or_default();
+        match self.key_scope {
+            KeyScope::Principal => format!("principal:{name}"),
+            KeyScope::System => format!("system:{name}"),
+        }
+    }
+
+    /// The key within its scope, as event ids and remembered keys use it.
+    pub fn scoped_key(&self) -> Option<String> {
+        let key = self.idempotency_key.as_deref()?;
+        Some(scoped_key(&self.scope(), key))
     }
 }
 
@@ -50,7 +85,7 @@ pub struct VersionedEvent {
     pub event: SkuEvent,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CommandOutcome {
     /// The SKU's balances after the command.
     pub state: SkuSummary,
@@ -91,6 +126,13 @@ pub enum CommandError {
     /// was decided; an operator has to look. Never retried.
     #[error("stream {stream} cannot be loaded: {message}")]
     CorruptStream { stream: String, message: String },
+    /// The idempotency key was already used, in this principal's scope, for another request;
+    /// nothing was done. The client must use a new key for a new request.
+    #[error(
+        "idempotency key {key:?} was already used for a different request; use a new key for a \
+         new request"
+    )]
+    IdempotencyKeyReused { key: String },
     /// The event store failed; see [`StoreError`] for which failures are worth a retry.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -130,11 +172,12 @@ pub(crate) fn decode(stream: &str, recorded: &RecordedEvent) -> Result<SkuEvent,
 /// metadata, and ids derived from the idempotency key when there is one.
 pub fn encode_events(stream: &str, events: &[SkuEvent], context: &CommandContext) -> Vec<NewEvent> {
     let metadata = context.metadata();
+    let scoped = context.scoped_key();
     events
         .iter()
         .enumerate()
         .map(|(index, event)| NewEvent {
-            event_id: event_id_for(stream, context.idempotency_key.as_deref(), index),
+            event_id: event_id_for(stream, scoped.as_deref(), index),
             event_type: event.event_type().to_owned(),
             schema_version: event.schema_version(),
             data: event.encode(),

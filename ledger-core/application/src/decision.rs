@@ -5,8 +5,11 @@
 //! Both ways of carrying out commands use it: the per-SKU writer ([`crate::writer`]) with its
 //! queue as the batch and its cached state, and [`CommandHandler::execute`] with a batch of one
 //! and a fresh load. The concurrency rules are therefore written once:
-//! - a command whose idempotency key the SKU remembers gets its original answer, whatever
-//!   deciding it again would say now;
+//! - a command whose key has a kept answer gets exactly that answer (or, with another
+//!   fingerprint, is refused as a reused key); commands that share a key within a batch get
+//!   the first one's answer; a command whose key the SKU remembers from its events gets its
+//!   original answer, whatever deciding it again would say now;
+//! - the answers of keyed commands are kept with the batch's events, in the same append;
 //! - a command that names an expected version is refused unless the SKU is at it;
 //! - refused commands write nothing; a batch that only refuses, decided on a cached state,
 //!   first checks the stream for other writers' events, so a refusal never rests on a stale
@@ -16,15 +19,20 @@
 //! - a store that already holds some of the batch's event ids (retries of commands older than
 //!   the remembered keys) is reported to the caller, who sorts the commands out one at a time.
 
+use crate::answer::KeptAnswer;
 use crate::command::{
     encode_events, versioned, CommandContext, CommandError, CommandOutcome, VersionedEvent,
 };
 use crate::handler::CommandHandler;
 use crate::loaded::LoadedSku;
-use crate::store::{AppendResult, EventStore, ExpectedVersion, StoreError, APPEND_EVENTS_MAX};
+use crate::store::{
+    AnswerKey, AppendResult, Appended, EventStore, ExpectedVersion, NewAnswer, StoreError,
+    StoredAnswer, APPEND_EVENTS_MAX,
+};
 use chrono::{DateTime, Utc};
 use ledger_domain::envelope::{NewEvent, Position};
-use ledger_domain::{Sku, SkuCommand, SkuEvent, SkuSummary};
+use ledger_domain::{scoped_key, Sku, SkuCommand, SkuEvent, SkuSummary};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// How many times a batch is decided again after losing a race to another writer of the same
@@ -35,6 +43,10 @@ pub const COMMAND_CONFLICT_RETRIES_MAX: u32 = 8;
 /// Upper bound of the random pause before a retry, multiplied by the attempt number. The jitter
 /// spreads contending writers apart so they do not collide again in lockstep.
 const CONFLICT_RETRY_JITTER_MS: u64 = 3;
+
+/// Counter: commands answered as retries (a kept answer, the answer of an earlier command with
+/// the same key in the batch, or what a remembered key's command produced).
+pub const METRIC_IDEMPOTENT_REPLAYS: &str = "ledger_idempotent_replays_total";
 
 /// One command of a batch, borrowed from whoever queued it.
 #[derive(Debug, Clone, Copy)]
@@ -53,86 +65,205 @@ pub enum Plan {
     },
     /// Already carried out (an identical reserve repeated): nothing to write.
     Unchanged(SkuSummary),
-    /// A retry of a command whose key this SKU remembers: answer what it produced.
+    /// A retry of a command whose key this SKU remembers from its events: answer with the kept
+    /// answer when there is one, otherwise with what the command produced.
     Replay {
         first: u64,
         last: u64,
         state: SkuSummary,
+        key: Option<AnswerKey>,
+        fingerprint: Option<String>,
     },
+    /// The answer kept for the command's key.
+    Kept(KeptAnswer),
+    /// The same key as the command at this (earlier) index of the batch: the same answer.
+    Follows(usize),
     Refused(CommandError),
 }
 
-/// A batch decided against one state: a plan per command, and the events to append.
+/// A batch decided against one state: a plan per command, the events to append, and the
+/// answers to keep with them.
 #[derive(Debug)]
 pub struct BatchDecision {
     pub plans: Vec<Plan>,
     pub new_events: Vec<NewEvent>,
+    pub answers: Vec<NewAnswer>,
     /// True when any command was refused.
     pub refused: bool,
 }
 
+/// Answers already kept for some of a batch's keys, by scoped key (see [`scoped_key`]).
+pub type KeptAnswers = HashMap<String, StoredAnswer>;
+
+/// The key an answer is kept under for `context`, when the command's answer is to be kept (it
+/// carries a key and a fingerprint).
+fn answer_key(context: &CommandContext) -> Option<(AnswerKey, String)> {
+    let key = context.idempotency_key.clone()?;
+    let fingerprint = context.fingerprint.clone()?;
+    Some((
+        AnswerKey {
+            scope: context.scope(),
+            key,
+        },
+        fingerprint,
+    ))
+}
+
+/// The plan for a keyed command from the answers known before deciding: a follower of an earlier
+/// command of the batch with the same key, the kept answer, or a refusal of a reused key.
+fn known_answer(
+    job: &Job<'_>,
+    scoped: &str,
+    leaders: &HashMap<String, usize>,
+    jobs: &[Job<'_>],
+    kept: &KeptAnswers,
+) -> Option<Plan> {
+    let reused = || {
+        Plan::Refused(CommandError::IdempotencyKeyReused {
+            key: job.context.idempotency_key.clone().unwrap_or_default(),
+        })
+    };
+    if let Some(&leader) = leaders.get(scoped) {
+        return Some(
+            if jobs[leader].context.fingerprint == job.context.fingerprint {
+                Plan::Follows(leader)
+            } else {
+                reused()
+            },
+        );
+    }
+    let stored = kept.get(scoped)?;
+    if job.context.fingerprint.as_deref() != Some(stored.fingerprint.as_str()) {
+        return Some(reused());
+    }
+    // An answer of another format is not replayed; the command is decided again instead.
+    KeptAnswer::from_json(&stored.answer).map(Plan::Kept)
+}
+
 /// Decide every job in order against `loaded`, folding each accepted one into it before the
 /// next, so each command sees the effects of the ones before it. Refused commands change
-/// nothing. Pure apart from its arguments: `now` is the one moment the batch is decided at.
-pub fn decide_batch(loaded: &mut LoadedSku, jobs: &[Job<'_>], now: DateTime<Utc>) -> BatchDecision {
+/// nothing. `kept` holds answers the store already keeps for some of the batch's keys. Pure
+/// apart from its arguments: `now` is the one moment the batch is decided at.
+pub fn decide_batch(
+    loaded: &mut LoadedSku,
+    jobs: &[Job<'_>],
+    now: DateTime<Utc>,
+    kept: &KeptAnswers,
+) -> BatchDecision {
     let stream = loaded.state.sku.stream();
     let mut plans = Vec::with_capacity(jobs.len());
     let mut new_events = Vec::new();
+    let mut answers = Vec::new();
     let mut refused = false;
-    for job in jobs {
-        if let Some(key) = job.context.idempotency_key.as_deref() {
-            if let Some((first, last)) = loaded.remembered(key) {
+    let mut leaders: HashMap<String, usize> = HashMap::new();
+    for (index, job) in jobs.iter().enumerate() {
+        let scoped = job.context.scoped_key();
+        if let Some(scoped) = scoped.as_deref() {
+            // Answers are kept (and shared within a batch) only for commands with a
+            // fingerprint; other keyed commands rely on the keys remembered from the events.
+            if job.context.fingerprint.is_some() {
+                if let Some(plan) = known_answer(job, scoped, &leaders, jobs, kept) {
+                    plans.push(plan);
+                    continue;
+                }
+                leaders.insert(scoped.to_owned(), index);
+            }
+            if let Some((first, last)) = loaded.remembered(scoped) {
+                let (key, fingerprint) = answer_key(job.context).unzip();
                 plans.push(Plan::Replay {
                     first,
                     last,
                     state: loaded.state.summary(),
+                    key,
+                    fingerprint,
                 });
                 continue;
             }
         }
-        if let Some(expected) = job.context.expected_version {
-            if expected != loaded.state.version {
-                refused = true;
-                plans.push(Plan::Refused(CommandError::VersionMismatch {
-                    expected,
-                    actual: loaded.state.version,
-                }));
-                continue;
+        let plan = decide_one(loaded, &stream, job, now, &mut new_events);
+        refused |= matches!(plan, Plan::Refused(_));
+        let keep = scoped.is_some_and(|scoped| !kept.contains_key(&scoped));
+        if let (true, Some((key, fingerprint))) = (keep, answer_key(job.context)) {
+            if let Some(answer) = answer_to_keep(&plan) {
+                answers.push(NewAnswer {
+                    key,
+                    fingerprint,
+                    answer: answer.to_json(),
+                    positioned: matches!(plan, Plan::Accepted { .. }),
+                });
             }
         }
-        let events: Vec<SkuEvent> = match loaded.state.decide(job.command, now) {
-            Ok(events) => events,
-            Err(rejected) => {
-                refused = true;
-                plans.push(Plan::Refused(rejected.into()));
-                continue;
-            }
-        };
-        if events.is_empty() {
-            plans.push(Plan::Unchanged(loaded.state.summary()));
-            continue;
-        }
-        let first = loaded.state.version.map_or(0, |v| v + 1);
-        let encoded = encode_events(&stream, &events, job.context);
-        loaded.record_appended(&events, &encoded);
-        if let Err(broken) = loaded.state.check_balances() {
-            panic!(
-                "decide produced a state that breaks an invariant for {}: {broken}",
-                loaded.state.sku
-            );
-        }
-        new_events.extend(encoded);
-        assert!(new_events.len() <= APPEND_EVENTS_MAX);
-        plans.push(Plan::Accepted {
-            events: versioned(first, events),
-            state: loaded.state.summary(),
-        });
+        plans.push(plan);
     }
     BatchDecision {
         plans,
         new_events,
+        answers,
         refused,
     }
+}
+
+/// Decide one command against `loaded`; an accepted one is folded in and its events added to
+/// `new_events`.
+fn decide_one(
+    loaded: &mut LoadedSku,
+    stream: &str,
+    job: &Job<'_>,
+    now: DateTime<Utc>,
+    new_events: &mut Vec<NewEvent>,
+) -> Plan {
+    if let Some(expected) = job.context.expected_version {
+        if expected != loaded.state.version {
+            return Plan::Refused(CommandError::VersionMismatch {
+                expected,
+                actual: loaded.state.version,
+            });
+        }
+    }
+    let events: Vec<SkuEvent> = match loaded.state.decide(job.command, now) {
+        Ok(events) => events,
+        Err(rejected) => return Plan::Refused(rejected.into()),
+    };
+    if events.is_empty() {
+        return Plan::Unchanged(loaded.state.summary());
+    }
+    let first = loaded.state.version.map_or(0, |v| v + 1);
+    let encoded = encode_events(stream, &events, job.context);
+    loaded.record_appended(&events, &encoded);
+    if let Err(broken) = loaded.state.check_balances() {
+        panic!(
+            "decide produced a state that breaks an invariant for {}: {broken}",
+            loaded.state.sku
+        );
+    }
+    new_events.extend(encoded);
+    assert!(new_events.len() <= APPEND_EVENTS_MAX);
+    Plan::Accepted {
+        events: versioned(first, events),
+        state: loaded.state.summary(),
+    }
+}
+
+/// The answer a plan gives, when it is one to keep (the position of an accepted command is
+/// filled in by the store when it appends).
+fn answer_to_keep(plan: &Plan) -> Option<KeptAnswer> {
+    let result = match plan {
+        Plan::Accepted { events, state } => Ok(CommandOutcome {
+            state: state.clone(),
+            events: events.clone(),
+            position: None,
+            deduplicated: false,
+        }),
+        Plan::Unchanged(state) => Ok(CommandOutcome {
+            state: state.clone(),
+            events: Vec::new(),
+            position: None,
+            deduplicated: true,
+        }),
+        Plan::Refused(error) => Err(error.clone()),
+        Plan::Replay { .. } | Plan::Kept(_) | Plan::Follows(_) => return None,
+    };
+    KeptAnswer::of(&result)
 }
 
 /// How a batch ended.
@@ -167,6 +298,7 @@ pub async fn decide_and_append<S: EventStore + ?Sized>(
 ) -> Result<Decided, CommandError> {
     let stream = sku.stream();
     let mut must_refresh = must_refresh;
+    let mut kept = KeptAnswers::new();
     for attempt in 0..=COMMAND_CONFLICT_RETRIES_MAX {
         if attempt > 0 {
             let jitter = rand::random_range(0..=CONFLICT_RETRY_JITTER_MS * u64::from(attempt));
@@ -181,12 +313,24 @@ pub async fn decide_and_append<S: EventStore + ?Sized>(
         }
         must_refresh = false;
         let base_version = loaded.state.version;
-        let decision = decide_batch(&mut loaded, jobs, handler.now());
+        let decision = decide_batch(&mut loaded, jobs, handler.now(), &kept);
         if decision.new_events.is_empty() {
             if decision.refused && !fresh && handler.refresh(&mut loaded).await? > 0 {
                 // Another writer changed the SKU since it was cached: decide again.
                 *cache = Some(loaded);
                 continue;
+            }
+            if !decision.answers.is_empty() {
+                // Keep the answers of the refused and unchanged commands.
+                let kept_now = handler
+                    .store()
+                    .append_answered(&stream, ExpectedVersion::Any, Vec::new(), decision.answers)
+                    .await?;
+                if let Appended::AnsweredBefore(found) = kept_now {
+                    remember(&mut kept, found);
+                    *cache = Some(loaded);
+                    continue;
+                }
             }
             return Ok(Decided::Answered {
                 loaded: Box::new(loaded),
@@ -196,12 +340,12 @@ pub async fn decide_and_append<S: EventStore + ?Sized>(
         }
         let expected = base_version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
         let events = decision.new_events.len() as u64;
-        match handler
+        let appended = handler
             .store()
-            .append(&stream, expected, decision.new_events)
-            .await
-        {
-            Ok(result) if !result.deduplicated => {
+            .append_answered(&stream, expected, decision.new_events, decision.answers)
+            .await;
+        match appended {
+            Ok(Appended::Written(Some(result))) if !result.deduplicated => {
                 if Some(result.version) != loaded.state.version {
                     return Err(CommandError::CorruptStream {
                         stream,
@@ -218,8 +362,27 @@ pub async fn decide_and_append<S: EventStore + ?Sized>(
                     position: Some(result.position),
                 });
             }
-            stored @ (Ok(_) | Err(StoreError::IdempotencyMismatch { .. })) => {
-                return Ok(Decided::AlreadyStored { stored, events });
+            Ok(Appended::Written(Some(result))) => {
+                return Ok(Decided::AlreadyStored {
+                    stored: Ok(result),
+                    events,
+                });
+            }
+            Ok(Appended::Written(None)) => {
+                return Err(CommandError::Store(StoreError::backend_because(
+                    "the store appended no events for a batch that carried some",
+                )));
+            }
+            Ok(Appended::AnsweredBefore(found)) => {
+                // Some keys were answered meanwhile (by another process, or before the answers
+                // this writer remembers): decide again, answering those from their kept answers.
+                remember(&mut kept, found);
+            }
+            Err(error @ StoreError::IdempotencyMismatch { .. }) => {
+                return Ok(Decided::AlreadyStored {
+                    stored: Err(error),
+                    events,
+                });
             }
             Err(StoreError::WrongExpectedVersion { actual, .. }) => {
                 tracing::debug!(attempt, ?actual, "batch lost a race; deciding again");
@@ -232,28 +395,78 @@ pub async fn decide_and_append<S: EventStore + ?Sized>(
     })
 }
 
-/// The answer a command gets from its plan; `position` is where its batch was appended.
-pub async fn answer<S: EventStore + ?Sized>(
-    handler: &CommandHandler<S>,
-    plan: Plan,
-    position: Option<Position>,
-) -> Result<CommandOutcome, CommandError> {
-    match plan {
-        Plan::Accepted { events, state } => Ok(CommandOutcome {
-            state,
-            events,
-            position,
-            deduplicated: false,
-        }),
-        Plan::Unchanged(state) => Ok(CommandOutcome {
-            state,
-            events: Vec::new(),
-            position: None,
-            deduplicated: true,
-        }),
-        Plan::Replay { first, last, state } => handler.original_outcome(state, first, last).await,
-        Plan::Refused(error) => Err(error),
+fn remember(kept: &mut KeptAnswers, found: Vec<StoredAnswer>) {
+    for answer in found {
+        kept.insert(scoped_key(&answer.key.scope, &answer.key.key), answer);
     }
+}
+
+/// The answers the commands of a batch get from their plans, in order; `position` is where the
+/// batch was appended.
+pub async fn answers<S: EventStore + ?Sized>(
+    handler: &CommandHandler<S>,
+    plans: Vec<Plan>,
+    position: Option<Position>,
+) -> Vec<Result<CommandOutcome, CommandError>> {
+    let mut answers: Vec<Result<CommandOutcome, CommandError>> = Vec::with_capacity(plans.len());
+    for plan in plans {
+        if matches!(plan, Plan::Replay { .. } | Plan::Kept(_) | Plan::Follows(_)) {
+            metrics::counter!(METRIC_IDEMPOTENT_REPLAYS).increment(1);
+        }
+        let answer = match plan {
+            Plan::Accepted { events, state } => Ok(CommandOutcome {
+                state,
+                events,
+                position,
+                deduplicated: false,
+            }),
+            Plan::Unchanged(state) => Ok(CommandOutcome {
+                state,
+                events: Vec::new(),
+                position: None,
+                deduplicated: true,
+            }),
+            Plan::Replay {
+                first,
+                last,
+                state,
+                key,
+                fingerprint,
+            } => replay(handler, state, first, last, key, fingerprint).await,
+            Plan::Kept(kept) => kept.result(),
+            Plan::Follows(leader) => answers[leader].clone(),
+            Plan::Refused(error) => Err(error),
+        };
+        answers.push(answer);
+    }
+    answers
+}
+
+/// The answer to a retry the SKU remembers from its events: its kept answer when there is one
+/// (refusing a reused key), otherwise what the command produced, read back from the stream.
+async fn replay<S: EventStore + ?Sized>(
+    handler: &CommandHandler<S>,
+    state: SkuSummary,
+    first: u64,
+    last: u64,
+    key: Option<AnswerKey>,
+    fingerprint: Option<String>,
+) -> Result<CommandOutcome, CommandError> {
+    if let (Some(key), Some(fingerprint)) = (key, fingerprint) {
+        let kept = handler
+            .store()
+            .kept_answers(std::slice::from_ref(&key))
+            .await?;
+        if let Some(stored) = kept.first() {
+            if stored.fingerprint != fingerprint {
+                return Err(CommandError::IdempotencyKeyReused { key: key.key });
+            }
+            if let Some(answer) = KeptAnswer::from_json(&stored.answer) {
+                return answer.result();
+            }
+        }
+    }
+    handler.original_outcome(state, first, last).await
 }
 
 impl<S: EventStore + ?Sized> CommandHandler<S> {
@@ -273,13 +486,11 @@ impl<S: EventStore + ?Sized> CommandHandler<S> {
         let job = Job { command, context };
         match decide_and_append(self, sku, &mut None, &[job], false).await? {
             Decided::Answered {
-                mut plans,
-                position,
-                ..
-            } => {
-                let plan = plans.pop().expect("a batch of one has one plan");
-                answer(self, plan, position).await
-            }
+                plans, position, ..
+            } => answers(self, plans, position)
+                .await
+                .pop()
+                .expect("a batch of one has one answer"),
             Decided::AlreadyStored { stored, events } => {
                 // The store recognised the event ids: a retry of a command that is already
                 // stored, beyond the remembered keys. Report what it produced, as stored.

@@ -44,7 +44,8 @@ impl LoadedSku {
         self.keys.entries()
     }
 
-    /// The versions the command with idempotency key `key` produced, if it is remembered.
+    /// The versions the command with idempotency key `key` (scoped: see
+    /// [`ledger_domain::scoped_key`]) produced, if it is remembered.
     pub fn remembered(&self, key: &str) -> Option<(u64, u64)> {
         self.keys.get(key)
     }
@@ -55,9 +56,9 @@ impl LoadedSku {
         for (event, new_event) in events.iter().zip(new_events) {
             self.state.apply(event);
             if let (Some(key), Some(version)) =
-                (&new_event.metadata.idempotency_key, self.state.version)
+                (new_event.metadata.scoped_key(), self.state.version)
             {
-                self.keys.record(key, version);
+                self.keys.record(&key, version);
             }
             self.last_event_id = Some(new_event.event_id);
         }
@@ -80,8 +81,8 @@ impl LoadedSku {
         }
         let event = decode(stream, recorded)?;
         self.state.apply(&event);
-        if let Some(key) = &recorded.metadata.idempotency_key {
-            self.keys.record(key, recorded.version);
+        if let Some(key) = recorded.metadata.scoped_key() {
+            self.keys.record(&key, recorded.version);
         }
         self.last_event_id = Some(recorded.event_id);
         Ok(())

@@ -17,7 +17,7 @@
 //! Every command is answered only after its events are durable.
 
 use crate::command::{CommandContext, CommandError, CommandOutcome};
-use crate::decision::{answer, decide_and_append, Decided, Job};
+use crate::decision::{answers, decide_and_append, Decided, Job};
 use crate::handler::CommandHandler;
 use crate::loaded::LoadedSku;
 use crate::store::{EventStore, StoreError};
@@ -43,8 +43,8 @@ type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
 
 enum Request {
     Command {
-        command: SkuCommand,
-        context: CommandContext,
+        command: Box<SkuCommand>,
+        context: Box<CommandContext>,
         reply: Reply<CommandOutcome>,
     },
     Read {
@@ -103,8 +103,8 @@ impl<S: EventStore + ?Sized> SkuWriters<S> {
         self.send(
             sku,
             Request::Command {
-                command,
-                context,
+                command: Box::new(command),
+                context: Box::new(context),
                 reply,
             },
         )
@@ -230,8 +230,8 @@ impl<S: EventStore + ?Sized> Writer<S> {
                     context,
                     reply,
                 } => queued.push(Queued {
-                    command,
-                    context,
+                    command: *command,
+                    context: *context,
                     reply,
                 }),
                 Request::Read { reply } => reads.push(reply),
@@ -260,10 +260,9 @@ impl<S: EventStore + ?Sized> Writer<S> {
                 position,
             }) => {
                 let summary = loaded.state.summary();
-                for (queued, plan) in queued.into_iter().zip(plans) {
-                    let _ = queued
-                        .reply
-                        .send(answer(&self.handler, plan, position).await);
+                let answers = answers(&self.handler, plans, position).await;
+                for (queued, answer) in queued.into_iter().zip(answers) {
+                    let _ = queued.reply.send(answer);
                 }
                 for reply in reads {
                     let _ = reply.send(Ok(summary.clone()));

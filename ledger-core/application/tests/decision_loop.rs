@@ -20,7 +20,7 @@ use chrono::{TimeZone, Utc};
 use ledger_application::command::{
     Clock, CommandContext, CommandError, CommandOutcome, VersionedEvent,
 };
-use ledger_application::decision::{decide_batch, Job, Plan};
+use ledger_application::decision::{decide_batch, Job, KeptAnswers, Plan};
 use ledger_application::loaded::LoadedSku;
 use ledger_application::store::EventStore;
 use ledger_application::writer::SkuWriters;
@@ -354,7 +354,7 @@ fn decide(
         })
         .collect();
     let mut loaded = LoadedSku::new(state.clone());
-    let decision = decide_batch(&mut loaded, &jobs, batch_now());
+    let decision = decide_batch(&mut loaded, &jobs, batch_now(), &KeptAnswers::new());
     *state = loaded.state;
     decision
         .plans

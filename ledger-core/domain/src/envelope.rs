@@ -60,6 +60,32 @@ pub struct Metadata {
     /// The client's key that makes the command safe to retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Whose key `idempotency_key` is (a principal's, or a system worker's): keys of different
+    /// scopes never meet. Absent on events written before keys were scoped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_scope: Option<String>,
+}
+
+impl Metadata {
+    /// The key this event's command is remembered by: scope and key together, or the bare key
+    /// for events written before keys were scoped.
+    pub fn scoped_key(&self) -> Option<String> {
+        let key = self.idempotency_key.as_deref()?;
+        Some(scoped_key(
+            self.idempotency_scope.as_deref().unwrap_or_default(),
+            key,
+        ))
+    }
+}
+
+/// One string for a key within its scope, unambiguous whatever either holds (the scope's length
+/// comes first). An empty scope gives the bare key, as events written before scopes have.
+pub fn scoped_key(scope: &str, key: &str) -> String {
+    if scope.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{}:{scope}:{key}", scope.len())
+    }
 }
 
 /// An event about to be appended.
@@ -86,11 +112,12 @@ pub struct RecordedEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// The id of the `index`-th event a command produces. With an idempotency key the id is derived
-/// from (stream, key, index), so a retried command produces the same ids and the store
-/// recognises the retry; without one the id is random.
-pub fn event_id_for(stream: &str, idempotency_key: Option<&str>, index: usize) -> Uuid {
-    match idempotency_key {
+/// The id of the `index`-th event a command produces. With an idempotency key (scoped: see
+/// [`scoped_key`]) the id is derived from (stream, key, index), so a retried command produces
+/// the same ids and the store recognises the retry, while the same key of another principal
+/// produces other ids; without a key the id is random.
+pub fn event_id_for(stream: &str, scoped_idempotency_key: Option<&str>, index: usize) -> Uuid {
+    match scoped_idempotency_key {
         Some(key) => Uuid::new_v5(
             &EVENT_ID_NAMESPACE,
             format!("{stream}\u{1f}{key}\u{1f}{index}").as_bytes(),
@@ -113,6 +140,19 @@ mod tests {
             event_id_for("sku-A", None, 0),
             event_id_for("sku-A", None, 0)
         );
+    }
+
+    #[test]
+    fn the_same_key_in_two_scopes_gives_two_ids_and_scopes_cannot_be_forged() {
+        let alice = scoped_key("principal:alice", "k1");
+        let bob = scoped_key("principal:bob", "k1");
+        assert_ne!(
+            event_id_for("sku-A", Some(&alice), 0),
+            event_id_for("sku-A", Some(&bob), 0)
+        );
+        // A scope cannot be reached by a longer key in a shorter scope.
+        assert_ne!(scoped_key("a:b", "c"), scoped_key("a", "b:c"));
+        assert_eq!(scoped_key("", "k1"), "k1");
     }
 
     #[test]

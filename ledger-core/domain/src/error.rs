@@ -3,8 +3,10 @@
 
 use super::reservation::ReservationStatus;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "rejection", rename_all = "snake_case")]
 pub enum DomainError {
     #[error("insufficient stock: {requested} requested, {available} available")]
     InsufficientStock { requested: u64, available: u64 },

@@ -28,7 +28,7 @@ pub mod state;
 pub mod values;
 
 pub use command::*;
-pub use envelope::{event_id_for, Metadata, NewEvent, Position, RecordedEvent};
+pub use envelope::{event_id_for, scoped_key, Metadata, NewEvent, Position, RecordedEvent};
 pub use error::DomainError;
 pub use event::*;
 pub use history::{BalanceChange, HistoryEntry};

@@ -35,7 +35,7 @@ pub struct SkuState {
 
 /// The balances of a SKU after a command: what a caller is told, without the reservation
 /// history (which a hot SKU accumulates by the hundred thousand).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkuSummary {
     pub sku: Sku,
     pub on_hand: u64,

@@ -16,14 +16,17 @@
 //!   A subscription that drops is resubscribed from the last event it delivered.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use kurrentdb::{
     AppendToStreamOptions, Client, ClientSettings, CurrentRevision, EventData, ReadAllOptions,
     ReadStreamOptions, StreamPosition, StreamState, SubscribeToAllOptions, SubscriptionEvent,
     SubscriptionFilter,
 };
+use ledger_application::store::answers::{AnswerBook, MemoryAnswers};
 use ledger_application::store::{
-    check_append, clamp_read_count, AppendResult, EventStore, EventStream, ExpectedVersion,
-    StoreError,
+    check_answered_append, check_append, clamp_read_count, set_answer_position, AnswerKey,
+    AppendResult, Appended, EventStore, EventStream, ExpectedVersion, NewAnswer, StoreError,
+    StoredAnswer,
 };
 use ledger_domain::envelope::{Metadata, NewEvent, Position, RecordedEvent};
 use serde::{Deserialize, Serialize};
@@ -125,6 +128,10 @@ pub struct KurrentStore {
     options: Arc<KurrentOptions>,
     /// See [`RECENT_EVENT_IDS_MAX`].
     recent_ids: Arc<Mutex<RecentIds>>,
+    /// Where answers of keyed commands are kept: the server cannot keep them in the append's
+    /// transaction, so they are written just after it (in memory unless a durable book is
+    /// given with [`KurrentStore::with_answer_book`]).
+    answers: Arc<dyn AnswerBook>,
 }
 
 /// The client, rebuilt when it can no longer connect. `generation` counts rebuilds so that
@@ -287,9 +294,16 @@ impl KurrentStore {
             connection: Arc::new(Connection::new(settings)?),
             options: Arc::new(options),
             recent_ids: Arc::new(Mutex::new(RecentIds::default())),
+            answers: Arc::new(MemoryAnswers::new()),
         };
         store.wait_until_reachable().await?;
         Ok(store)
+    }
+
+    /// Keep answers of keyed commands in `book` (a durable one in production) instead of memory.
+    pub fn with_answer_book(mut self, book: Arc<dyn AnswerBook>) -> Self {
+        self.answers = book;
+        self
     }
 
     async fn wait_until_reachable(&self) -> Result<(), StoreError> {
@@ -778,6 +792,59 @@ impl EventStore for KurrentStore {
     }
 
     #[tracing::instrument(name = "kurrent.head_position", skip(self))]
+    /// Answers are kept in the answer book just after the events are appended (the server has
+    /// no transaction spanning both); a crash in between loses the kept answer, and a retry is
+    /// then recognised by its events' ids instead.
+    async fn append_answered(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        answers: Vec<NewAnswer>,
+    ) -> Result<Appended, StoreError> {
+        check_answered_append(&events, &answers)?;
+        let keys: Vec<AnswerKey> = answers.iter().map(|a| a.key.clone()).collect();
+        if !keys.is_empty() {
+            let before = self.answers.find(&keys).await?;
+            if !before.is_empty() {
+                return Ok(Appended::AnsweredBefore(before));
+            }
+        }
+        let result = if events.is_empty() {
+            None
+        } else {
+            Some(self.append(stream, expected, events).await?)
+        };
+        if !answers.is_empty() {
+            let kept = answers
+                .into_iter()
+                .map(|mut answer| {
+                    if let (true, Some(result)) = (answer.positioned, result) {
+                        set_answer_position(&mut answer.answer, result.position);
+                    }
+                    StoredAnswer {
+                        key: answer.key,
+                        fingerprint: answer.fingerprint,
+                        answer: answer.answer,
+                    }
+                })
+                .collect();
+            if let Err(error) = self.answers.keep(kept).await {
+                // The events are durable; only the exact replay of these answers is lost.
+                tracing::warn!(%error, %stream, "could not keep the answers of an append");
+            }
+        }
+        Ok(Appended::Written(result))
+    }
+
+    async fn kept_answers(&self, keys: &[AnswerKey]) -> Result<Vec<StoredAnswer>, StoreError> {
+        self.answers.find(keys).await
+    }
+
+    async fn forget_answers(&self, kept_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.answers.forget_before(kept_before).await
+    }
+
     async fn head_position(&self) -> Result<Option<Position>, StoreError> {
         Ok(self
             .read_all_raw(StreamPosition::End, true, 1)
@@ -903,6 +970,7 @@ mod tests {
                 causation_id: None,
                 principal: Some("p".into()),
                 idempotency_key: Some("k".into()),
+                idempotency_scope: None,
             },
         };
         let json = serde_json::to_value(&stored).unwrap();

@@ -7,14 +7,18 @@
 //! - [`migrate`]: versioned migrations per component, applied once under an advisory lock.
 //! - [`store`]: the event store adapter (group commit, log order by transaction id).
 //! - [`snapshots`]: the snapshot store adapter.
+//! - [`answers`]: answers of keyed commands kept beside an event store that cannot keep them in
+//!   its own transaction (EventStoreDB).
 //! - [`cluster`]: the private cluster the embedded default creates and starts under a folder.
 
+pub mod answers;
 pub mod cluster;
 pub mod database;
 pub mod migrate;
 pub mod snapshots;
 pub mod store;
 
+pub use answers::PostgresAnswers;
 pub use database::{
     Database, DatabaseError, CONNECT_TIMEOUT_MS, POOL_SIZE_DEFAULT, POOL_WAIT_TIMEOUT_MS,
 };

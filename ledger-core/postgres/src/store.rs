@@ -14,12 +14,14 @@
 use crate::database::{Database, DatabaseError, POOL_WAIT_TIMEOUT_MS};
 use crate::migrate::{migrate, Migration};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ledger_application::store::{
-    check_append, clamp_read_count, subscription, AppendResult, EventStore, EventStream,
-    ExpectedVersion, StoreError,
+    check_answered_append, check_append, clamp_read_count, subscription, AnswerKey, AppendResult,
+    Appended, EventStore, EventStream, ExpectedVersion, NewAnswer, StoreError, StoredAnswer,
 };
 use ledger_domain::envelope::{Metadata, NewEvent, Position, RecordedEvent};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
@@ -37,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "append_batch",
         sql: include_str!("../migrations/event_store/0002_append_batch.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "answers_and_set_based_appends",
+        sql: include_str!("../migrations/event_store/0003_answers_and_set_based_appends.sql"),
     },
 ];
 
@@ -65,13 +72,17 @@ const LISTENER_RECONNECT_DELAY_MS: u64 = 1_000;
 const EVENT_COLUMNS: &str = "transaction_id, sequence, event_id, stream, version, event_type, \
                              schema_version, data, metadata, recorded_at";
 
-const APPEND_SQL: &str = "SELECT outcome, stream_version, last_transaction_id, last_sequence, \
-                          conflicting_event_id \
-                          FROM event_store.append_events($1, $2, $3, $4, $5, $6, $7)";
+const APPEND_REQUESTS_SQL: &str =
+    "SELECT request, outcome, stream_version, last_transaction_id, last_sequence, \
+     conflicting_event_id, answer_scope, answer_key, answer_fingerprint, answer \
+     FROM event_store.append_requests($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+                                      $14, $15, $16)";
 
-const APPEND_BATCH_SQL: &str = "SELECT request, outcome, stream_version, last_transaction_id, \
-                                last_sequence, conflicting_event_id \
-                                FROM event_store.append_batch($1, $2, $3, $4, $5, $6, $7, $8)";
+const KEPT_ANSWERS_SQL: &str = "SELECT k.scope, k.key, k.fingerprint, k.answer \
+     FROM unnest($1::text[], $2::text[]) AS a(scope, key) \
+     JOIN event_store.answers k ON k.scope = a.scope AND k.key = a.key";
+
+const FORGET_ANSWERS_SQL: &str = "DELETE FROM event_store.answers WHERE recorded_at < $1";
 
 /// The visibility bound of the store-wide log: transactions below it have all ended.
 const VISIBLE_BOUND: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
@@ -92,10 +103,38 @@ struct PendingAppend {
     stream: String,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+    answers: Vec<NewAnswer>,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
 impl PostgresStore {
+    /// Queue an append for the committers and wait for its outcome.
+    async fn enqueue(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        answers: Vec<NewAnswer>,
+    ) -> Result<Appended, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = PendingAppend {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            answers,
+            reply,
+        };
+        self.queue
+            .send(pending)
+            .await
+            .map_err(|_| StoreError::unavailable_because("the event store's committers stopped"))?;
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::backend_because(
+                "a committer stopped before answering an append",
+            ))
+        })
+    }
+
     /// Apply the event store's migrations and start listening for appends.
     pub async fn open(database: Database) -> Result<Self, DatabaseError> {
         let mut client = database.client().await?;
@@ -244,22 +283,54 @@ impl EventStore for PostgresStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         check_append(&events)?;
-        let (reply, answer) = oneshot::channel();
-        let pending = PendingAppend {
-            stream: stream.to_owned(),
-            expected,
-            events,
-            reply,
-        };
-        self.queue
-            .send(pending)
+        match self.enqueue(stream, expected, events, Vec::new()).await? {
+            Appended::Written(Some(result)) => Ok(result),
+            other => Err(StoreError::backend_because(format!(
+                "an append without answers was answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn append_answered(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        answers: Vec<NewAnswer>,
+    ) -> Result<Appended, StoreError> {
+        check_answered_append(&events, &answers)?;
+        let stream = if events.is_empty() { "" } else { stream };
+        self.enqueue(stream, expected, events, answers).await
+    }
+
+    async fn kept_answers(&self, keys: &[AnswerKey]) -> Result<Vec<StoredAnswer>, StoreError> {
+        let scopes: Vec<&str> = keys.iter().map(|k| k.scope.as_str()).collect();
+        let names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
+        Ok(self
+            .query(KEPT_ANSWERS_SQL, &[&scopes, &names])
+            .await?
+            .iter()
+            .map(|row| StoredAnswer {
+                key: AnswerKey {
+                    scope: row.get(0),
+                    key: row.get(1),
+                },
+                fingerprint: row.get(2),
+                answer: row.get(3),
+            })
+            .collect())
+    }
+
+    async fn forget_answers(&self, kept_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(FORGET_ANSWERS_SQL)
             .await
-            .map_err(|_| StoreError::unavailable_because("the event store's committers stopped"))?;
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::backend_because(
-                "a committer stopped before answering an append",
-            ))
-        })
+            .map_err(backend)?;
+        client
+            .execute(&statement, &[&kept_before])
+            .await
+            .map_err(backend)
     }
 
     async fn read_stream(
@@ -332,28 +403,58 @@ struct Committer {
     commit_delay_max: Option<Duration>,
 }
 
-/// Take what is queued (at least one append, at most the batch bounds), write it as one group
-/// commit, answer every append, repeat; end when every store handle is gone.
+/// Take what is queued (at least one append, at most the batch bounds, one append per stream),
+/// write it as one group commit, answer every append, repeat; end when every store handle is
+/// gone. An append for a stream already in the batch waits for this committer's next batch, so
+/// one transaction never holds two appends of one stream and their order is kept.
 async fn commit_loop(committer: Committer, queue: Arc<Mutex<mpsc::Receiver<PendingAppend>>>) {
+    let mut deferred: VecDeque<PendingAppend> = VecDeque::new();
     loop {
-        let batch = {
-            let mut queue = queue.lock().await;
-            let Some(first) = queue.recv().await else {
-                return;
-            };
-            let mut events = first.events.len();
-            let mut batch = vec![first];
+        let mut batch = Vec::new();
+        let mut streams = HashSet::new();
+        let mut events = 0;
+        let mut still_deferred = VecDeque::new();
+        while let Some(pending) = deferred.pop_front() {
+            if batch.len() < GROUP_COMMIT_APPENDS_MAX
+                && events < GROUP_COMMIT_EVENTS_MAX
+                && (pending.stream.is_empty() || streams.insert(pending.stream.clone()))
+            {
+                events += pending.events.len();
+                batch.push(pending);
+            } else {
+                still_deferred.push_back(pending);
+            }
+        }
+        deferred = still_deferred;
+        // Another committer may hold the queue while it waits for work: a committer that has
+        // deferred appends to write does not wait for it (it would wait for new work that may
+        // never come), it only tops its batch up when the queue is free.
+        let queue = if batch.is_empty() {
+            Some(queue.lock().await)
+        } else {
+            queue.try_lock().ok()
+        };
+        if let Some(mut queue) = queue {
+            if batch.is_empty() {
+                let Some(first) = queue.recv().await else {
+                    return;
+                };
+                streams.insert(first.stream.clone());
+                events += first.events.len();
+                batch.push(first);
+            }
             while batch.len() < GROUP_COMMIT_APPENDS_MAX && events < GROUP_COMMIT_EVENTS_MAX {
-                match queue.try_recv() {
-                    Ok(pending) => {
-                        events += pending.events.len();
-                        batch.push(pending);
-                    }
-                    Err(_) => break,
+                let Ok(pending) = queue.try_recv() else {
+                    break;
+                };
+                if pending.stream.is_empty() || streams.insert(pending.stream.clone()) {
+                    events += pending.events.len();
+                    batch.push(pending);
+                } else {
+                    deferred.push_back(pending);
                 }
             }
-            batch
-        };
+        }
         metrics::histogram!("ledger_group_commit_appends").record(batch.len() as f64);
         committer.commit(batch).await;
     }
@@ -362,76 +463,68 @@ async fn commit_loop(committer: Committer, queue: Arc<Mutex<mpsc::Receiver<Pendi
 impl Committer {
     #[tracing::instrument(name = "event_store.group_commit", skip_all, fields(appends = batch.len()))]
     async fn commit(&self, batch: Vec<PendingAppend>) {
-        match self.call_batch(&batch).await {
-            Ok(rows) => {
-                let mut outcomes: Vec<Option<Result<AppendResult, StoreError>>> =
-                    (0..batch.len()).map(|_| None).collect();
-                for row in &rows {
-                    let index = row.get::<_, i32>("request") as usize - 1;
-                    let pending = &batch[index];
-                    outcomes[index] = Some(decode_outcome(row, &pending.stream, pending.expected));
+        let mut batch = batch;
+        // Each pass either writes the batch, or (when some keys were answered before) answers
+        // those appends and writes nothing; the rest then go again. Bounded by the batch size.
+        while !batch.is_empty() {
+            match self.call(&batch, false).await {
+                Ok(rows) => {
+                    let mut outcomes = decode_outcomes(&rows, &batch);
+                    let answered_before = outcomes
+                        .iter()
+                        .any(|o| matches!(o, Some(Ok(Appended::AnsweredBefore(_)))));
+                    let mut rest = Vec::new();
+                    for (pending, outcome) in batch.into_iter().zip(outcomes.drain(..)) {
+                        match outcome {
+                            Some(outcome) => {
+                                let _ = pending.reply.send(outcome);
+                            }
+                            None if answered_before => rest.push(pending),
+                            None => {
+                                let _ = pending.reply.send(Err(StoreError::backend_because(
+                                    "append_requests answered no row for an append",
+                                )));
+                            }
+                        }
+                    }
+                    batch = rest;
                 }
-                for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    let outcome = outcome.unwrap_or_else(|| {
-                        Err(StoreError::backend_because(
-                            "append_batch answered no row for an append",
-                        ))
-                    });
-                    let _ = pending.reply.send(outcome);
+                Err(CallError::UniqueViolation) => {
+                    // An event id (or an answer's key) of the batch was committed meanwhile by
+                    // another transaction: the whole transaction rolled back. Write each append
+                    // on its own, looking for retries first, where such a collision resolves
+                    // to the original result.
+                    for pending in batch {
+                        let outcome = self.append_carefully(&pending).await;
+                        let _ = pending.reply.send(outcome);
+                    }
+                    return;
                 }
-            }
-            Err(CallError::UniqueViolation) => {
-                // An event id of the batch was committed meanwhile by a concurrent append: the
-                // whole transaction rolled back. Write each append on its own, where such a
-                // collision resolves to the original result.
-                for pending in batch {
-                    let outcome = self
-                        .append_one(&pending.stream, pending.expected, &pending.events)
-                        .await;
-                    let _ = pending.reply.send(outcome);
-                }
-            }
-            Err(CallError::Store(error)) => {
-                for pending in batch {
-                    let _ = pending.reply.send(Err(error.clone()));
+                Err(CallError::Store(error)) => {
+                    for pending in batch {
+                        let _ = pending.reply.send(Err(error.clone()));
+                    }
+                    return;
                 }
             }
         }
     }
 
-    async fn call_batch(&self, batch: &[PendingAppend]) -> Result<Vec<Row>, CallError> {
-        let streams: Vec<&str> = batch.iter().map(|p| p.stream.as_str()).collect();
-        let expected: Vec<i64> = batch.iter().map(|p| encode_expected(p.expected)).collect();
-        let counts: Vec<i32> = batch.iter().map(|p| p.events.len() as i32).collect();
-        let events = batch.iter().flat_map(|p| p.events.iter());
-        let ids: Vec<uuid::Uuid> = events.clone().map(|e| e.event_id).collect();
-        let types: Vec<&str> = events.clone().map(|e| e.event_type.as_str()).collect();
-        let versions: Vec<i32> = events.clone().map(|e| e.schema_version as i32).collect();
-        let data: Vec<&serde_json::Value> = events.clone().map(|e| &e.data).collect();
-        let metadata: Vec<serde_json::Value> = events
-            .map(|e| serde_json::to_value(&e.metadata).expect("metadata always serialises"))
-            .collect();
-        let params: [&(dyn ToSql + Sync); 8] = [
-            &streams, &expected, &counts, &ids, &types, &versions, &data, &metadata,
-        ];
-        self.run(APPEND_BATCH_SQL, &params).await
-    }
-
-    /// One append on its own (`append_events`), asking once more after a unique violation on
-    /// an event id: a concurrent identical append committed first, and the second call reports
-    /// its original result.
-    async fn append_one(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: &[NewEvent],
-    ) -> Result<AppendResult, StoreError> {
+    /// One append on its own, with the look-up for retries first; asked once more after a
+    /// unique violation (a concurrent identical append committed first).
+    async fn append_carefully(&self, pending: &PendingAppend) -> Result<Appended, StoreError> {
         for _ in 0..2 {
-            match self
-                .call_append(stream, encode_expected(expected), events)
-                .await
-            {
-                Ok(row) => return decode_outcome(&row, stream, expected),
+            match self.call(std::slice::from_ref(pending), true).await {
+                Ok(rows) => {
+                    return decode_outcomes(&rows, std::slice::from_ref(pending))
+                        .pop()
+                        .flatten()
+                        .unwrap_or_else(|| {
+                            Err(StoreError::backend_because(
+                                "append_requests answered no row for an append",
+                            ))
+                        })
+                }
                 Err(CallError::UniqueViolation) => continue,
                 Err(CallError::Store(error)) => return Err(error),
             }
@@ -441,27 +534,57 @@ impl Committer {
         ))
     }
 
-    async fn call_append(
-        &self,
-        stream: &str,
-        expected: i64,
-        events: &[NewEvent],
-    ) -> Result<Row, CallError> {
-        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let versions: Vec<i32> = events.iter().map(|e| e.schema_version as i32).collect();
-        let data: Vec<&serde_json::Value> = events.iter().map(|e| &e.data).collect();
-        let metadata: Vec<serde_json::Value> = events
+    async fn call(&self, batch: &[PendingAppend], careful: bool) -> Result<Vec<Row>, CallError> {
+        let streams: Vec<&str> = batch.iter().map(|p| p.stream.as_str()).collect();
+        let expected: Vec<i64> = batch.iter().map(|p| encode_expected(p.expected)).collect();
+        let counts: Vec<i32> = batch.iter().map(|p| p.events.len() as i32).collect();
+        let events = batch.iter().flat_map(|p| p.events.iter());
+        let ids: Vec<uuid::Uuid> = events.clone().map(|e| e.event_id).collect();
+        let indexes: Vec<i32> = batch
             .iter()
+            .flat_map(|p| 0..p.events.len() as i32)
+            .collect();
+        let types: Vec<&str> = events.clone().map(|e| e.event_type.as_str()).collect();
+        let versions: Vec<i32> = events.clone().map(|e| e.schema_version as i32).collect();
+        let data: Vec<&serde_json::Value> = events.clone().map(|e| &e.data).collect();
+        let metadata: Vec<serde_json::Value> = events
             .map(|e| serde_json::to_value(&e.metadata).expect("metadata always serialises"))
             .collect();
-        let params: [&(dyn ToSql + Sync); 7] = [
-            &stream, &expected, &ids, &types, &versions, &data, &metadata,
+        let mut answer_requests: Vec<i32> = Vec::new();
+        let mut scopes: Vec<&str> = Vec::new();
+        let mut keys: Vec<&str> = Vec::new();
+        let mut fingerprints: Vec<&str> = Vec::new();
+        let mut bodies: Vec<&serde_json::Value> = Vec::new();
+        let mut positioned: Vec<bool> = Vec::new();
+        for (index, pending) in batch.iter().enumerate() {
+            for answer in &pending.answers {
+                answer_requests.push(index as i32 + 1);
+                scopes.push(&answer.key.scope);
+                keys.push(&answer.key.key);
+                fingerprints.push(&answer.fingerprint);
+                bodies.push(&answer.answer);
+                positioned.push(answer.positioned);
+            }
+        }
+        let params: [&(dyn ToSql + Sync); 16] = [
+            &streams,
+            &expected,
+            &counts,
+            &careful,
+            &ids,
+            &indexes,
+            &types,
+            &versions,
+            &data,
+            &metadata,
+            &answer_requests,
+            &scopes,
+            &keys,
+            &fingerprints,
+            &bodies,
+            &positioned,
         ];
-        let mut rows = self.run(APPEND_SQL, &params).await?;
-        rows.pop().ok_or_else(|| {
-            CallError::Store(StoreError::backend_because("append_events answered no row"))
-        })
+        self.run(APPEND_REQUESTS_SQL, &params).await
     }
 
     /// Run one append statement as its own transaction (with the test-only commit delay).
@@ -484,21 +607,54 @@ impl Committer {
     }
 }
 
+/// The outcome of each append of `batch` from the function's rows: `None` for an append the
+/// function wrote nothing for because other appends' keys were answered before (it goes again).
+fn decode_outcomes(
+    rows: &[Row],
+    batch: &[PendingAppend],
+) -> Vec<Option<Result<Appended, StoreError>>> {
+    let mut outcomes: Vec<Option<Result<Appended, StoreError>>> =
+        (0..batch.len()).map(|_| None).collect();
+    for row in rows {
+        let index = row.get::<_, i32>("request") as usize - 1;
+        let pending = &batch[index];
+        let outcome: &str = row.get("outcome");
+        if outcome == "answered_before" {
+            let answer = StoredAnswer {
+                key: AnswerKey {
+                    scope: row.get("answer_scope"),
+                    key: row.get("answer_key"),
+                },
+                fingerprint: row.get("answer_fingerprint"),
+                answer: row.get("answer"),
+            };
+            match &mut outcomes[index] {
+                Some(Ok(Appended::AnsweredBefore(found))) => found.push(answer),
+                slot => *slot = Some(Ok(Appended::AnsweredBefore(vec![answer]))),
+            }
+            continue;
+        }
+        outcomes[index] = Some(decode_outcome(row, &pending.stream, pending.expected));
+    }
+    outcomes
+}
+
 fn decode_outcome(
     row: &Row,
     stream: &str,
     expected: ExpectedVersion,
-) -> Result<AppendResult, StoreError> {
+) -> Result<Appended, StoreError> {
     let outcome: &str = row.get("outcome");
     match outcome {
-        "appended" | "duplicate" => Ok(AppendResult {
+        "answered" => Ok(Appended::Written(None)),
+        "appended" | "duplicate" => Ok(Appended::Written(Some(AppendResult {
             version: to_u64(row.get("stream_version")),
             position: Position {
                 commit: to_u64(row.get("last_transaction_id")),
                 prepare: to_u64(row.get("last_sequence")),
             },
             deduplicated: outcome == "duplicate",
-        }),
+        }))),
         "wrong_expected_version" => Err(StoreError::WrongExpectedVersion {
             stream: stream.to_owned(),
             expected,

@@ -118,7 +118,7 @@ impl Backends {
         options: &BackendsOptions,
     ) -> Result<(), StartupError> {
         if let Some(url) = &arguments.eventstore_url {
-            self.store = connect_eventstore(url, options).await?;
+            self.store = connect_eventstore(url, options, self.database.clone()).await?;
             self.description = format!("EventStoreDB events, read models in {}", self.description);
             return Ok(());
         }
@@ -169,19 +169,28 @@ impl Backends {
 async fn connect_eventstore(
     url: &str,
     options: &BackendsOptions,
+    database: Option<Database>,
 ) -> Result<Arc<dyn EventStore>, StartupError> {
     use ledger_kurrent::{KurrentOptions, KurrentStore};
     let mut settings = KurrentOptions::default();
     if let Some(timeout_ms) = options.eventstore_connect_timeout_ms {
         settings.connect_timeout_ms = timeout_ms;
     }
-    Ok(Arc::new(KurrentStore::connect(url, settings).await?))
+    let mut store = KurrentStore::connect(url, settings).await?;
+    // The answers of keyed commands go to PostgreSQL; a tool that only reads events (history)
+    // opens no database and keeps none.
+    if let Some(database) = database {
+        let answers = ledger_postgres::PostgresAnswers::open(database).await?;
+        store = store.with_answer_book(Arc::new(answers));
+    }
+    Ok(Arc::new(store))
 }
 
 #[cfg(not(feature = "eventstoredb"))]
 async fn connect_eventstore(
     _url: &str,
     _options: &BackendsOptions,
+    _database: Option<Database>,
 ) -> Result<Arc<dyn EventStore>, StartupError> {
     Err(StartupError::Config(
         "EVENTSTORE_URL is set, but this build has no EventStoreDB support; build with the \

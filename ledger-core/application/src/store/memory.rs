@@ -2,10 +2,12 @@
 //! property tests and for tools that replay a history without a database.
 
 use super::{
-    check_append, clamp_read_count, subscription, AppendResult, EventStore, EventStream,
-    ExpectedVersion, StoreError,
+    check_answered_append, check_append, clamp_read_count, set_answer_position, subscription,
+    AnswerKey, AppendResult, Appended, EventStore, EventStream, ExpectedVersion, NewAnswer,
+    StoreError, StoredAnswer,
 };
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use ledger_domain::envelope::{NewEvent, Position, RecordedEvent};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,8 @@ struct Inner {
     streams: HashMap<String, Vec<usize>>,
     /// Every stored event id, as an index into `log`, to recognise retried appends.
     ids: HashMap<Uuid, usize>,
+    /// Kept answers by key, with when they were kept.
+    answers: HashMap<AnswerKey, (StoredAnswer, DateTime<Utc>)>,
 }
 
 impl Default for MemoryStore {
@@ -94,6 +98,76 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Append `events` to `stream` if its version matches `expected`.
+    fn append(
+        &mut self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        if let Some(original) = self.find_retry(stream, &events)? {
+            return Ok(original);
+        }
+        let current = self
+            .streams
+            .get(stream)
+            .map(|indexes| indexes.len() as u64 - 1);
+        let matches = match expected {
+            ExpectedVersion::NoStream => current.is_none(),
+            ExpectedVersion::Exact(v) => current == Some(v),
+            ExpectedVersion::Any => true,
+            ExpectedVersion::StreamExists => current.is_some(),
+        };
+        if !matches {
+            return Err(StoreError::WrongExpectedVersion {
+                stream: stream.to_owned(),
+                expected,
+                actual: current,
+            });
+        }
+        let now = Utc::now();
+        let mut version = current.map_or(0, |v| v + 1);
+        let mut position = Position {
+            commit: 0,
+            prepare: 0,
+        };
+        for event in events {
+            let index = self.log.len();
+            position = MemoryStore::position_of(index);
+            self.log.push(RecordedEvent {
+                event_id: event.event_id,
+                stream: stream.to_owned(),
+                version,
+                position,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                data: event.data,
+                metadata: event.metadata,
+                recorded_at: now,
+            });
+            self.streams
+                .entry(stream.to_owned())
+                .or_default()
+                .push(index);
+            self.ids.insert(event.event_id, index);
+            version += 1;
+        }
+        Ok(AppendResult {
+            version: version - 1,
+            position,
+            deduplicated: false,
+        })
+    }
+
+    fn answered_before(&self, answers: &[NewAnswer]) -> Vec<StoredAnswer> {
+        answers
+            .iter()
+            .filter_map(|answer| self.answers.get(&answer.key).map(|(kept, _)| kept.clone()))
+            .collect()
+    }
+}
+
 #[async_trait]
 impl EventStore for MemoryStore {
     async fn append(
@@ -103,64 +177,67 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         check_append(&events)?;
-        let result = {
-            let mut inner = self.inner.lock().expect("memory store lock poisoned");
-            if let Some(original) = inner.find_retry(stream, &events)? {
-                return Ok(original);
-            }
-            let current = inner
-                .streams
-                .get(stream)
-                .map(|indexes| indexes.len() as u64 - 1);
-            let matches = match expected {
-                ExpectedVersion::NoStream => current.is_none(),
-                ExpectedVersion::Exact(v) => current == Some(v),
-                ExpectedVersion::Any => true,
-                ExpectedVersion::StreamExists => current.is_some(),
-            };
-            if !matches {
-                return Err(StoreError::WrongExpectedVersion {
-                    stream: stream.to_owned(),
-                    expected,
-                    actual: current,
-                });
-            }
-            let now = chrono::Utc::now();
-            let mut version = current.map_or(0, |v| v + 1);
-            let mut position = Position {
-                commit: 0,
-                prepare: 0,
-            };
-            for event in events {
-                let index = inner.log.len();
-                position = Self::position_of(index);
-                inner.log.push(RecordedEvent {
-                    event_id: event.event_id,
-                    stream: stream.to_owned(),
-                    version,
-                    position,
-                    event_type: event.event_type,
-                    schema_version: event.schema_version,
-                    data: event.data,
-                    metadata: event.metadata,
-                    recorded_at: now,
-                });
-                inner
-                    .streams
-                    .entry(stream.to_owned())
-                    .or_default()
-                    .push(index);
-                inner.ids.insert(event.event_id, index);
-                version += 1;
-            }
-            AppendResult {
-                version: version - 1,
-                position,
-                deduplicated: false,
-            }
-        };
+        let result = self
+            .inner
+            .lock()
+            .expect("memory store lock poisoned")
+            .append(stream, expected, events)?;
         self.appended.send_modify(|count| *count += 1);
         Ok(result)
+    }
+
+    async fn append_answered(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        answers: Vec<NewAnswer>,
+    ) -> Result<Appended, StoreError> {
+        check_answered_append(&events, &answers)?;
+        let mut inner = self.inner.lock().expect("memory store lock poisoned");
+        let before = inner.answered_before(&answers);
+        if !before.is_empty() {
+            return Ok(Appended::AnsweredBefore(before));
+        }
+        let result = if events.is_empty() {
+            None
+        } else {
+            Some(inner.append(stream, expected, events)?)
+        };
+        let now = Utc::now();
+        for mut answer in answers {
+            if let (true, Some(result)) = (answer.positioned, result) {
+                set_answer_position(&mut answer.answer, result.position);
+            }
+            let kept = StoredAnswer {
+                key: answer.key.clone(),
+                fingerprint: answer.fingerprint,
+                answer: answer.answer,
+            };
+            inner.answers.insert(answer.key, (kept, now));
+        }
+        drop(inner);
+        if result.is_some() {
+            self.appended.send_modify(|count| *count += 1);
+        }
+        Ok(Appended::Written(result))
+    }
+
+    async fn kept_answers(&self, keys: &[AnswerKey]) -> Result<Vec<StoredAnswer>, StoreError> {
+        let inner = self.inner.lock().expect("memory store lock poisoned");
+        Ok(keys
+            .iter()
+            .filter_map(|key| inner.answers.get(key).map(|(kept, _)| kept.clone()))
+            .collect())
+    }
+
+    async fn forget_answers(&self, kept_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut inner = self.inner.lock().expect("memory store lock poisoned");
+        let before = inner.answers.len();
+        inner
+            .answers
+            .retain(|_, (_, kept_at)| *kept_at >= kept_before);
+        Ok((before - inner.answers.len()) as u64)
     }
 
     async fn read_stream(

@@ -6,10 +6,12 @@
 //! adapter passes the same contract suite (`ledger-tests`), so code above the port cannot tell
 //! which store it runs on.
 
+pub mod answers;
 pub mod memory;
 pub mod subscription;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use ledger_domain::envelope::{NewEvent, Position, RecordedEvent};
 use std::fmt;
@@ -177,6 +179,58 @@ fn display_version(version: Option<u64>) -> String {
 
 pub type EventStream = BoxStream<'static, Result<RecordedEvent, StoreError>>;
 
+/// The key an answer is kept under: whose key it is (see `CommandContext::scope`) and the key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AnswerKey {
+    pub scope: String,
+    pub key: String,
+}
+
+/// An answer to keep with an append (see [`crate::answer`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAnswer {
+    pub key: AnswerKey,
+    /// What the request was; a later request with the same key must match it.
+    pub fingerprint: String,
+    pub answer: serde_json::Value,
+    /// Set the answer's position to that of the append's last event when it is written.
+    pub positioned: bool,
+}
+
+/// The JSON path of a kept answer's position (see [`crate::answer`]), which the store fills in
+/// when it appends (the position is known only then).
+pub const ANSWER_POSITION_PATH: [&str; 2] = ["done", "position"];
+
+/// Set a kept answer's position (for stores that fill it in outside SQL).
+pub fn set_answer_position(answer: &mut serde_json::Value, position: Position) {
+    if let Some(done) = answer.get_mut(ANSWER_POSITION_PATH[0]) {
+        if let Some(object) = done.as_object_mut() {
+            object.insert(
+                ANSWER_POSITION_PATH[1].to_owned(),
+                serde_json::to_value(position).expect("positions serialise"),
+            );
+        }
+    }
+}
+
+/// An answer kept earlier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAnswer {
+    pub key: AnswerKey,
+    pub fingerprint: String,
+    pub answer: serde_json::Value,
+}
+
+/// What an append with answers did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    /// The events (if any) and the answers were written; the result is `None` when there were
+    /// no events (answers of refused commands).
+    Written(Option<AppendResult>),
+    /// Some keys already had answers: these. Nothing was written.
+    AnsweredBefore(Vec<StoredAnswer>),
+}
+
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Append `events` to `stream` atomically if its version matches `expected`. Appending
@@ -209,6 +263,26 @@ pub trait EventStore: Send + Sync + 'static {
         max_count: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// [`EventStore::append`] that also keeps `answers` for their keys, atomically with the
+    /// events where the store can (PostgreSQL, memory; EventStoreDB keeps them beside, just
+    /// after). `events` may be empty when `answers` is not (answers of refused commands). When
+    /// any key already has an answer, nothing is written and those answers are returned.
+    async fn append_answered(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        answers: Vec<NewAnswer>,
+    ) -> Result<Appended, StoreError>;
+
+    /// The answers kept for `keys` (those that have one).
+    async fn kept_answers(&self, keys: &[AnswerKey]) -> Result<Vec<StoredAnswer>, StoreError>;
+
+    /// Forget the answers kept before `kept_before` (the retention window); returns how many.
+    /// A retry after that is still recognised by its events' ids, but answered from the events
+    /// rather than with its first answer.
+    async fn forget_answers(&self, kept_before: DateTime<Utc>) -> Result<u64, StoreError>;
+
     /// The position of the last event readable in the store-wide log, `None` when empty.
     async fn head_position(&self) -> Result<Option<Position>, StoreError>;
 
@@ -216,6 +290,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// new event as it becomes readable. Never ends on its own; a transient failure is yielded
     /// as an error item and the follower retries after a pause.
     fn subscribe_all(&self, after: Option<Position>) -> EventStream;
+}
+
+/// Checks shared by every adapter before an append with answers touches storage: events may
+/// be missing when answers are given.
+pub fn check_answered_append(events: &[NewEvent], answers: &[NewAnswer]) -> Result<(), StoreError> {
+    if events.is_empty() && !answers.is_empty() {
+        return Ok(());
+    }
+    check_append(events)
 }
 
 /// Checks shared by every adapter before an append touches storage.
