@@ -8,7 +8,7 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(
     about = "Benchmark the inventory ledger: the API in its own process over HTTP, read-model \
-             lag, cold load, rebuild speed, and \
+             lag, reservation expiry, cold load, rebuild speed, and \
              PostgreSQL's own single-row commit rate as the floor",
     after_help = "Examples:\n  \
         cargo build --release -p ledger-bench -p ledger-api\n  \
@@ -35,7 +35,7 @@ pub struct Arguments {
     /// Drive this running API instead of starting one (http:// only).
     #[arg(long)]
     pub url: Option<String>,
-    /// With --url: the PostgreSQL that API uses (connection URL). The read-model lag,
+    /// With --url: the PostgreSQL that API uses (connection URL). The read-model lag, expiry,
     /// rebuild, cold-load and floor scenarios need it; without it they are skipped.
     #[arg(long)]
     pub database_url: Option<String>,
@@ -79,6 +79,17 @@ pub struct Arguments {
     #[arg(long, default_value_t = 2)]
     pub lag_poll_interval_ms: u64,
 
+    /// Expiry: holds created with a time-to-live, all due at about the same moment.
+    #[arg(long, default_value_t = 50_000)]
+    pub expiry_holds: u64,
+    /// Expiry: SKUs the holds are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    pub expiry_skus: u64,
+    /// Expiry: how long after the last hold's due time the bench waits for every hold to end
+    /// before it gives up, in seconds.
+    #[arg(long, default_value_t = 180)]
+    pub expiry_timeout_seconds: u64,
+
     /// Rebuild: events written to the store before rebuilding every projection.
     #[arg(long, default_value_t = 1_000_000)]
     pub rebuild_events: u64,
@@ -114,6 +125,8 @@ pub struct Arguments {
 pub enum Optional {
     /// Read-model lag under a steady open-loop load.
     Lag,
+    /// Holds that fall due together, ended by the expiry worker under load.
+    Expiry,
     /// Rebuild speed of every projection over a large store.
     Rebuild,
     /// Cold load time of one SKU with a long stream.

@@ -1,11 +1,12 @@
 //! Closed-loop HTTP load: a fixed number of keep-alive connections, each sending its next
-//! request as soon as the last one is answered, for a time, a or a request count. Every timed window also measures the CPU the API, PostgreSQL and the bench spent.
+//! request as soon as the last one is answered, for a time, a request count, or until told to
+//! stop. Every timed window also measures the CPU the API, PostgreSQL and the bench spent.
 
 use crate::cpu::{self, CpuUsage, Processes};
 use crate::http::{Connection, Endpoint};
 use crate::stats::{max_ms, percentile_ms};
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,12 @@ pub enum Length {
     For(Duration),
     /// Send exactly this many requests.
     Requests(u64),
+    /// Send until `stop` is set, or `longest` has passed (so a forgotten flag cannot keep the
+    /// load running).
+    UntilStopped {
+        stop: Arc<AtomicBool>,
+        longest: Duration,
+    },
 }
 
 impl Length {
@@ -30,6 +37,9 @@ impl Length {
         match self {
             Self::For(duration) => started.elapsed() < *duration,
             Self::Requests(count) => request < *count,
+            Self::UntilStopped { stop, longest } => {
+                !stop.load(Ordering::Relaxed) && started.elapsed() < *longest
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 use crate::cli::Arguments;
 use crate::closed_loop::ScenarioResult;
 use crate::scenario::cold_load::{self, ColdLoadResult};
+use crate::scenario::expiry::{self, ExpiryResult};
 use crate::scenario::floor::{self, FloorResult};
 use crate::scenario::lag::{self, LagResult};
 use crate::scenario::rebuild::{self, RebuildResult};
@@ -214,6 +215,7 @@ pub struct Results {
     pub hot_sku: Outcome<ScenarioResult>,
     pub sellout: Outcome<SelloutResult>,
     pub lag: Outcome<LagResult>,
+    pub expiry: Outcome<ExpiryResult>,
     pub cold_load: Outcome<ColdLoadResult>,
     pub rebuild: Outcome<RebuildResult>,
     pub floor: Outcome<FloorResult>,
@@ -235,6 +237,7 @@ impl Report {
             || r.sellout.failed()
             || r.sellout.ran().is_some_and(|sellout| !sellout.exact())
             || r.lag.failed()
+            || r.expiry.failed()
             || r.cold_load.failed()
             || r.rebuild.failed()
             || r.floor.failed()
@@ -256,6 +259,7 @@ impl Report {
             println!("{}", sellout.verdict());
         });
         r.lag.print("(d) Read-model lag", lag::print);
+        r.expiry.print("(e) Expiry", expiry::print);
         r.cold_load.print("(g) Cold load", cold_load::print);
         r.rebuild.print("(h) Rebuild", rebuild::print);
         r.floor.print("(i) Floor", floor::print);

@@ -9,9 +9,11 @@ use crate::history;
 use crate::http::Endpoint;
 use crate::report::{Context, Outcome, Report, Results};
 use crate::scenario::uncontended::{self, Skus};
-use crate::scenario::{cold_load, floor, hot_sku, lag, rebuild, sellout, DatabaseAccess, Target};
+use crate::scenario::{
+    cold_load, expiry, floor, hot_sku, lag, rebuild, sellout, DatabaseAccess, Target,
+};
 
-/// The API scenarios (a) to (d) and (g) to (i) drive.
+/// The API scenarios (a) to (e) and (g) to (i) drive.
 struct MainApi {
     /// The process the bench started; `None` with `--url`. Declared before the folder, so a
     /// drop stops the process before its folder is removed.
@@ -116,7 +118,7 @@ async fn open_main(
     })
 }
 
-/// Scenarios (a) to (d) and (g) to (i), in order.
+/// Scenarios (a) to (e) and (g) to (i), in order.
 async fn run_on_main(arguments: &Arguments, main: &MainApi, results: &mut Results) {
     let target = &main.target;
     let skus = Skus::prepare(target, format!("B{}-", target.run), arguments.skus).await;
@@ -143,6 +145,17 @@ async fn run_on_main(arguments: &Arguments, main: &MainApi, results: &mut Result
         Ok(database) => {
             let plan = lag_plan(arguments, &target.run, uncontended_per_second);
             lag::run(target, database, plan).await.into()
+        }
+    };
+    results.expiry = match (
+        prerequisites(arguments, Optional::Expiry, &main.database),
+        &skus,
+    ) {
+        (Err(outcome), _) => outcome,
+        (Ok(_), Err(_)) => skipped("needs the SKUs of (a), which could not be prepared"),
+        (Ok(database), Ok(skus)) => {
+            let plan = expiry_plan(arguments, uncontended_per_second);
+            expiry::run(target, database, skus, plan).await.into()
         }
     };
     run_on_database(arguments, main, results).await;
@@ -226,5 +239,14 @@ fn lag_plan(arguments: &Arguments, run: &str, uncontended_per_second: Option<f64
         rate_source,
         seconds: arguments.lag_seconds,
         poll_interval_ms: arguments.lag_poll_interval_ms,
+    }
+}
+
+fn expiry_plan(arguments: &Arguments, uncontended_per_second: Option<f64>) -> expiry::ExpiryPlan {
+    expiry::ExpiryPlan {
+        holds: arguments.expiry_holds,
+        skus: arguments.expiry_skus,
+        timeout_seconds: arguments.expiry_timeout_seconds,
+        uncontended_per_second,
     }
 }
