@@ -8,12 +8,12 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(
     about = "Benchmark the inventory ledger: the API in its own process over HTTP, read-model \
-             lag, reservation expiry, cold load, rebuild speed, and \
+             lag, reservation expiry, degradation after a restart, cold load, rebuild speed, and \
              PostgreSQL's own single-row commit rate as the floor",
     after_help = "Examples:\n  \
         cargo build --release -p ledger-bench -p ledger-api\n  \
         target/release/ledger-bench\n  \
-        target/release/ledger-bench --seconds 5 --skus 1000 --skip-expensive --skip lag\n  \
+        target/release/ledger-bench --seconds 5 --skus 1000 --skip-expensive --skip degradation\n  \
         target/release/ledger-bench --url http://127.0.0.1:8080 --database-url postgres://ledger@db/ledger \
         --api-pid 1234 --postgres-pid 1200"
 )]
@@ -90,6 +90,10 @@ pub struct Arguments {
     #[arg(long, default_value_t = 180)]
     pub expiry_timeout_seconds: u64,
 
+    /// Degradation: how long each of the four rounds is timed, in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub degradation_seconds: u64,
+
     /// Rebuild: events written to the store before rebuilding every projection.
     #[arg(long, default_value_t = 1_000_000)]
     pub rebuild_events: u64,
@@ -127,6 +131,8 @@ pub enum Optional {
     Lag,
     /// Holds that fall due together, ended by the expiry worker under load.
     Expiry,
+    /// Throughput of a fresh API over three rounds, then after a restart.
+    Degradation,
     /// Rebuild speed of every projection over a large store.
     Rebuild,
     /// Cold load time of one SKU with a long stream.

@@ -5,6 +5,7 @@
 use crate::cli::Arguments;
 use crate::closed_loop::ScenarioResult;
 use crate::scenario::cold_load::{self, ColdLoadResult};
+use crate::scenario::degradation::{self, DegradationResult};
 use crate::scenario::expiry::{self, ExpiryResult};
 use crate::scenario::floor::{self, FloorResult};
 use crate::scenario::lag::{self, LagResult};
@@ -216,6 +217,7 @@ pub struct Results {
     pub sellout: Outcome<SelloutResult>,
     pub lag: Outcome<LagResult>,
     pub expiry: Outcome<ExpiryResult>,
+    pub degradation: Outcome<DegradationResult>,
     pub cold_load: Outcome<ColdLoadResult>,
     pub rebuild: Outcome<RebuildResult>,
     pub floor: Outcome<FloorResult>,
@@ -238,6 +240,7 @@ impl Report {
             || r.sellout.ran().is_some_and(|sellout| !sellout.exact())
             || r.lag.failed()
             || r.expiry.failed()
+            || r.degradation.failed()
             || r.cold_load.failed()
             || r.rebuild.failed()
             || r.floor.failed()
@@ -260,6 +263,7 @@ impl Report {
         });
         r.lag.print("(d) Read-model lag", lag::print);
         r.expiry.print("(e) Expiry", expiry::print);
+        r.degradation.print("(f) Degradation", degradation::print);
         r.cold_load.print("(g) Cold load", cold_load::print);
         r.rebuild.print("(h) Rebuild", rebuild::print);
         r.floor.print("(i) Floor", floor::print);

@@ -1,4 +1,6 @@
-//! One run of the bench: start (or find) the API, run the scenarios in order, stop the API.
+//! One run of the bench: start (or find) the API, run the scenarios in order, stop the API,
+//! then run the degradation scenario on API processes of its own, so that no two scenarios
+//! share the machine.
 
 use crate::api_process::{ApiOptions, ApiProcess, DataFolder};
 use crate::cli::{Arguments, Optional};
@@ -10,7 +12,7 @@ use crate::http::Endpoint;
 use crate::report::{Context, Outcome, Report, Results};
 use crate::scenario::uncontended::{self, Skus};
 use crate::scenario::{
-    cold_load, expiry, floor, hot_sku, lag, rebuild, sellout, DatabaseAccess, Target,
+    cold_load, degradation, expiry, floor, hot_sku, lag, rebuild, sellout, DatabaseAccess, Target,
 };
 
 /// The API scenarios (a) to (e) and (g) to (i) drive.
@@ -44,6 +46,16 @@ pub async fn run(arguments: &Arguments) -> Result<Report, String> {
     };
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     run_main(arguments, &options, &run, &mut report).await?;
+    report.results.degradation = match (&arguments.url, &options) {
+        _ if !arguments.runs(Optional::Degradation) => skipped("by a flag"),
+        (Some(_), _) => skipped("needs to start API processes of its own, not --url"),
+        (None, Err(error)) => Outcome::Failed {
+            error: error.clone(),
+        },
+        (None, Ok(options)) => degradation::run(options, degradation_plan(arguments, &run))
+            .await
+            .into(),
+    };
     report.context.finish();
     Ok(report)
 }
@@ -248,5 +260,15 @@ fn expiry_plan(arguments: &Arguments, uncontended_per_second: Option<f64>) -> ex
         skus: arguments.expiry_skus,
         timeout_seconds: arguments.expiry_timeout_seconds,
         uncontended_per_second,
+    }
+}
+
+fn degradation_plan(arguments: &Arguments, run: &str) -> degradation::DegradationPlan {
+    degradation::DegradationPlan {
+        skus: arguments.skus,
+        seconds: arguments.degradation_seconds,
+        connections: arguments.connections,
+        warmup: arguments.warmup(),
+        run: run.to_owned(),
     }
 }

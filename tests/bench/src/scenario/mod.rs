@@ -4,11 +4,14 @@
 //! - [`uncontended`] (a), [`hot_sku`] (b), [`sellout`] (c): closed-loop keyed reserves.
 //! - [`lag`] (d): read-model lag under a steady open-loop load.
 //! - [`expiry`] (e): holds that fall due together, ended by the expiry worker under load.
+//! - [`degradation`] (f): a fresh API's throughput over rounds, against the same after a
+//!   restart; it starts API processes of its own.
 //! - [`cold_load`] (g) and [`rebuild`] (h): the library used in the bench's process on the
 //!   API's database, over histories written by [`crate::history`].
 //! - [`floor`] (i): PostgreSQL's own single-row commit rate through pgbench.
 
 pub mod cold_load;
+pub mod degradation;
 pub mod expiry;
 pub mod floor;
 pub mod hot_sku;

@@ -1,6 +1,6 @@
 //! Scenario (a), uncontended: keyed reserves of one unit spread round-robin over many SKUs,
 //! each replenished first, so no two requests in flight are likely to touch the same SKU. The
-//! expiry scenario's background load runs the same load.
+//! expiry scenario's background load and the degradation rounds run the same load.
 
 use super::Target;
 use crate::closed_loop::ScenarioResult;
