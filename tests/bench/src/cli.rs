@@ -9,7 +9,7 @@ use std::time::Duration;
 #[command(
     about = "Benchmark the inventory ledger: the API in its own process over HTTP, read-model \
              lag, reservation expiry, degradation after a restart, cold load, rebuild speed, and \
-             PostgreSQL's own single-row commit rate as the floor",
+             PostgreSQL's own single-row commit rate as the floor; ends with a targets table",
     after_help = "Examples:\n  \
         cargo build --release -p ledger-bench -p ledger-api\n  \
         target/release/ledger-bench\n  \

@@ -1,5 +1,5 @@
-//! `ledger-bench`: measure the inventory ledger and print a table per scenario (and write them
-//! all as JSON), each stated with the machine, the build profile, the
+//! `ledger-bench`: measure the inventory ledger and print a table per scenario and a targets
+//! table (and write them all as JSON), each stated with the machine, the build profile, the
 //! exact command line, the load, the durability and the date.
 //!
 //! By default it starts the real `ledger-api` binary in its own process on a fresh embedded
@@ -8,7 +8,8 @@
 //! already running instead (with `--database-url` for the scenarios that need its database).
 //!
 //! # Layout
-//! - [`cli`]: the flags; [`run`]: the order of a run; [`report`]: context, tables and JSON.
+//! - [`cli`]: the flags; [`run`]: the order of a run; [`report`]: context, tables and JSON;
+//!   [`targets`]: the targets table.
 //! - [`api_process`]: the API's own process, started and always stopped; [`cpu`]: CPU time
 //!   from /proc over each timed window.
 //! - [`http`]: the lean HTTP/1.1 client; [`closed_loop`]: the closed-loop load generator;
@@ -28,6 +29,7 @@ mod report;
 mod run;
 mod scenario;
 mod stats;
+mod targets;
 
 use clap::Parser;
 use std::process::ExitCode;

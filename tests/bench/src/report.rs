@@ -11,6 +11,7 @@ use crate::scenario::floor::{self, FloorResult};
 use crate::scenario::lag::{self, LagResult};
 use crate::scenario::rebuild::{self, RebuildResult};
 use crate::scenario::sellout::SelloutResult;
+use crate::targets;
 use serde::Serialize;
 
 /// Where and how the figures were measured.
@@ -267,6 +268,8 @@ impl Report {
         r.cold_load.print("(g) Cold load", cold_load::print);
         r.rebuild.print("(h) Rebuild", rebuild::print);
         r.floor.print("(i) Floor", floor::print);
+        println!();
+        targets::print(&targets::evaluate(r));
         for problem in &self.problems {
             println!("PROBLEM: {problem}");
         }
@@ -276,6 +279,7 @@ impl Report {
         serde_json::json!({
             "context": self.context,
             "results": self.results,
+            "targets": targets::evaluate(&self.results),
             "problems": self.problems,
         })
     }

@@ -195,6 +195,16 @@ fn row(path: LoadPath, events: u64, times: &[Duration]) -> ColdLoadRow {
     }
 }
 
+impl ColdLoadResult {
+    /// The median of the path a real cold load takes: the snapshot plus the stream's tail.
+    pub fn snapshot_median_ms(&self) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|row| row.path == LoadPath::SnapshotLoad)
+            .map(|row| row.median_ms)
+    }
+}
+
 pub fn print(cold: &ColdLoadResult) {
     println!(
         "## (g) Cold load: SKU {} with {} events (written in {:.1} s), loaded in the bench's \
