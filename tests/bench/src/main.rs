@@ -8,7 +8,8 @@
 //! already running instead (with `--database-url` for the scenarios that need its database).
 //!
 //! # Layout
-//! - [`cli`]: the flags; [`run`]: the order of a run; [`report`]: context, tables and JSON;
+//! - [`cli`]: the flags; [`run`]: the order of a run; [`results`]: every scenario's outcome;
+//!   [`report`]: context, the printed report and JSON; [`table`]: the request table;
 //!   [`targets`]: the targets table.
 //! - [`api_process`]: the API's own process, started and always stopped; [`cpu`]: CPU time
 //!   from /proc over each timed window.
@@ -26,9 +27,11 @@ mod database;
 mod history;
 mod http;
 mod report;
+mod results;
 mod run;
 mod scenario;
 mod stats;
+mod table;
 mod targets;
 
 use clap::Parser;

@@ -1,16 +1,12 @@
 //! What every figure is measured on (machine, build profile, the exact command, load,
-//! durability, date), the tables printed to standard output, and the JSON document written
-//! beside them.
+//! durability, date), the report printed to standard output, and the JSON document written
+//! beside it.
 
 use crate::cli::Arguments;
 use crate::closed_loop::ScenarioResult;
-use crate::scenario::cold_load::{self, ColdLoadResult};
-use crate::scenario::degradation::{self, DegradationResult};
-use crate::scenario::expiry::{self, ExpiryResult};
-use crate::scenario::floor::{self, FloorResult};
-use crate::scenario::lag::{self, LagResult};
-use crate::scenario::rebuild::{self, RebuildResult};
-use crate::scenario::sellout::SelloutResult;
+use crate::results::Results;
+use crate::scenario::{cold_load, degradation, expiry, floor, lag, rebuild};
+use crate::table::print_request_table;
 use crate::targets;
 use serde::Serialize;
 
@@ -161,69 +157,6 @@ fn shell_quoted(argument: &str) -> String {
     }
 }
 
-/// A scenario's result, or why there is none.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Outcome<T> {
-    Ran(T),
-    Skipped { reason: String },
-    Failed { error: String },
-}
-
-impl<T> Default for Outcome<T> {
-    fn default() -> Self {
-        Self::Skipped {
-            reason: "not reached".to_owned(),
-        }
-    }
-}
-
-impl<T> From<Result<T, String>> for Outcome<T> {
-    fn from(result: Result<T, String>) -> Self {
-        match result {
-            Ok(value) => Self::Ran(value),
-            Err(error) => Self::Failed { error },
-        }
-    }
-}
-
-impl<T> Outcome<T> {
-    pub fn failed(&self) -> bool {
-        matches!(self, Self::Failed { .. })
-    }
-
-    pub fn ran(&self) -> Option<&T> {
-        match self {
-            Self::Ran(result) => Some(result),
-            _ => None,
-        }
-    }
-
-    /// Print the result through `table`, or the section's heading and why there is none.
-    fn print(&self, heading: &str, table: impl FnOnce(&T)) {
-        println!();
-        match self {
-            Self::Ran(result) => table(result),
-            Self::Skipped { reason } => println!("## {heading}: skipped ({reason})"),
-            Self::Failed { error } => println!("## {heading}: FAILED: {error}"),
-        }
-    }
-}
-
-/// Every scenario's outcome, in the order they are printed.
-#[derive(Debug, Default, Serialize)]
-pub struct Results {
-    pub uncontended: Outcome<ScenarioResult>,
-    pub hot_sku: Outcome<ScenarioResult>,
-    pub sellout: Outcome<SelloutResult>,
-    pub lag: Outcome<LagResult>,
-    pub expiry: Outcome<ExpiryResult>,
-    pub degradation: Outcome<DegradationResult>,
-    pub cold_load: Outcome<ColdLoadResult>,
-    pub rebuild: Outcome<RebuildResult>,
-    pub floor: Outcome<FloorResult>,
-}
-
 pub struct Report {
     pub context: Context,
     pub results: Results,
@@ -288,46 +221,4 @@ impl Report {
 fn print_closed_loop(heading: &str, connections: usize, result: &ScenarioResult) {
     println!("## {heading}: {connections} keep-alive connections, closed loop");
     print_request_table(&[result]);
-}
-
-/// The table every HTTP scenario prints: answers, rate, latency, and the CPU the window cost.
-pub fn print_request_table(rows: &[&ScenarioResult]) {
-    println!(
-        "| scenario | connections | requests | ok | 409 | errors | req/s | p50 ms | p90 ms | \
-         p99 ms | max ms | CPU s API / PG / bench | CPU µs per request API / PG / bench | \
-         CPU per reserve (API + PostgreSQL) µs | load 1 min before → after |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-    for r in rows {
-        let cpu = &r.cpu;
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} / {} / {} \
-             | {} / {} / {} | {} | {} → {} |",
-            r.scenario,
-            r.connections,
-            r.requests,
-            r.ok,
-            r.refused,
-            r.errors,
-            r.per_second,
-            r.p50_ms,
-            r.p90_ms,
-            r.p99_ms,
-            r.max_ms,
-            figure(cpu.api_seconds, 2),
-            figure(cpu.postgres_seconds, 2),
-            figure(cpu.bench_seconds, 2),
-            figure(cpu.api_per_request_us, 0),
-            figure(cpu.postgres_per_request_us, 0),
-            figure(cpu.bench_per_request_us, 0),
-            figure(cpu.api_and_postgres_per_request_us, 0),
-            figure(r.load_average_1min_before, 2),
-            figure(r.load_average_1min_after, 2),
-        );
-    }
-}
-
-/// A figure with `decimals` decimals, or "n/a" when it is not known.
-pub fn figure(value: Option<f64>, decimals: usize) -> String {
-    value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
 }

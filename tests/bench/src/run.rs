@@ -9,7 +9,8 @@ use crate::cpu::Processes;
 use crate::database::LedgerDatabase;
 use crate::history;
 use crate::http::Endpoint;
-use crate::report::{Context, Outcome, Report, Results};
+use crate::report::{Context, Report};
+use crate::results::{Outcome, Results};
 use crate::scenario::uncontended::{self, Skus};
 use crate::scenario::{
     cold_load, degradation, expiry, floor, hot_sku, lag, rebuild, sellout, DatabaseAccess, Target,

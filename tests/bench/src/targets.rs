@@ -2,8 +2,9 @@
 //! and whether it passed. A target whose scenario did not run (or could not measure it, such
 //! as CPU for an API the bench did not start) is "n/a", never a pass.
 
-use crate::report::{figure, Results};
+use crate::results::Results;
 use crate::scenario::degradation::DegradationResult;
+use crate::table::figure;
 use serde::Serialize;
 
 /// Uncontended reserves against the floor measured in the same run: a reserve costs several

@@ -110,7 +110,7 @@ pub fn print(degradation: &DegradationResult) {
         .iter()
         .chain([&degradation.restarted])
         .collect();
-    crate::report::print_request_table(&rows);
+    crate::table::print_request_table(&rows);
     println!();
     println!(
         "| round | req/s | / restarted round | within ±{:.0} % |",

@@ -307,7 +307,7 @@ pub fn print(expiry: &ExpiryResult) {
         expiry.due.ttl_seconds_min,
         expiry.due.ttl_seconds_max
     );
-    crate::report::print_request_table(&[&expiry.creation, &expiry.background]);
+    crate::table::print_request_table(&[&expiry.creation, &expiry.background]);
     println!();
     match expiry.all_ended_after_last_due_seconds {
         Some(seconds) => println!(

@@ -297,7 +297,7 @@ pub fn print(lag: &LagResult) {
         "## (d) Read-model lag: {} checkpoint, open loop at {:.0} req/s ({}) for {} s",
         lag.projection, lag.target_per_second, lag.target_source, lag.seconds_planned
     );
-    crate::report::print_request_table(&[&lag.requests]);
+    crate::table::print_request_table(&[&lag.requests]);
     println!();
     println!(
         "| projection | lag measured | lag p50 ms | lag p99 ms | lag max ms | poll every ms | sends late |"
