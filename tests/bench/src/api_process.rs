@@ -9,7 +9,9 @@
 
 use crate::cpu::Processes;
 use crate::http::Endpoint;
+use clap::Parser;
 use rustix::process::{kill_process, Pid, Signal};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,9 @@ const STOP_TIMEOUT_SECONDS: u64 = 90;
 
 /// How often a stopping process is checked for having exited.
 const EXIT_POLL_INTERVAL_MS: u64 = 50;
+
+/// The data folder named when the API's arguments are only checked; nothing is created there.
+const ARGUMENT_CHECK_DATA_DIR: &str = "ledger-bench-argument-check";
 
 /// Lines of the API's log quoted when it fails to start.
 const LOG_TAIL_LINES: usize = 20;
@@ -75,6 +80,9 @@ pub struct ApiOptions {
     pub pool_size: usize,
     /// Arguments appended as given (`--api-argument`).
     pub extra_arguments: Vec<String>,
+    /// How often the API's expiry worker sweeps, as the API reads its arguments (and
+    /// environment, which it inherits), for the expiry scenario's report.
+    pub expiry_interval_ms: u64,
 }
 
 impl ApiOptions {
@@ -98,11 +106,36 @@ impl ApiOptions {
                 binary.display()
             ));
         }
-        Ok(Self {
+        let mut options = Self {
             binary,
             pool_size,
             extra_arguments,
-        })
+            expiry_interval_ms: 0,
+        };
+        // The API's own parser, on the arguments it will get: a mistyped `--api-argument`
+        // fails here, before any process starts, and the report knows the settings in force.
+        let program = std::iter::once(OsString::from(API_BINARY_NAME));
+        let arguments = options.arguments(Path::new(ARGUMENT_CHECK_DATA_DIR));
+        let config = ledger_api::config::Config::try_parse_from(program.chain(arguments))
+            .map_err(|e| format!("the API's arguments: {e}"))?;
+        options.expiry_interval_ms = config
+            .expiry_interval_ms
+            .max(ledger_api::startup::EXPIRY_INTERVAL_MS_MIN);
+        Ok(options)
+    }
+
+    /// The arguments an API process on `data_dir` gets.
+    fn arguments(&self, data_dir: &Path) -> Vec<OsString> {
+        let mut arguments: Vec<OsString> = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.into(),
+            "--pool-size".into(),
+            self.pool_size.to_string().into(),
+        ];
+        arguments.extend(self.extra_arguments.iter().map(OsString::from));
+        arguments
     }
 }
 
@@ -112,6 +145,7 @@ pub struct ApiProcess {
     child: Option<Child>,
     pub endpoint: Arc<Endpoint>,
     data_dir: PathBuf,
+    expiry_interval_ms: u64,
 }
 
 impl ApiProcess {
@@ -122,13 +156,7 @@ impl ApiProcess {
         let log =
             std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let mut child = Command::new(&options.binary)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--pool-size")
-            .arg(options.pool_size.to_string())
-            .args(&options.extra_arguments)
+            .args(options.arguments(data_dir))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -142,6 +170,7 @@ impl ApiProcess {
             child: Some(child),
             endpoint: Arc::new(Endpoint::parse("http://127.0.0.1:0")?),
             data_dir: data_dir.to_owned(),
+            expiry_interval_ms: options.expiry_interval_ms,
         };
         let url = match wait_for_listening(stdout).await {
             Ok(url) => url,
@@ -150,6 +179,11 @@ impl ApiProcess {
         process.endpoint = Arc::new(Endpoint::parse(&url)?);
         watch_for_bench_exit(process.pid(), data_dir)?;
         Ok(process)
+    }
+
+    /// How often its expiry worker sweeps.
+    pub fn expiry_interval_ms(&self) -> u64 {
+        self.expiry_interval_ms
     }
 
     pub fn pid(&self) -> u32 {

@@ -167,7 +167,7 @@ async fn run_on_main(arguments: &Arguments, main: &MainApi, results: &mut Result
         (Err(outcome), _) => outcome,
         (Ok(_), Err(_)) => skipped("needs the SKUs of (a), which could not be prepared"),
         (Ok(database), Ok(skus)) => {
-            let plan = expiry_plan(arguments, uncontended_per_second);
+            let plan = expiry_plan(arguments, main.process.as_ref(), uncontended_per_second);
             expiry::run(target, database, skus, plan).await.into()
         }
     };
@@ -255,12 +255,17 @@ fn lag_plan(arguments: &Arguments, run: &str, uncontended_per_second: Option<f64
     }
 }
 
-fn expiry_plan(arguments: &Arguments, uncontended_per_second: Option<f64>) -> expiry::ExpiryPlan {
+fn expiry_plan(
+    arguments: &Arguments,
+    process: Option<&ApiProcess>,
+    uncontended_per_second: Option<f64>,
+) -> expiry::ExpiryPlan {
     expiry::ExpiryPlan {
         holds: arguments.expiry_holds,
         skus: arguments.expiry_skus,
         timeout_seconds: arguments.expiry_timeout_seconds,
         uncontended_per_second,
+        expiry_interval_ms: process.map(ApiProcess::expiry_interval_ms),
     }
 }
 

@@ -44,6 +44,8 @@ pub struct ExpiryPlan {
     pub timeout_seconds: u64,
     /// The rate (a) measured, to plan the due moment.
     pub uncontended_per_second: Option<f64>,
+    /// How often the API's expiry worker sweeps, when the bench started the API.
+    pub expiry_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +63,7 @@ pub struct ExpiryResult {
     pub expired_at_end: i64,
     pub timeout_seconds: u64,
     pub poll_interval_ms: u64,
+    pub expiry_interval_ms: Option<u64>,
     /// The uncontended load that ran from before the first hold fell due until the end.
     pub background: ScenarioResult,
 }
@@ -138,6 +141,7 @@ pub async fn run(
         expired_at_end,
         timeout_seconds: plan.timeout_seconds,
         poll_interval_ms: POLL_INTERVAL_MS,
+        expiry_interval_ms: plan.expiry_interval_ms,
         background,
     })
 }
@@ -306,6 +310,10 @@ pub fn print(expiry: &ExpiryResult) {
         expiry.due.spread_seconds,
         expiry.due.ttl_seconds_min,
         expiry.due.ttl_seconds_max
+    );
+    println!(
+        "the API's expiry worker sweeps every {} ms",
+        crate::table::figure(expiry.expiry_interval_ms.map(|ms| ms as f64), 0)
     );
     crate::table::print_request_table(&[&expiry.creation, &expiry.background]);
     println!();
