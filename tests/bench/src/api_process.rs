@@ -25,6 +25,9 @@ pub const API_BINARY_NAME: &str = "ledger-api";
 /// The start of the line the API prints on standard output once it accepts connections.
 const LISTENING_PREFIX: &str = "inventory ledger API listening on ";
 
+/// The endpoint of an API that has not said where it listens yet (port 0 is never one).
+const UNKNOWN_ENDPOINT_URL: &str = "http://127.0.0.1:0";
+
 /// Where the API's standard error (its log) goes, inside the data folder.
 const API_LOG_FILE: &str = "api.log";
 
@@ -152,6 +155,9 @@ impl ApiProcess {
     /// Start the API on `data_dir` (created, with its cluster, on first start) and wait until
     /// it listens.
     pub async fn start(options: &ApiOptions, data_dir: &Path) -> Result<Self, String> {
+        // Until the API says where it listens; known before the process starts, so that
+        // nothing can fail between starting it and owning it in the guard.
+        let unknown_endpoint = Arc::new(Endpoint::parse(UNKNOWN_ENDPOINT_URL)?);
         let log_path = data_dir.join(API_LOG_FILE);
         let log =
             std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
@@ -168,7 +174,7 @@ impl ApiProcess {
         let stdout = child.stdout.take().expect("standard output is piped");
         let mut process = Self {
             child: Some(child),
-            endpoint: Arc::new(Endpoint::parse("http://127.0.0.1:0")?),
+            endpoint: unknown_endpoint,
             data_dir: data_dir.to_owned(),
             expiry_interval_ms: options.expiry_interval_ms,
         };
