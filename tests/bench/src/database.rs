@@ -1,6 +1,6 @@
 //! The bench's own way into the ledger's PostgreSQL, beside the API: the embedded cluster the
-//! in-process API started (found again under its folder, as the replay tool finds it), or the
-//! database at `--database-url`. The scenarios that read checkpoints, write large histories,
+//! API process started (found again under its folder, as the replay tool finds it; the API
+//! process owns its lifetime), or the database at `--database-url`. The scenarios that read checkpoints, write large histories,
 //! rebuild projections or run pgbench go through it.
 
 use ledger_application::EventStore;
@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 /// small because the embedded cluster's connection limit is shared with the API's pool and
 /// with pgbench's clients.
 pub const BENCH_POOL_SIZE: usize = 6;
+
+/// The settings that decide whether a commit survives a crash (all `on` is durable: the
+/// commit is flushed to disk before it is acknowledged, and torn pages can be repaired).
+const DURABILITY_SETTINGS: [&str; 3] = ["fsync", "synchronous_commit", "full_page_writes"];
 
 /// How often the projections' checkpoints are compared with the log's head while waiting for
 /// them to catch up.
@@ -42,7 +46,7 @@ pub struct LedgerDatabase {
 
 impl LedgerDatabase {
     /// Attach to the embedded cluster the API runs under `folder`. Starting a cluster that
-    /// already runs only finds it again.
+    /// already runs only finds it again; stopping it stays the API's job.
     pub async fn embedded(folder: &Path, dbname: &str) -> Result<Self, String> {
         let cluster = PrivateCluster::start(&ClusterOptions {
             folder: folder.to_owned(),
@@ -51,11 +55,6 @@ impl LedgerDatabase {
         })
         .await
         .map_err(|e| format!("embedded PostgreSQL: {e}"))?;
-        // The folder is the bench's own throwaway: should the bench be killed before it stops
-        // the API, the server and the folder must not outlive it.
-        cluster
-            .remove_when_process_exits()
-            .map_err(|e| format!("embedded PostgreSQL: {e}"))?;
         let database = Database::from_config(cluster.connection_config(dbname), BENCH_POOL_SIZE)
             .map_err(|e| e.to_string())?;
         let target = PgbenchTarget::Socket {
@@ -103,6 +102,38 @@ impl LedgerDatabase {
                 .await
                 .map_err(|e| e.to_string())?;
         Ok(checkpoint.position)
+    }
+
+    /// How durable a commit is on this database: the settings that decide it, as PostgreSQL
+    /// reports them.
+    pub async fn durability(&self) -> Result<String, String> {
+        let client = self.client().await?;
+        let mut settings = Vec::new();
+        for name in DURABILITY_SETTINGS {
+            let row = client
+                .query_one("SELECT current_setting($1)", &[&name])
+                .await
+                .map_err(|e| format!("reading {name}: {e}"))?;
+            settings.push(format!("{name}={}", row.get::<_, String>(0)));
+        }
+        Ok(settings.join(", "))
+    }
+
+    /// Connections this database would still accept: its limit less the client connections
+    /// open now.
+    pub async fn free_connections(&self) -> Result<i64, String> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT current_setting('max_connections')::bigint, \
+                        (SELECT count(*) FROM pg_stat_activity \
+                          WHERE backend_type = 'client backend')",
+                &[],
+            )
+            .await
+            .map_err(|e| format!("counting connections: {e}"))?;
+        let (limit, open): (i64, i64) = (row.get(0), row.get(1));
+        Ok(limit - open)
     }
 
     /// Wait until every projection's live checkpoint has reached the log's head as it is now.

@@ -1,31 +1,40 @@
-//! What every figure is measured on (machine, build profile, the exact command), the tables
-//! printed to standard output, and the JSON document written beside them.
+//! What every figure is measured on (machine, build profile, the exact command, load,
+//! durability, date), the report printed to standard output, and the JSON document written
+//! beside it.
 
-use crate::cold_load::ColdLoadResult;
-use crate::floor::FloorResult;
-use crate::http::ScenarioResult;
-use crate::lag::LagResult;
-use crate::rebuild::RebuildResult;
-use crate::reserve::ReserveResults;
+use crate::cli::Arguments;
+use crate::closed_loop::ScenarioResult;
+use crate::results::Results;
+use crate::scenario::{cold_load, degradation, expiry, floor, lag, rebuild};
+use crate::table::print_request_table;
+use crate::targets;
 use serde::Serialize;
 
 /// Where and how the figures were measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Context {
+    pub date: String,
     /// Logical processors listed in /proc/cpuinfo.
     pub cores: usize,
     pub cpu_model: Option<String>,
     /// MemTotal from /proc/meminfo.
     pub memory_gib: f64,
+    /// The bench's own build profile.
     pub profile: &'static str,
     /// The bench's own command line, as this process received it.
     pub command: String,
+    /// The API the scenarios drove: the binary started, or the URL given.
+    pub api: String,
     pub connections: usize,
+    /// The units of /proc's CPU times.
+    pub clock_ticks_per_second: u64,
     /// /proc/loadavg's 1, 5 and 15 minute figures when the bench started and when it ended:
     /// on a shared machine, a load above the core count means the figures were measured
     /// beside other work.
     pub load_average_at_start: Option<String>,
     pub load_average_at_end: Option<String>,
+    /// The durability settings of the API's database, when the bench could read them.
+    pub durability: Option<String>,
 }
 
 fn load_average() -> Option<String> {
@@ -39,7 +48,7 @@ fn load_average() -> Option<String> {
 }
 
 impl Context {
-    pub fn gather(connections: usize) -> Self {
+    pub fn gather(arguments: &Arguments, api: String) -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let listed = cpuinfo
             .lines()
@@ -55,18 +64,11 @@ impl Context {
             .find(|line| line.starts_with("model name"))
             .and_then(|line| line.split_once(':'))
             .map(|(_, model)| model.trim().to_owned());
-        let memory_gib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|text| {
-                let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-                let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-                Some(kib / 1024.0 / 1024.0)
-            })
-            .unwrap_or(0.0);
         Self {
+            date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             cores,
             cpu_model,
-            memory_gib,
+            memory_gib: memory_gib(),
             profile: if cfg!(debug_assertions) {
                 "debug"
             } else {
@@ -76,9 +78,12 @@ impl Context {
                 .map(|argument| shell_quoted(&argument))
                 .collect::<Vec<_>>()
                 .join(" "),
-            connections,
+            api,
+            connections: arguments.connections,
+            clock_ticks_per_second: crate::cpu::clock_ticks_per_second(),
             load_average_at_start: load_average(),
             load_average_at_end: None,
+            durability: None,
         }
     }
 
@@ -99,18 +104,45 @@ impl Context {
         )
     }
 
-    pub fn line(&self) -> String {
+    fn print(&self) {
         let unknown = || "?".to_owned();
-        format!(
-            "machine: {} · profile: {} · command: {}\n\
-             load average (1/5/15 min): {} at start, {} at end",
-            self.machine(),
-            self.profile,
-            self.command,
+        println!("# Inventory ledger benchmark");
+        println!("date: {}", self.date);
+        println!("machine: {}", self.machine());
+        println!("build profile: {} · API: {}", self.profile, self.api);
+        println!("command: {}", self.command);
+        println!(
+            "load average (1/5/15 min): {} at start, {} at end",
             self.load_average_at_start.clone().unwrap_or_else(unknown),
             self.load_average_at_end.clone().unwrap_or_else(unknown),
-        )
+        );
+        println!("durability: {}", self.durability_line());
+        println!(
+            "CPU times from /proc at {} ticks per second; \"n/a\" where a process is not known",
+            self.clock_ticks_per_second
+        );
     }
+
+    fn durability_line(&self) -> String {
+        match &self.durability {
+            None => "unknown (no access to the API's database)".to_owned(),
+            Some(settings) if !settings.contains("off") => {
+                format!("{settings} (durable commits)")
+            }
+            Some(settings) => format!("{settings} (NOT durable commits)"),
+        }
+    }
+}
+
+fn memory_gib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib / 1024.0 / 1024.0)
+        })
+        .unwrap_or(0.0)
 }
 
 fn shell_quoted(argument: &str) -> String {
@@ -125,238 +157,68 @@ fn shell_quoted(argument: &str) -> String {
     }
 }
 
-/// A scenario beyond the always-run ones: its result, or why there is none.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Outcome<T> {
-    Ran(T),
-    Skipped { reason: String },
-    Failed { error: String },
-}
-
-impl<T> From<Result<T, String>> for Outcome<T> {
-    fn from(result: Result<T, String>) -> Self {
-        match result {
-            Ok(value) => Self::Ran(value),
-            Err(error) => Self::Failed { error },
-        }
-    }
-}
-
-impl<T> Outcome<T> {
-    pub fn failed(&self) -> bool {
-        matches!(self, Self::Failed { .. })
-    }
-
-    /// Print the section's heading, then the result through `table`, or why there is none.
-    fn print(&self, heading: &str, table: impl FnOnce(&T)) {
-        println!();
-        match self {
-            Self::Ran(result) => table(result),
-            Self::Skipped { reason } => println!("## {heading}: skipped ({reason})"),
-            Self::Failed { error } => println!("## {heading}: FAILED: {error}"),
-        }
-    }
-}
-
 pub struct Report {
     pub context: Context,
-    pub reserve: ReserveResults,
-    pub lag: Outcome<LagResult>,
-    pub rebuild: Outcome<RebuildResult>,
-    pub cold_load: Outcome<ColdLoadResult>,
-    pub floor: Outcome<FloorResult>,
+    pub results: Results,
+    /// Problems outside any one scenario (an API that did not stop cleanly, say).
+    pub problems: Vec<String>,
 }
 
 impl Report {
+    /// A failed scenario, an oversell, or a problem outside the scenarios.
     pub fn any_failed(&self) -> bool {
-        self.reserve.oversold()
-            || self.lag.failed()
-            || self.rebuild.failed()
-            || self.cold_load.failed()
-            || self.floor.failed()
+        let r = &self.results;
+        r.uncontended.failed()
+            || r.hot_sku.failed()
+            || r.sellout.failed()
+            || r.sellout.ran().is_some_and(|sellout| !sellout.exact())
+            || r.lag.failed()
+            || r.expiry.failed()
+            || r.degradation.failed()
+            || r.cold_load.failed()
+            || r.rebuild.failed()
+            || r.floor.failed()
+            || !self.problems.is_empty()
     }
 
     pub fn print(&self) {
-        println!("{}", self.context.line());
+        self.context.print();
+        let r = &self.results;
+        let connections = self.context.connections;
+        r.uncontended.print("(a) Uncontended", |result| {
+            print_closed_loop("(a) Uncontended keyed reserves", connections, result)
+        });
+        r.hot_sku.print("(b) One hot SKU", |result| {
+            print_closed_loop("(b) One hot SKU", connections, result)
+        });
+        r.sellout.print("(c) Sell-out", |sellout| {
+            print_closed_loop("(c) Hot SKU selling out", connections, &sellout.requests);
+            println!("{}", sellout.verdict());
+        });
+        r.lag.print("(d) Read-model lag", lag::print);
+        r.expiry.print("(e) Expiry", expiry::print);
+        r.degradation.print("(f) Degradation", degradation::print);
+        r.cold_load.print("(g) Cold load", cold_load::print);
+        r.rebuild.print("(h) Rebuild", rebuild::print);
+        r.floor.print("(i) Floor", floor::print);
         println!();
-        self.print_requests();
-        self.lag.print("3. Read-model lag", print_lag);
-        self.rebuild.print("4. Rebuild", print_rebuild);
-        self.cold_load.print("5. Cold load", print_cold_load);
-        self.floor.print("6. Floor", print_floor);
-    }
-
-    fn print_requests(&self) {
-        println!(
-            "## Reserves over HTTP ({} connections closed loop; the lag scenario open loop)",
-            self.context.connections
-        );
-        println!(
-            "| scenario | requests | ok | 409 | errors | req/s | p50 ms | p90 ms | p99 ms | max ms |"
-        );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        let open_loop = match &self.lag {
-            Outcome::Ran(lag) => Some(&lag.requests),
-            _ => None,
-        };
-        for r in self.reserve.rows().into_iter().chain(open_loop) {
-            print_request_row(r);
+        targets::print(&targets::evaluate(r));
+        for problem in &self.problems {
+            println!("PROBLEM: {problem}");
         }
-        println!(
-            "sell-out: stock {}, successful reservations {} — {}",
-            self.reserve.sellout_stock,
-            self.reserve.sellout.ok,
-            if self.reserve.oversold() {
-                "MISMATCH"
-            } else {
-                "exactly the stock, zero oversell"
-            }
-        );
     }
 
     pub fn json(&self) -> serde_json::Value {
-        let reserve = &self.reserve;
         serde_json::json!({
-            "machine": self.context.machine(),
-            "profile": self.context.profile,
-            "command": self.context.command,
-            "connections": self.context.connections,
             "context": self.context,
-            "results": reserve.rows(),
-            "sellout": {
-                "stock": reserve.sellout_stock,
-                "successful_reservations": reserve.sellout.ok,
-                "oversold": reserve.oversold(),
-            },
-            "read_model_lag": self.lag,
-            "rebuild": self.rebuild,
-            "cold_load": self.cold_load,
-            "floor": self.floor,
+            "results": self.results,
+            "targets": targets::evaluate(&self.results),
+            "problems": self.problems,
         })
     }
 }
 
-fn print_request_row(r: &ScenarioResult) {
-    println!(
-        "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
-        r.scenario,
-        r.requests,
-        r.ok,
-        r.refused,
-        r.errors,
-        r.per_second,
-        r.p50_ms,
-        r.p90_ms,
-        r.p99_ms,
-        r.max_ms
-    );
-}
-
-fn print_lag(lag: &LagResult) {
-    println!(
-        "## 3. Read-model lag: {} checkpoint, open loop at {:.0} req/s ({}) for {} s",
-        lag.projection, lag.target_per_second, lag.target_source, lag.seconds_planned
-    );
-    println!(
-        "| projection | req/s sent | answered ok | lag measured | lag p50 ms | lag p99 ms | lag max ms | poll every ms | sends late |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| {} | {:.0} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
-        lag.projection,
-        lag.requests.per_second,
-        lag.requests.ok,
-        lag.measured,
-        lag.lag_p50_ms,
-        lag.lag_p99_ms,
-        lag.lag_max_ms,
-        lag.poll_interval_ms_mean,
-        lag.sent_late
-    );
-    println!(
-        "lag = API answer → first checkpoint read at or past the answer's position; \
-         resolution one poll ({:.1} ms mean){}",
-        lag.poll_interval_ms_mean,
-        if lag.unmeasured > 0 {
-            format!(
-                "; {} answered commands NEVER seen by the checkpoint",
-                lag.unmeasured
-            )
-        } else {
-            String::new()
-        }
-    );
-}
-
-fn print_rebuild(rebuild: &RebuildResult) {
-    let written = &rebuild.written;
-    println!(
-        "## 4. Rebuild: {} events written over {} SKUs in {:.1} s ({:.0} events/s through EventStore::append)",
-        written.events, written.streams, written.seconds, written.events_per_second
-    );
-    match rebuild.live_catch_up_seconds {
-        Some(seconds) => {
-            println!("live projectors reached the log's head {seconds:.1} s after the last append")
-        }
-        None => println!("live projectors had NOT caught up when the rebuilds started"),
-    }
-    println!("| projection | events applied | seconds | events/s | rows match live |");
-    println!("|---|---:|---:|---:|---|");
-    for p in &rebuild.projections {
-        println!(
-            "| {} | {} | {:.1} | {:.0} | {} |",
-            p.projection,
-            p.events_applied,
-            p.seconds,
-            p.events_per_second,
-            if p.rows_match_live { "yes" } else { "NO" }
-        );
-    }
-}
-
-fn print_cold_load(cold: &ColdLoadResult) {
-    println!(
-        "## 5. Cold load: SKU {} with {} events (written in {:.1} s)",
-        cold.sku, cold.events, cold.write_seconds
-    );
-    println!("| load path | repetitions | min ms | median ms | max ms | events/s at median |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for row in &cold.rows {
-        println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} |",
-            row.description,
-            row.repetitions,
-            row.min_ms,
-            row.median_ms,
-            row.max_ms,
-            row.events_per_second
-        );
-    }
-}
-
-fn print_floor(floor: &FloorResult) {
-    println!(
-        "## 6. Floor: single-row INSERT-and-commit transactions, `{}`",
-        floor.command
-    );
-    println!(
-        "| clients | threads | seconds | transactions | tps | latency avg ms | reserve req/s (1.) | reserve / floor |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| {} | {} | {} | {} | {:.0} | {} | {:.0} | {:.1}% |",
-        floor.clients,
-        floor.threads,
-        floor.seconds,
-        floor
-            .transactions
-            .map_or_else(|| "?".to_owned(), |n| n.to_string()),
-        floor.tps,
-        floor
-            .latency_average_ms
-            .map_or_else(|| "?".to_owned(), |ms| format!("{ms:.2}")),
-        floor.reserve_per_second,
-        floor.reserve_share_of_floor * 100.0
-    );
+fn print_closed_loop(heading: &str, connections: usize, result: &ScenarioResult) {
+    println!("## {heading}: {connections} keep-alive connections, closed loop");
+    print_request_table(&[result]);
 }

@@ -1,7 +1,12 @@
-//! Scenario 6, the naive floor: how many single-row INSERT-and-commit transactions a second
+//! Scenario (i), the naive floor: how many single-row INSERT-and-commit transactions a second
 //! the same PostgreSQL takes at the same concurrency, measured by `pgbench` with a one-line
-//! script. Every reserve commits at least one transaction, so this rate bounds what the ledger
-//! can reach on this database, and the uncontended reserve rate is reported as a share of it.
+//! script: one-row insert into an unindexed table, no read, no check, durable commit. Every
+//! reserve commits at least one transaction, so this rate bounds what the ledger can reach on
+//! this database, and the uncontended reserve rate is reported as a share of it.
+//!
+//! The cluster's connection limit is shared with the API's pools, which stay open beside it;
+//! when fewer slots are free than clients asked for, pgbench runs with as many as are free and
+//! the report says so.
 
 use crate::database::{LedgerDatabase, PgbenchTarget};
 use ledger_postgres::cluster::{PrivateCluster, SUPERUSER};
@@ -16,6 +21,14 @@ const FLOOR_TABLE: &str = "bench_floor";
 /// pgbench worker threads (`-j`): one per core of the small machines this runs on.
 pub const PGBENCH_THREADS: usize = 2;
 
+/// Connection slots left free beside pgbench's clients: the bench's own pool may open one
+/// more while pgbench runs, and an operator may need one to look at the cluster.
+const FREE_CONNECTIONS_KEPT: i64 = 3;
+
+/// What pgbench's transactions do, as the report states it.
+pub const FLOOR_WORKLOAD: &str =
+    "one-row insert into an unindexed table, no read, no check, durable commit";
+
 /// How long pgbench may take beyond its own run time (connecting, reporting) before it is
 /// considered hung.
 const PGBENCH_GRACE_SECONDS: u64 = 60;
@@ -24,6 +37,10 @@ const PGBENCH_GRACE_SECONDS: u64 = 60;
 pub struct FloorResult {
     /// The pgbench command as run.
     pub command: String,
+    /// The cluster's durability settings, as PostgreSQL reports them.
+    pub durability: String,
+    /// The clients asked for (`--connections`) and those pgbench ran with.
+    pub clients_asked: usize,
     pub clients: usize,
     pub threads: usize,
     pub seconds: u64,
@@ -31,7 +48,7 @@ pub struct FloorResult {
     pub failed_transactions: Option<u64>,
     pub tps: f64,
     pub latency_average_ms: Option<f64>,
-    /// The uncontended reserve rate (scenario 1) and its share of the floor.
+    /// The uncontended reserve rate of scenario (a) and its share of the floor.
     pub reserve_per_second: f64,
     pub reserve_share_of_floor: f64,
 }
@@ -43,6 +60,8 @@ pub async fn run(
     reserve_per_second: f64,
 ) -> Result<FloorResult, String> {
     let pgbench = find_pgbench()?;
+    let clients_asked = clients;
+    let clients = clients_that_fit(database, clients).await?;
     let client = database.client().await?;
     client
         .batch_execute(&format!(
@@ -79,6 +98,8 @@ pub async fn run(
         field(&output, "tps = ").ok_or_else(|| format!("no tps in pgbench's output:\n{output}"))?;
     Ok(FloorResult {
         command,
+        durability: database.durability().await?,
+        clients_asked,
         clients,
         threads: PGBENCH_THREADS.min(clients.max(1)),
         seconds,
@@ -90,6 +111,49 @@ pub async fn run(
         reserve_per_second,
         reserve_share_of_floor: reserve_per_second / tps,
     })
+}
+
+/// As many of the clients asked for as the cluster has connection slots free for.
+async fn clients_that_fit(database: &LedgerDatabase, asked: usize) -> Result<usize, String> {
+    let free = database.free_connections().await? - FREE_CONNECTIONS_KEPT;
+    let clients = asked.min(usize::try_from(free).unwrap_or(0));
+    if clients == 0 {
+        return Err(format!(
+            "no connection slot is free for pgbench beside the API's pools ({free} free)"
+        ));
+    }
+    Ok(clients)
+}
+
+pub fn print(floor: &FloorResult) {
+    println!("## (i) Floor: {FLOOR_WORKLOAD} (pgbench on the same cluster)");
+    println!("`{}`; durability: {}", floor.command, floor.durability);
+    if floor.clients < floor.clients_asked {
+        println!(
+            "pgbench ran {} clients, not the {} asked: the cluster's connection limit is shared \
+             with the API's pools, which stay open",
+            floor.clients, floor.clients_asked
+        );
+    }
+    println!(
+        "| clients | threads | seconds | transactions | tps | latency avg ms | reserve req/s (a) | reserve / floor |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} | {} | {} | {:.0} | {} | {:.0} | {:.1}% |",
+        floor.clients,
+        floor.threads,
+        floor.seconds,
+        floor
+            .transactions
+            .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        floor.tps,
+        floor
+            .latency_average_ms
+            .map_or_else(|| "?".to_owned(), |ms| format!("{ms:.2}")),
+        floor.reserve_per_second,
+        floor.reserve_share_of_floor * 100.0
+    );
 }
 
 /// pgbench from the PostgreSQL installation the embedded cluster runs on: beside the server

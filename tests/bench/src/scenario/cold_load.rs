@@ -1,4 +1,4 @@
-//! Scenario 5, cold load: write one SKU with a long stream straight through the event store,
+//! Scenario (g), cold load: write one SKU with a long stream straight through the event store,
 //! then time loading it from a fresh command handler (nothing cached in the process) a few
 //! times. Each way of loading a SKU is one [`LoadPath`] and one row of the result, so a faster
 //! path (a snapshot plus the stream's tail, say) is measured beside the full replay by adding
@@ -192,5 +192,36 @@ fn row(path: LoadPath, events: u64, times: &[Duration]) -> ColdLoadRow {
         max_ms: milliseconds(sorted[sorted.len() - 1]),
         events_per_second: events as f64 / median.as_secs_f64(),
         each_ms: times.iter().copied().map(milliseconds).collect(),
+    }
+}
+
+impl ColdLoadResult {
+    /// The median of the path a real cold load takes: the snapshot plus the stream's tail.
+    pub fn snapshot_median_ms(&self) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|row| row.path == LoadPath::SnapshotLoad)
+            .map(|row| row.median_ms)
+    }
+}
+
+pub fn print(cold: &ColdLoadResult) {
+    println!(
+        "## (g) Cold load: SKU {} with {} events (written in {:.1} s), loaded in the bench's \
+         process through the library",
+        cold.sku, cold.events, cold.write_seconds
+    );
+    println!("| load path | repetitions | min ms | median ms | max ms | events/s at median |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in &cold.rows {
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            row.description,
+            row.repetitions,
+            row.min_ms,
+            row.median_ms,
+            row.max_ms,
+            row.events_per_second
+        );
     }
 }

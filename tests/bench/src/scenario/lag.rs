@@ -1,15 +1,16 @@
-//! Scenario 3, read-model lag: reserves sent open-loop (on a fixed schedule, whether or not
+//! Scenario (d), read-model lag: reserves sent open-loop (on a fixed schedule, whether or not
 //! earlier ones were answered) at a steady rate, while a poller reads the `stock_levels`
 //! projection's checkpoint every few milliseconds. A command's lag is the time from the API's
 //! successful answer until the first poll that saw the checkpoint at or past the position the
 //! answer carried: when the read model is known to show it.
 
+use super::Target;
+use crate::closed_loop::{replenish_all, Counts, ScenarioResult, Window};
 use crate::database::LedgerDatabase;
-use crate::http::{prepare_skus, Counts, ScenarioResult};
+use crate::http::{reserve_body, reserve_path, Answer, ConnectionPool};
 use crate::stats::{max_ms, percentile_ms};
 use ledger_domain::Position;
 use serde::Serialize;
-use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,7 +65,7 @@ pub struct LagPlan {
 }
 
 /// One answered request: when, how, and where its events are in the log.
-struct Answer {
+struct Answered {
     answered_at: Instant,
     latency: Duration,
     status: Option<u16>,
@@ -75,10 +76,8 @@ struct Answer {
 type Sample = (Instant, Option<Position>);
 
 pub async fn run(
-    client: &reqwest::Client,
-    base: &str,
+    target: &Target,
     database: &LedgerDatabase,
-    connections: usize,
     plan: LagPlan,
 ) -> Result<LagResult, String> {
     if !(plan.rate_per_second > 0.0 && plan.rate_per_second.is_finite()) {
@@ -92,7 +91,15 @@ pub async fn run(
         .max(1.0) as u64;
     let skus = plan.skus.max(1);
     let prefix = format!("L{}-", plan.run);
-    prepare_skus(client, base, &prefix, skus, total / skus + 1, connections).await;
+    eprintln!("(d) read-model lag: preparing {skus} SKUs...");
+    replenish_all(
+        &target.endpoint,
+        &prefix,
+        skus,
+        total / skus + 1,
+        target.connections,
+    )
+    .await?;
     // Let the projectors finish the preparation so it does not count as lag.
     database
         .wait_for_projections(Duration::from_secs(SETTLE_TIMEOUT_SECONDS))
@@ -106,45 +113,13 @@ pub async fn run(
         latest_sender,
         stop.clone(),
     ));
+    eprintln!(
+        "(d) read-model lag: {total} reserves at {:.0}/s...",
+        plan.rate_per_second
+    );
+    let sent = send_open_loop(target, &plan, &prefix, total).await;
 
-    let period = Duration::from_secs_f64(1.0 / plan.rate_per_second);
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
-    let mut requests = JoinSet::new();
-    let mut sent_late = 0;
-    let started = Instant::now();
-    for i in 0..total {
-        let scheduled = started + period.mul_f64(i as f64);
-        tokio::time::sleep_until(tokio::time::Instant::from_std(scheduled)).await;
-        let permit = in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        if scheduled.elapsed() > Duration::from_millis(LATE_SEND_MS) {
-            sent_late += 1;
-        }
-        let request = client
-            .post(format!("{base}/v1/skus/{prefix}{}/reservations", i % skus))
-            .json(&json!({"reservation_id": format!("l{i}"), "quantity": 1}));
-        requests.spawn(async move {
-            let sent = Instant::now();
-            let answer = send(request).await;
-            drop(permit);
-            Answer {
-                answered_at: Instant::now(),
-                latency: sent.elapsed(),
-                status: answer.0,
-                position: answer.1,
-            }
-        });
-    }
-    let mut answers = Vec::with_capacity(total as usize);
-    while let Some(answer) = requests.join_next().await {
-        answers.push(answer.expect("a request task panicked"));
-    }
-    let sending_seconds = started.elapsed().as_secs_f64();
-
-    let last_position = answers.iter().filter_map(|a| a.position).max();
+    let last_position = sent.answers.iter().filter_map(|a| a.position).max();
     // `wait_for` answers with a guard that holds the channel's lock; it must be dropped here,
     // before the poller's next `send_replace`, or the poller blocks its worker thread on it.
     let settled = matches!(
@@ -163,16 +138,84 @@ pub async fn run(
              within {SETTLE_TIMEOUT_SECONDS} s"
         );
     }
+    Ok(summarise(plan, sent, &samples, polling))
+}
 
+/// What the open-loop sender saw.
+struct Sent {
+    answers: Vec<Answered>,
+    requests: ScenarioResult,
+    late: u64,
+}
+
+/// Send `total` reserves on a fixed schedule, whether or not earlier ones were answered; the
+/// timed window (and its CPU) closes with the last answer.
+async fn send_open_loop(target: &Target, plan: &LagPlan, prefix: &str, total: u64) -> Sent {
+    let skus = plan.skus.max(1);
+    let period = Duration::from_secs_f64(1.0 / plan.rate_per_second);
+    let pool = Arc::new(ConnectionPool::new(target.endpoint.clone()));
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+    let mut requests = JoinSet::new();
+    let mut late = 0;
+    let window = Window::open(target.processes);
+    let started = Instant::now();
+    for i in 0..total {
+        let scheduled = started + period.mul_f64(i as f64);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(scheduled)).await;
+        let permit = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        if scheduled.elapsed() > Duration::from_millis(LATE_SEND_MS) {
+            late += 1;
+        }
+        let path = reserve_path(&format!("{prefix}{}", i % skus));
+        let body = reserve_body(&format!("l{i}"), None);
+        let pool = pool.clone();
+        requests.spawn(async move {
+            let sent = Instant::now();
+            let answer = pool.post(&path, body).await;
+            let latency = sent.elapsed();
+            drop(permit);
+            let (status, position) = read_answer(answer);
+            Answered {
+                answered_at: Instant::now(),
+                latency,
+                status,
+                position,
+            }
+        });
+    }
+    let mut answers = Vec::with_capacity(total as usize);
+    while let Some(answer) = requests.join_next().await {
+        answers.push(answer.expect("a request task panicked"));
+    }
     let mut counts = Counts::default();
-    let mut latencies = Vec::with_capacity(answers.len());
-    let mut lags = Vec::new();
-    let mut unmeasured = 0;
     for answer in &answers {
         counts.count(answer.status);
-        latencies.push(answer.latency);
+    }
+    let latencies = answers.iter().map(|a| a.latency).collect();
+    let requests = window.close(
+        format!("(d) open loop at {:.0}/s", plan.rate_per_second),
+        pool.opened(),
+        counts,
+        latencies,
+    );
+    Sent {
+        answers,
+        requests,
+        late,
+    }
+}
+
+/// Each answered command's lag against the checkpoint readings, summarised.
+fn summarise(plan: LagPlan, sent: Sent, samples: &[Sample], polling: Duration) -> LagResult {
+    let mut lags = Vec::new();
+    let mut unmeasured = 0;
+    for answer in &sent.answers {
         if let Some(position) = answer.position {
-            match lag_of(&samples, answer.answered_at, position) {
+            match lag_of(samples, answer.answered_at, position) {
                 Some(lag) => lags.push(lag),
                 None => unmeasured += 1,
             }
@@ -180,18 +223,13 @@ pub async fn run(
     }
     lags.sort();
     let polls = samples.len() as u64;
-    Ok(LagResult {
+    LagResult {
         projection: LAG_PROJECTION,
         target_per_second: plan.rate_per_second,
         target_source: plan.rate_source,
         seconds_planned: plan.seconds,
-        requests: ScenarioResult::new(
-            format!("reserve, open loop at {:.0}/s", plan.rate_per_second),
-            counts,
-            sending_seconds,
-            latencies,
-        ),
-        sent_late,
+        requests: sent.requests,
+        sent_late: sent.late,
         measured: lags.len() as u64,
         unmeasured,
         lag_p50_ms: percentile_ms(&lags, 0.50),
@@ -204,21 +242,19 @@ pub async fn run(
             0.0
         },
         polls,
-    })
+    }
 }
 
-/// Send one reserve; its status, and the log position its answer names.
-async fn send(request: reqwest::RequestBuilder) -> (Option<u16>, Option<Position>) {
-    let Ok(response) = request.send().await else {
+/// A reserve's status, and the log position its answer names.
+fn read_answer(answer: Result<Answer, String>) -> (Option<u16>, Option<Position>) {
+    let Ok(answer) = answer else {
         return (None, None);
     };
-    let status = response.status().as_u16();
-    let body: Option<serde_json::Value> = response.json().await.ok();
-    let position = body
-        .as_ref()
-        .filter(|_| status == 201)
-        .and_then(|b| b.get("position")?.as_str()?.parse().ok());
-    (Some(status), position)
+    let position = (answer.status == 201)
+        .then(|| serde_json::from_slice::<serde_json::Value>(&answer.body).ok())
+        .flatten()
+        .and_then(|body| body.get("position")?.as_str()?.parse().ok());
+    (Some(answer.status), position)
 }
 
 /// The time from `answered_at` until the first sample at or after it whose checkpoint is at
@@ -254,6 +290,42 @@ async fn poll_checkpoint(
         tokio::time::sleep_until(next).await;
     }
     Ok((samples, started.elapsed()))
+}
+
+pub fn print(lag: &LagResult) {
+    println!(
+        "## (d) Read-model lag: {} checkpoint, open loop at {:.0} req/s ({}) for {} s",
+        lag.projection, lag.target_per_second, lag.target_source, lag.seconds_planned
+    );
+    crate::table::print_request_table(&[&lag.requests]);
+    println!();
+    println!(
+        "| projection | lag measured | lag p50 ms | lag p99 ms | lag max ms | poll every ms | sends late |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+        lag.projection,
+        lag.measured,
+        lag.lag_p50_ms,
+        lag.lag_p99_ms,
+        lag.lag_max_ms,
+        lag.poll_interval_ms_mean,
+        lag.sent_late
+    );
+    println!(
+        "lag = API answer → first checkpoint read at or past the answer's position; \
+         resolution one poll ({:.1} ms mean); \"connections\" above = connections opened{}",
+        lag.poll_interval_ms_mean,
+        if lag.unmeasured > 0 {
+            format!(
+                "; {} answered commands NEVER seen by the checkpoint",
+                lag.unmeasured
+            )
+        } else {
+            String::new()
+        }
+    );
 }
 
 #[cfg(test)]

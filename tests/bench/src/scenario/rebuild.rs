@@ -1,4 +1,4 @@
-//! Scenario 4, rebuild speed: write a large store of valid events straight through the event
+//! Scenario (h), rebuild speed: write a large store of valid events straight through the event
 //! store, let the live projectors catch up (so they do not compete with the rebuild), then
 //! rebuild every projection with the library function the operators' CLI calls, one after
 //! the other, and report events per second for each.
@@ -16,6 +16,8 @@ pub const CATCH_UP_TIMEOUT_SECONDS: u64 = 1_800;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RebuildResult {
+    /// The cluster's durability settings, as PostgreSQL reports them.
+    pub durability: String,
     /// Events written for this scenario (the store also holds the other scenarios' events,
     /// which the rebuilds apply as well).
     pub written: HistoriesWritten,
@@ -99,8 +101,46 @@ pub async fn run(database: &LedgerDatabase, plan: RebuildPlan) -> Result<Rebuild
         });
     }
     Ok(RebuildResult {
+        durability: database.durability().await?,
         written,
         live_catch_up_seconds,
         projections: rebuilt,
     })
+}
+
+/// What the written history holds, for the report: the generator's mix (see
+/// [`crate::history`]), beside whatever the other scenarios appended.
+pub const EVENT_MIX: &str = "mixed events (replenishments, reorder points, reservations mostly \
+    confirmed and sometimes released, cycle-count adjustments), beside the other scenarios' \
+    reserves";
+
+pub fn print(rebuild: &RebuildResult) {
+    let written = &rebuild.written;
+    println!(
+        "## (h) Rebuild: {} {EVENT_MIX}, written over {} SKUs in {:.1} s ({:.0} events/s \
+         through EventStore::append); cluster durability: {}",
+        written.events,
+        written.streams,
+        written.seconds,
+        written.events_per_second,
+        rebuild.durability
+    );
+    match rebuild.live_catch_up_seconds {
+        Some(seconds) => {
+            println!("live projectors reached the log's head {seconds:.1} s after the last append")
+        }
+        None => println!("live projectors had NOT caught up when the rebuilds started"),
+    }
+    println!("| projection | events applied | seconds | events/s | rows match live |");
+    println!("|---|---:|---:|---:|---|");
+    for p in &rebuild.projections {
+        println!(
+            "| {} | {} | {:.1} | {:.0} | {} |",
+            p.projection,
+            p.events_applied,
+            p.seconds,
+            p.events_per_second,
+            if p.rows_match_live { "yes" } else { "NO" }
+        );
+    }
 }
