@@ -35,13 +35,13 @@ pub struct RenderedAnswer {
 }
 
 impl RenderedAnswer {
-    pub fn json(status: StatusCode, body: &serde_json::Value) -> Self {
+    pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Self {
         Self {
             status,
             content_type: "application/json".into(),
             etag: None,
             location: None,
-            body: body.to_string().into_bytes(),
+            body: serde_json::to_vec(body).expect("response bodies serialise"),
         }
     }
 
@@ -82,11 +82,19 @@ pub fn fingerprint(method: &str, path: &str, canonical_body: &str) -> String {
         hasher.update(part.as_bytes());
         hasher.update([0u8]);
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex(&hasher.finalize())
+}
+
+/// Lower-case hexadecimal, without a formatting call per byte (this runs for every keyed
+/// request).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0x0f)] as char);
+    }
+    text
 }
 
 /// The API's own tables: once the claim-and-complete table of keyed requests, now dropped.

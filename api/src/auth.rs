@@ -73,10 +73,7 @@ pub struct Authenticator {
 }
 
 pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::answer::hex(&Sha256::digest(token.as_bytes()))
 }
 
 fn parse_hash(hex: &str) -> Result<[u8; 32], String> {

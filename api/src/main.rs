@@ -5,6 +5,10 @@ use ledger_api::config::{Command, Config};
 use ledger_api::startup::{self, Running};
 use std::process::ExitCode;
 
+/// The allocator of this binary: see the workspace manifest for why not the system one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     if let Some(Command::HashToken { token }) = &config.command {

@@ -175,6 +175,10 @@ async fn serve(
         );
         workers.push(tokio::spawn(set.join()));
     }
+    workers.push(ledger_postgres::statistics::spawn(
+        database.clone(),
+        signal.clone(),
+    ));
     workers.push(tokio::spawn(crate::expiry::run(
         state.clone(),
         read_models,

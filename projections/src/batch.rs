@@ -81,7 +81,7 @@ pub(crate) async fn apply_page(
         projection.apply(transaction, schema, &records).await?;
     }
     checkpoint::advance(
-        &**transaction,
+        transaction,
         schema,
         projection.name(),
         expected,
@@ -112,7 +112,7 @@ pub(crate) async fn apply_bulk_page(
         projection.apply_bulk(transaction, schema, &records).await?;
     }
     checkpoint::advance(
-        &**transaction,
+        transaction,
         schema,
         projection.name(),
         expected,
@@ -130,7 +130,7 @@ async fn check_checkpoint(
     schema: &SchemaName,
     expected: Option<Position>,
 ) -> Result<(), ProjectionError> {
-    let found = checkpoint::lock(&**transaction, schema, projection.name()).await?;
+    let found = checkpoint::lock(transaction, schema, projection.name()).await?;
     if found != expected {
         return Err(ProjectionError::StaleCheckpoint {
             projection: projection.name().to_owned(),

@@ -5,6 +5,7 @@ use crate::convert::{position_from, position_to, to_i64, to_u64};
 use crate::error::{show_position, ProjectionError};
 use crate::schema_name::SchemaName;
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use ledger_domain::Position;
 use tokio_postgres::GenericClient;
 
@@ -52,8 +53,11 @@ pub async fn load<C: GenericClient>(
 
 /// Lock the checkpoint row for the rest of the transaction and return its position. Writers
 /// of the schema (the runner's batches, a rebuild's swap) queue here, one at a time.
-pub(crate) async fn lock<C: GenericClient>(
-    client: &C,
+///
+/// This and [`advance`] run with every batch, so their statements are prepared once per
+/// connection.
+pub(crate) async fn lock(
+    transaction: &Transaction<'_>,
     schema: &SchemaName,
     projection: &str,
 ) -> Result<Option<Position>, ProjectionError> {
@@ -61,13 +65,14 @@ pub(crate) async fn lock<C: GenericClient>(
         "SELECT position_commit, position_prepare FROM {schema}.checkpoint \
          WHERE projection = $1 FOR UPDATE"
     );
-    let row = client.query_one(&sql, &[&projection]).await?;
+    let statement = transaction.prepare_cached(&sql).await?;
+    let row = transaction.query_one(&statement, &[&projection]).await?;
     checkpoint_position(&row)
 }
 
 /// Move the checkpoint from `expected` to `to`, only if it still holds `expected`.
-pub(crate) async fn advance<C: GenericClient>(
-    client: &C,
+pub(crate) async fn advance(
+    transaction: &Transaction<'_>,
     schema: &SchemaName,
     projection: &str,
     expected: Option<Position>,
@@ -96,9 +101,10 @@ pub(crate) async fn advance<C: GenericClient>(
         None => (None, None),
     };
     let events = to_i64("events in a batch", events)?;
-    let updated = client
+    let statement = transaction.prepare_cached(&sql).await?;
+    let updated = transaction
         .execute(
-            &sql,
+            &statement,
             &[
                 &projection,
                 &commit,

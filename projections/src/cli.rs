@@ -103,6 +103,8 @@ async fn serve(
         ..ProjectorOptions::default()
     };
     tracing::info!(projections = ?options.projections, "projector starting");
+    let statistics =
+        ledger_postgres::statistics::spawn(backends.database().clone(), shutdown.clone());
     let set = ProjectorSet::spawn(
         backends.store.clone(),
         backends.database().clone(),
@@ -113,6 +115,7 @@ async fn serve(
     tracing::info!("shutdown requested; stopping after the current batches");
     let _ = stop.send(true);
     set.join().await;
+    let _ = statistics.await;
     Ok(())
 }
 

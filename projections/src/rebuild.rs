@@ -167,7 +167,7 @@ pub async fn rebuild(
     let retired = SchemaName::retired(name);
     let transaction = client.transaction().await?;
     // Pause the live runner: its batches lock this row first.
-    checkpoint::lock(&*transaction, &live, name).await?;
+    checkpoint::lock(&transaction, &live, name).await?;
     // Ends at the first page that is not full: the shadow has just caught up, so this is only
     // what was appended since. This transaction keeps the server's durable commit: the swap
     // must survive a crash once reported, and its commit record, flushed, makes every earlier

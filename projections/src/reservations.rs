@@ -299,6 +299,14 @@ pub struct ReservationRow {
     pub close_reason: Option<String>,
 }
 
+/// One entry of the expiry queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueReservation {
+    pub expires_at: DateTime<Utc>,
+    pub sku: Sku,
+    pub reservation_id: ReservationId,
+}
+
 impl ReadModels {
     /// A SKU's reservations, newest first, optionally only those with `status`.
     pub async fn reservations(
@@ -327,25 +335,59 @@ impl ReadModels {
         now: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<(Sku, ReservationId)>, ProjectionError> {
+        Ok(self
+            .due_reservations_after(now, None, limit)
+            .await?
+            .into_iter()
+            .map(|due| (due.sku, due.reservation_id))
+            .collect())
+    }
+
+    /// The page of the expiry queue after `after` (in the queue's order: expiry time, SKU,
+    /// reservation id), so that a worker pages through a long queue without offsets.
+    pub async fn due_reservations_after(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<&DueReservation>,
+        limit: u64,
+    ) -> Result<Vec<DueReservation>, ProjectionError> {
         let schema = SchemaName::live(NAME);
         let sql = format!(
-            "SELECT sku, reservation_id FROM {schema}.reservations \
+            "SELECT expires_at, sku, reservation_id FROM {schema}.reservations \
              WHERE status = 'open' AND expires_at IS NOT NULL AND expires_at <= $1 \
-             ORDER BY expires_at, sku, reservation_id LIMIT $2"
+               AND ($2::timestamptz IS NULL \
+                    OR (expires_at, sku, reservation_id) > ($2, $3::text, $4::text)) \
+             ORDER BY expires_at, sku, reservation_id LIMIT $5"
         );
-        self.query(&sql, &[&now, &page_limit(limit)])
-            .await?
-            .iter()
-            .map(|row| {
-                let sku = stored_sku(row.get("sku"))?;
-                let id: &str = row.get("reservation_id");
-                let id = ReservationId::parse(id).map_err(|e| ProjectionError::OutOfRange {
-                    what: "stored reservation id",
-                    value: e.to_string(),
-                })?;
-                Ok((sku, id))
+        let after_expires_at = after.map(|due| due.expires_at);
+        let after_sku = after.map(|due| due.sku.as_str());
+        let after_id = after.map(|due| due.reservation_id.as_str());
+        self.query(
+            &sql,
+            &[
+                &now,
+                &after_expires_at,
+                &after_sku,
+                &after_id,
+                &page_limit(limit),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let id: &str = row.get("reservation_id");
+            Ok(DueReservation {
+                expires_at: row.get("expires_at"),
+                sku: stored_sku(row.get("sku"))?,
+                reservation_id: ReservationId::parse(id).map_err(|e| {
+                    ProjectionError::OutOfRange {
+                        what: "stored reservation id",
+                        value: e.to_string(),
+                    }
+                })?,
             })
-            .collect()
+        })
+        .collect()
     }
 }
 

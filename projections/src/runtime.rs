@@ -32,6 +32,10 @@ use tracing::Instrument;
 /// short (well under a second) and holds few row locks while the API reads.
 pub const BATCH_EVENTS_MAX: u64 = 500;
 
+/// Connections of the runners' pool beyond one per runner: the checkpoint loads at start and
+/// after failures, and the webhook deliverer.
+pub const PROJECTOR_POOL_SPARE_CONNECTIONS: usize = 2;
+
 /// How often a standby asks for a projection's lock. The holder's death is noticed by the
 /// server at once; this bounds how long the projection then stands still.
 pub const LOCK_RETRY_INTERVAL_MS: u64 = 1_000;
@@ -126,6 +130,19 @@ impl ProjectorSet {
         shutdown: watch::Receiver<bool>,
     ) -> ProjectorSet {
         describe_metrics();
+        // The runners' own pool: their batches never wait behind the API's requests for a
+        // connection (nor the requests behind them), and their commits need not wait for the
+        // disk. A read model is derived data whose checkpoint commits in the same transaction:
+        // if a crash loses the last batches, it loses their checkpoint with them and the
+        // projection applies them again from the log; the disk's flushes are left to the event
+        // store's appends, which do need them. (A webhook may then see a notification again
+        // after a crash, as at-least-once delivery allows.)
+        let database = database
+            .with_session_settings(
+                &[("synchronous_commit", "off")],
+                options.projections.len() + PROJECTOR_POOL_SPARE_CONNECTIONS,
+            )
+            .expect("a pool derived from a working one builds");
         let mut tasks = Vec::new();
         let mut activity = Vec::new();
         for name in &options.projections {
@@ -452,15 +469,8 @@ impl Runner {
     ) -> Result<Option<Position>, ProjectionError> {
         let started = Instant::now();
         let mut client = self.database.pool().get().await?;
+        // The runners' pool commits without waiting for the disk (see `ProjectorSet::spawn`).
         let transaction = client.transaction().await?;
-        // A read model is derived data whose checkpoint commits in the same transaction: if a
-        // crash loses the last batches, it loses their checkpoint with them and the projection
-        // applies them again from the log. So its commits need not wait for the disk, and the
-        // disk's flushes are left to the event store's appends, which do need them. (A webhook
-        // may then see a notification again after a crash, as at-least-once delivery allows.)
-        transaction
-            .batch_execute("SET LOCAL synchronous_commit = off")
-            .await?;
         let next = apply_page(
             &transaction,
             self.projection,

@@ -180,3 +180,67 @@ async fn two_single_writers_on_one_sku_reserve_exactly_the_stock() {
     assert_eq!(replayed.state.version, Some(STOCK));
     replayed.state.check_invariants().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_racing_with_one_answer_key_write_once_and_the_others_get_that_answer() {
+    // The same key sent to many SKUs at once (a client reusing a key): whether the appends meet
+    // in one group commit (a unique violation, then one by one) or not, exactly one writes its
+    // events and answer, and every other is told the answer kept for the key.
+    use ledger_application::store::{AnswerKey, Appended, NewAnswer};
+    const APPENDS: usize = 24;
+    let (store, _database) = postgres_store().await;
+    let store = Arc::new(store);
+    let key = AnswerKey {
+        scope: "principal:racer".into(),
+        key: "one-key".into(),
+    };
+    let mut tasks = Vec::new();
+    for n in 0..APPENDS {
+        let store = store.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let answer = NewAnswer {
+                key,
+                fingerprint: format!("fingerprint-{n}"),
+                answer: serde_json::json!({ "done": { "position": null, "by": n } }),
+                positioned: true,
+            };
+            store
+                .append_answered(
+                    &format!("sku-KEY-RACE-{n}"),
+                    ExpectedVersion::NoStream,
+                    vec![event(n)],
+                    vec![answer],
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut written = Vec::new();
+    let mut told = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Appended::Written(Some(result)) => written.push(result),
+            Appended::AnsweredBefore(found) => told.push(found),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(written.len(), 1, "exactly one append wrote: {written:?}");
+    assert_eq!(told.len(), APPENDS - 1);
+    let kept = store
+        .kept_answers(std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    for found in told {
+        assert_eq!(found, kept, "every other append is told the kept answer");
+    }
+    let streams_written = (0..APPENDS)
+        .map(|n| format!("sku-KEY-RACE-{n}"))
+        .collect::<Vec<_>>();
+    let mut events = 0;
+    for stream in streams_written {
+        events += store.read_stream(&stream, 0, 10).await.unwrap().len();
+    }
+    assert_eq!(events, 1, "only the winner's event is stored");
+}

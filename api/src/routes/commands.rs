@@ -314,10 +314,7 @@ fn success(command: Command, outcome: CommandOutcome) -> RenderedAnswer {
         deduplicated: outcome.deduplicated,
         reservation_id: command.reservation_id,
     };
-    let mut stored = RenderedAnswer::json(
-        command.success,
-        &serde_json::to_value(&body).expect("response bodies serialise"),
-    );
+    let mut stored = RenderedAnswer::json(command.success, &body);
     stored.etag = outcome.state.version.map(etag);
     stored.location = command.location;
     stored

@@ -21,7 +21,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
               recorded_at timestamptz NOT NULL DEFAULT now(),
               PRIMARY KEY (scope, key)
           );
-          CREATE INDEX answers_by_recorded_at ON answers.answers (recorded_at);",
+          CREATE INDEX answers_by_recorded_at ON answers.answers USING brin (recorded_at);",
 }];
 
 const FIND_SQL: &str = "SELECT k.scope, k.key, k.fingerprint, k.answer \

@@ -97,6 +97,26 @@ impl Database {
         Ok(Self { config, pool })
     }
 
+    /// Another pool on the same database whose sessions start with `settings` (for example
+    /// commits that do not wait for the disk), of `pool_size` connections: a separate pool,
+    /// so that its users and this pool's never wait for each other's connections.
+    pub fn with_session_settings(
+        &self,
+        settings: &[(&str, &str)],
+        pool_size: usize,
+    ) -> Result<Self, DatabaseError> {
+        let mut config = self.config.clone();
+        let mut options = config.get_options().unwrap_or_default().to_owned();
+        for (name, value) in settings {
+            if !options.is_empty() {
+                options.push(' ');
+            }
+            options.push_str(&format!("-c {name}={value}"));
+        }
+        config.options(&options);
+        Self::from_config(config, pool_size)
+    }
+
     /// A pooled connection, or [`DatabaseError::Unreachable`].
     pub async fn client(&self) -> Result<deadpool_postgres::Object, DatabaseError> {
         self.pool.get().await.map_err(DatabaseError::Unreachable)

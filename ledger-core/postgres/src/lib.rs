@@ -6,16 +6,20 @@
 //! - [`database`]: connection settings with explicit timeouts, the pool, and the error type.
 //! - [`migrate`]: versioned migrations per component, applied once under an advisory lock.
 //! - [`store`]: the event store adapter (group commit, log order by transaction id).
-//! - [`snapshots`]: the snapshot store adapter.
+//! - [`snapshots`]: the snapshot store adapter, and [`snapshot_codec`], its binary form.
 //! - [`answers`]: answers of keyed commands kept beside an event store that cannot keep them in
 //!   its own transaction (EventStoreDB).
+//! - [`statistics`]: keeps the planner's statistics of the ledger's tables fresh as they grow,
+//!   so plans made while tables were empty do not live on.
 //! - [`cluster`]: the private cluster the embedded default creates and starts under a folder.
 
 pub mod answers;
 pub mod cluster;
 pub mod database;
 pub mod migrate;
+pub mod snapshot_codec;
 pub mod snapshots;
+pub mod statistics;
 pub mod store;
 
 pub use answers::PostgresAnswers;

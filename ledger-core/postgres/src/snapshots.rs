@@ -4,16 +4,16 @@
 
 use crate::database::{Database, DatabaseError};
 use crate::migrate::{migrate, Migration};
+use crate::snapshot_codec;
 use async_trait::async_trait;
 use ledger_application::snapshot::{Snapshot, SnapshotStore, SNAPSHOT_FORMAT};
 use ledger_application::store::StoreError;
-use ledger_domain::SkuState;
-use serde::{Deserialize, Serialize};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "snapshots",
-    sql: "CREATE SCHEMA IF NOT EXISTS snapshots;
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "snapshots",
+        sql: "CREATE SCHEMA IF NOT EXISTS snapshots;
           CREATE TABLE snapshots.sku_snapshots (
               stream        text        PRIMARY KEY,
               version       bigint      NOT NULL CHECK (version >= 0),
@@ -22,19 +22,24 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
               body          jsonb       NOT NULL,
               taken_at      timestamptz NOT NULL DEFAULT now()
           );",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "binary_snapshots",
+        sql: "ALTER TABLE snapshots.sku_snapshots
+              ADD COLUMN data bytea,
+              ALTER COLUMN body DROP NOT NULL;
+          -- A snapshot is a cache of data that is compact already; do not spend CPU on
+          -- compressing it on every save.
+          ALTER TABLE snapshots.sku_snapshots ALTER COLUMN data SET STORAGE EXTERNAL;",
+    },
+];
 
 /// Snapshots in PostgreSQL (schema `snapshots`), beside the read models. Used with either event
 /// store: with EventStoreDB the snapshots still live in the read-model database.
 #[derive(Clone)]
 pub struct PostgresSnapshots {
     database: Database,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Body {
-    state: SkuState,
-    recent_keys: Vec<(String, u64, u64)>,
 }
 
 impl PostgresSnapshots {
@@ -63,7 +68,7 @@ impl SnapshotStore for PostgresSnapshots {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
-                "SELECT version, last_event_id, body FROM snapshots.sku_snapshots \
+                "SELECT version, last_event_id, data FROM snapshots.sku_snapshots \
                  WHERE stream = $1 AND format = $2",
             )
             .await
@@ -75,8 +80,8 @@ impl SnapshotStore for PostgresSnapshots {
         else {
             return Ok(None);
         };
-        let body: serde_json::Value = row.get(2);
-        let Ok(body) = serde_json::from_value::<Body>(body) else {
+        let data: Option<&[u8]> = row.get(2);
+        let Some((state, recent_keys)) = data.and_then(snapshot_codec::decode) else {
             tracing::warn!(stream, "ignoring a snapshot that does not decode");
             return Ok(None);
         };
@@ -84,17 +89,13 @@ impl SnapshotStore for PostgresSnapshots {
             stream: stream.to_owned(),
             version: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
             last_event_id: row.get(1),
-            state: body.state,
-            recent_keys: body.recent_keys,
+            state,
+            recent_keys,
         }))
     }
 
     async fn save(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        let body = serde_json::to_value(Body {
-            state: snapshot.state.clone(),
-            recent_keys: snapshot.recent_keys.clone(),
-        })
-        .expect("a SKU state always serialises");
+        let data = snapshot_codec::encode(&snapshot.state, &snapshot.recent_keys);
         let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(backend)?;
@@ -108,18 +109,19 @@ impl SnapshotStore for PostgresSnapshots {
         transaction
             .execute(
                 "INSERT INTO snapshots.sku_snapshots AS s \
-                     (stream, version, last_event_id, format, body) \
+                     (stream, version, last_event_id, format, data) \
                  VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (stream) DO UPDATE \
                      SET version = excluded.version, last_event_id = excluded.last_event_id, \
-                         format = excluded.format, body = excluded.body, taken_at = now() \
+                         format = excluded.format, body = NULL, data = excluded.data, \
+                         taken_at = now() \
                    WHERE s.version < excluded.version OR s.format <> excluded.format",
                 &[
                     &snapshot.stream,
                     &version,
                     &snapshot.last_event_id,
                     &SNAPSHOT_FORMAT,
-                    &body,
+                    &data,
                 ],
             )
             .await

@@ -17,16 +17,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ledger_application::store::{
-    check_answered_append, check_append, clamp_read_count, subscription, AnswerKey, AppendResult,
-    Appended, EventStore, EventStream, ExpectedVersion, NewAnswer, StoreError, StoredAnswer,
+    check_answered_append, check_append, clamp_read_count, set_answer_position, subscription,
+    AnswerKey, AppendResult, Appended, EventStore, EventStream, ExpectedVersion, NewAnswer,
+    StoreError, StoredAnswer,
 };
 use ledger_domain::envelope::{Metadata, NewEvent, Position, RecordedEvent};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 pub const MIGRATIONS: &[Migration] = &[
@@ -42,8 +43,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
-        name: "answers_and_set_based_appends",
-        sql: include_str!("../migrations/event_store/0003_answers_and_set_based_appends.sql"),
+        name: "answers",
+        sql: include_str!("../migrations/event_store/0003_answers.sql"),
     },
 ];
 
@@ -62,6 +63,11 @@ pub const GROUP_COMMIT_EVENTS_MAX: usize = 4_096;
 /// Appends waiting for a committer; callers wait for room beyond it.
 const GROUP_COMMIT_QUEUE_MAX: usize = 8_192;
 
+/// A caught-up follower reads the log at most this often: under a steady stream of appends it
+/// then reads (and a projector commits) one page of the last few milliseconds' events instead
+/// of a page per group commit, at the cost of at most this much added delay.
+pub const SUBSCRIPTION_READ_INTERVAL_MIN_MS: u64 = 20;
+
 /// The channel appends notify on; followers wake on it instead of waiting for their next poll.
 const NOTIFY_CHANNEL: &str = "event_store_appended";
 
@@ -72,13 +78,44 @@ const LISTENER_RECONNECT_DELAY_MS: u64 = 1_000;
 const EVENT_COLUMNS: &str = "transaction_id, sequence, event_id, stream, version, event_type, \
                              schema_version, data, metadata, recorded_at";
 
-const APPEND_REQUESTS_SQL: &str =
-    "SELECT request, outcome, stream_version, last_transaction_id, last_sequence, \
-     conflicting_event_id, answer_scope, answer_key, answer_fingerprint, answer \
-     FROM event_store.append_requests($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-                                      $14, $15, $16)";
+/// Lock the streams of a group commit in one global order (by lock key), so that two group
+/// commits sharing streams queue instead of deadlocking. Class 1 is the streams' key space.
+const LOCK_STREAMS_SQL: &str = "SELECT pg_advisory_xact_lock(1, k) \
+     FROM unnest(ARRAY(SELECT DISTINCT hashtext(s) FROM unnest($1::text[]) AS s ORDER BY 1)) AS k";
 
-const KEPT_ANSWERS_SQL: &str = "SELECT k.scope, k.key, k.fingerprint, k.answer \
+const KNOWN_ANSWERS_SQL: &str = "SELECT k.scope, k.key, k.fingerprint, k.answer, \
+     k.position_commit, k.position_prepare \
+     FROM unnest($1::text[], $2::text[]) AS a(scope, key) \
+     JOIN event_store.answers k ON k.scope = a.scope AND k.key = a.key";
+
+const STREAM_VERSIONS_SQL: &str =
+    "SELECT stream, version FROM event_store.streams WHERE stream = ANY($1::text[])";
+
+/// The transaction's id (taken here, after the locks) and the wall clock under the locks, so
+/// recorded times follow version order within a stream.
+const TRANSACTION_IDENTITY_SQL: &str =
+    "SELECT pg_current_xact_id()::text::bigint, clock_timestamp()";
+
+const UPSERT_STREAMS_SQL: &str = "INSERT INTO event_store.streams AS s (stream, version) \
+     SELECT * FROM unnest($1::text[], $2::bigint[]) \
+     ON CONFLICT (stream) DO UPDATE SET version = excluded.version";
+
+const INSERT_EVENTS_SQL: &str = "INSERT INTO event_store.events \
+     (transaction_id, sequence, event_id, stream, version, event_type, schema_version, data, \
+      metadata, recorded_at) \
+     SELECT $1::bigint, e.* , $10::timestamptz FROM unnest($2::bigint[], $3::uuid[], $4::text[], \
+         $5::bigint[], $6::text[], $7::integer[], $8::jsonb[], $9::jsonb[]) AS e";
+
+const INSERT_ANSWERS_SQL: &str = "INSERT INTO event_store.answers \
+     (scope, key, fingerprint, answer, position_commit, position_prepare, recorded_at) \
+     SELECT a.*, $7::timestamptz FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
+         $5::bigint[], $6::bigint[]) AS a";
+
+const FIND_RETRY_SQL: &str = "SELECT outcome, stream_version, last_transaction_id, \
+     last_sequence, conflicting_event_id FROM event_store.find_retry($1, $2)";
+
+const KEPT_ANSWERS_SQL: &str = "SELECT k.scope, k.key, k.fingerprint, k.answer, \
+     k.position_commit, k.position_prepare \
      FROM unnest($1::text[], $2::text[]) AS a(scope, key) \
      JOIN event_store.answers k ON k.scope = a.scope AND k.key = a.key";
 
@@ -231,15 +268,6 @@ fn backend(error: tokio_postgres::Error) -> StoreError {
     StoreError::backend(format_args!("PostgreSQL error {code}"), error)
 }
 
-fn encode_expected(expected: ExpectedVersion) -> i64 {
-    match expected {
-        ExpectedVersion::Exact(v) => i64::try_from(v).expect("stream versions stay below i64::MAX"),
-        ExpectedVersion::NoStream => -1,
-        ExpectedVersion::Any => -2,
-        ExpectedVersion::StreamExists => -3,
-    }
-}
-
 fn to_u64(value: i64) -> u64 {
     u64::try_from(value).expect("stored versions, transaction ids and sequences are non-negative")
 }
@@ -310,14 +338,7 @@ impl EventStore for PostgresStore {
             .query(KEPT_ANSWERS_SQL, &[&scopes, &names])
             .await?
             .iter()
-            .map(|row| StoredAnswer {
-                key: AnswerKey {
-                    scope: row.get(0),
-                    key: row.get(1),
-                },
-                fingerprint: row.get(2),
-                answer: row.get(3),
-            })
+            .map(stored_answer)
             .collect())
     }
 
@@ -384,7 +405,12 @@ impl EventStore for PostgresStore {
     }
 
     fn subscribe_all(&self, after: Option<Position>) -> EventStream {
-        subscription::follow(self.clone(), after, self.appended.clone())
+        subscription::follow(
+            self.clone(),
+            after,
+            self.appended.clone(),
+            Duration::from_millis(SUBSCRIPTION_READ_INTERVAL_MIN_MS),
+        )
     }
 }
 
@@ -460,6 +486,10 @@ async fn commit_loop(committer: Committer, queue: Arc<Mutex<mpsc::Receiver<Pendi
     }
 }
 
+/// The outcome of each append of a batch: `None` for an append that wrote nothing because other
+/// appends' keys were answered before (it goes again in the next pass).
+type Outcomes = Vec<Option<Result<Appended, StoreError>>>;
+
 impl Committer {
     #[tracing::instrument(name = "event_store.group_commit", skip_all, fields(appends = batch.len()))]
     async fn commit(&self, batch: Vec<PendingAppend>) {
@@ -467,9 +497,8 @@ impl Committer {
         // Each pass either writes the batch, or (when some keys were answered before) answers
         // those appends and writes nothing; the rest then go again. Bounded by the batch size.
         while !batch.is_empty() {
-            match self.call(&batch, false).await {
-                Ok(rows) => {
-                    let mut outcomes = decode_outcomes(&rows, &batch);
+            match self.write(&batch, false).await {
+                Ok(mut outcomes) => {
                     let answered_before = outcomes
                         .iter()
                         .any(|o| matches!(o, Some(Ok(Appended::AnsweredBefore(_)))));
@@ -482,7 +511,7 @@ impl Committer {
                             None if answered_before => rest.push(pending),
                             None => {
                                 let _ = pending.reply.send(Err(StoreError::backend_because(
-                                    "append_requests answered no row for an append",
+                                    "the group commit left an append unanswered",
                                 )));
                             }
                         }
@@ -514,16 +543,13 @@ impl Committer {
     /// unique violation (a concurrent identical append committed first).
     async fn append_carefully(&self, pending: &PendingAppend) -> Result<Appended, StoreError> {
         for _ in 0..2 {
-            match self.call(std::slice::from_ref(pending), true).await {
-                Ok(rows) => {
-                    return decode_outcomes(&rows, std::slice::from_ref(pending))
-                        .pop()
-                        .flatten()
-                        .unwrap_or_else(|| {
-                            Err(StoreError::backend_because(
-                                "append_requests answered no row for an append",
-                            ))
-                        })
+            match self.write(std::slice::from_ref(pending), true).await {
+                Ok(mut outcomes) => {
+                    return outcomes.pop().flatten().unwrap_or_else(|| {
+                        Err(StoreError::backend_because(
+                            "the group commit left an append unanswered",
+                        ))
+                    })
                 }
                 Err(CallError::UniqueViolation) => continue,
                 Err(CallError::Store(error)) => return Err(error),
@@ -534,140 +560,416 @@ impl Committer {
         ))
     }
 
-    async fn call(&self, batch: &[PendingAppend], careful: bool) -> Result<Vec<Row>, CallError> {
-        let streams: Vec<&str> = batch.iter().map(|p| p.stream.as_str()).collect();
-        let expected: Vec<i64> = batch.iter().map(|p| encode_expected(p.expected)).collect();
-        let counts: Vec<i32> = batch.iter().map(|p| p.events.len() as i32).collect();
-        let events = batch.iter().flat_map(|p| p.events.iter());
-        let ids: Vec<uuid::Uuid> = events.clone().map(|e| e.event_id).collect();
-        let indexes: Vec<i32> = batch
-            .iter()
-            .flat_map(|p| 0..p.events.len() as i32)
-            .collect();
-        let types: Vec<&str> = events.clone().map(|e| e.event_type.as_str()).collect();
-        let versions: Vec<i32> = events.clone().map(|e| e.schema_version as i32).collect();
-        let data: Vec<&serde_json::Value> = events.clone().map(|e| &e.data).collect();
-        let metadata: Vec<serde_json::Value> = events
-            .map(|e| serde_json::to_value(&e.metadata).expect("metadata always serialises"))
-            .collect();
-        let mut answer_requests: Vec<i32> = Vec::new();
-        let mut scopes: Vec<&str> = Vec::new();
-        let mut keys: Vec<&str> = Vec::new();
-        let mut fingerprints: Vec<&str> = Vec::new();
-        let mut bodies: Vec<&serde_json::Value> = Vec::new();
-        let mut positioned: Vec<bool> = Vec::new();
-        for (index, pending) in batch.iter().enumerate() {
-            for answer in &pending.answers {
-                answer_requests.push(index as i32 + 1);
-                scopes.push(&answer.key.scope);
-                keys.push(&answer.key.key);
-                fingerprints.push(&answer.fingerprint);
-                bodies.push(&answer.answer);
-                positioned.push(answer.positioned);
+    /// Write `batch` (distinct streams) in one transaction of two round trips:
+    ///
+    /// 1. lock the streams in one global order (an advisory lock, taken before the transaction
+    ///    gets its id: see migration 0001 for why that keeps the log in version order within a
+    ///    stream), look for keys answered before, read the streams' versions, then take the
+    ///    transaction id and the time (and, `careful`, look for stored retries first);
+    /// 2. (decided here) write the new versions, the events and the answers, notify, commit.
+    ///
+    /// An append whose expected version does not hold writes nothing and is answered after the
+    /// commit: with its original result when its events are stored already, otherwise with
+    /// the stream's version.
+    async fn write(&self, batch: &[PendingAppend], careful: bool) -> Result<Outcomes, CallError> {
+        let mut client = pooled(&self.database).await.map_err(CallError::Store)?;
+        let transaction = deadpool_postgres::ClientWrapper::transaction(&mut client).await?;
+        let mut outcomes: Outcomes = (0..batch.len()).map(|_| None).collect();
+        if careful {
+            for (index, pending) in batch.iter().enumerate() {
+                if !pending.events.is_empty() {
+                    outcomes[index] = find_retry(&*transaction, pending).await?;
+                }
             }
         }
-        let params: [&(dyn ToSql + Sync); 16] = [
-            &streams,
-            &expected,
-            &counts,
-            &careful,
-            &ids,
-            &indexes,
-            &types,
-            &versions,
-            &data,
-            &metadata,
-            &answer_requests,
-            &scopes,
-            &keys,
-            &fingerprints,
-            &bodies,
-            &positioned,
-        ];
-        self.run(APPEND_REQUESTS_SQL, &params).await
+        let plan = self.lock_and_read(&transaction, batch, &outcomes).await?;
+        if let Some(known) = plan.answered_before {
+            drop(transaction); // rolls back: nothing was written
+            return Ok(known);
+        }
+        let appended = write_plan(&transaction, batch, &plan, &outcomes).await?;
+        if appended {
+            transaction
+                .execute("SELECT pg_notify($1, '')", &[&NOTIFY_CHANNEL])
+                .await?;
+        }
+        if let Some(delay_max) = self.commit_delay_max {
+            let delay = delay_max.mul_f64(rand::random::<f64>());
+            transaction
+                .execute("SELECT pg_sleep($1)", &[&delay.as_secs_f64()])
+                .await?;
+        }
+        transaction.commit().await?;
+        for (index, pending) in batch.iter().enumerate() {
+            if outcomes[index].is_some() {
+                continue;
+            }
+            outcomes[index] = Some(match plan.requests[index] {
+                Decision::Written {
+                    last,
+                    last_sequence,
+                } => Ok(Appended::Written(Some(AppendResult {
+                    version: last,
+                    position: Position {
+                        commit: plan.transaction_id,
+                        prepare: last_sequence,
+                    },
+                    deduplicated: false,
+                }))),
+                Decision::AnswersOnly => Ok(Appended::Written(None)),
+                Decision::Refused { actual } => match find_retry(&**client, pending).await? {
+                    Some(original) => original,
+                    None => Err(StoreError::WrongExpectedVersion {
+                        stream: pending.stream.clone(),
+                        expected: pending.expected,
+                        actual,
+                    }),
+                },
+            });
+        }
+        Ok(outcomes)
     }
 
-    /// Run one append statement as its own transaction (with the test-only commit delay).
-    async fn run(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, CallError> {
-        let mut client = pooled(&self.database).await.map_err(CallError::Store)?;
-        let statement = client.prepare_cached(sql).await?;
-        match self.commit_delay_max {
-            None => Ok(client.query(&statement, params).await?),
-            Some(delay_max) => {
-                let transaction = client.transaction().await?;
-                let rows = transaction.query(&statement, params).await?;
-                let delay = delay_max.mul_f64(rand::random::<f64>());
-                transaction
-                    .execute("SELECT pg_sleep($1)", &[&delay.as_secs_f64()])
-                    .await?;
-                transaction.commit().await?;
-                Ok(rows)
+    /// Step 1 of [`Committer::write`]: locks, answers known before, versions, transaction id.
+    async fn lock_and_read(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+        batch: &[PendingAppend],
+        outcomes: &Outcomes,
+    ) -> Result<Plan, CallError> {
+        let streams: Vec<&str> = batch
+            .iter()
+            .map(|p| p.stream.as_str())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let (scopes, keys): (Vec<&str>, Vec<&str>) = batch
+            .iter()
+            .flat_map(|p| p.answers.iter())
+            .map(|a| (a.key.scope.as_str(), a.key.key.as_str()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .unzip();
+        let lock = transaction.prepare_cached(LOCK_STREAMS_SQL).await?;
+        let known = transaction.prepare_cached(KNOWN_ANSWERS_SQL).await?;
+        let versions = transaction.prepare_cached(STREAM_VERSIONS_SQL).await?;
+        let identity = transaction.prepare_cached(TRANSACTION_IDENTITY_SQL).await?;
+        let lock_parameters: [&(dyn ToSql + Sync); 1] = [&streams];
+        let known_parameters: [&(dyn ToSql + Sync); 2] = [&scopes, &keys];
+        // Issued together so they travel in one round trip; they run in this order.
+        let (locked, known, versions, identity) = futures::join!(
+            transaction.execute(&lock, &lock_parameters),
+            transaction.query(&known, &known_parameters),
+            transaction.query(&versions, &lock_parameters),
+            transaction.query_one(&identity, &[]),
+        );
+        locked?;
+        let known = known?;
+        if !known.is_empty() {
+            return Ok(Plan::answered_before(batch, &known));
+        }
+        let current: HashMap<String, u64> = versions?
+            .iter()
+            .map(|row| (row.get::<_, String>(0), to_u64(row.get(1))))
+            .collect();
+        let identity = identity?;
+        Ok(Plan::decide(
+            batch,
+            outcomes,
+            &current,
+            to_u64(identity.get(0)),
+            identity.get(1),
+        ))
+    }
+}
+
+/// What the group commit does with each append, decided from the streams' versions.
+#[derive(Debug, Clone, Copy)]
+enum Decision {
+    /// Its events are written; the last one has this version and sequence.
+    Written { last: u64, last_sequence: u64 },
+    /// It only keeps answers (refused or unchanged commands).
+    AnswersOnly,
+    /// Its expected version does not hold (the stream is at `actual`): nothing is written.
+    Refused { actual: Option<u64> },
+}
+
+/// The decisions of one group commit.
+struct Plan {
+    requests: Vec<Decision>,
+    /// The first version of each written append's events.
+    first_versions: Vec<u64>,
+    transaction_id: u64,
+    recorded_at: DateTime<Utc>,
+    /// Set when keys of the batch were answered before: then nothing is written, and these
+    /// are the outcomes (`None` for the appends to send again).
+    answered_before: Option<Outcomes>,
+}
+
+impl Plan {
+    fn answered_before(batch: &[PendingAppend], rows: &[Row]) -> Self {
+        let mut outcomes: Outcomes = (0..batch.len()).map(|_| None).collect();
+        for row in rows {
+            let answer = stored_answer(row);
+            for (index, pending) in batch.iter().enumerate() {
+                if !pending.answers.iter().any(|a| a.key == answer.key) {
+                    continue;
+                }
+                match &mut outcomes[index] {
+                    Some(Ok(Appended::AnsweredBefore(found))) => found.push(answer.clone()),
+                    slot => *slot = Some(Ok(Appended::AnsweredBefore(vec![answer.clone()]))),
+                }
             }
+        }
+        Self {
+            requests: Vec::new(),
+            first_versions: Vec::new(),
+            transaction_id: 0,
+            recorded_at: Utc::now(),
+            answered_before: Some(outcomes),
+        }
+    }
+
+    /// Check each append's expected version against its stream's current version; sequences
+    /// are the events' ordinals in the transaction, in batch order.
+    fn decide(
+        batch: &[PendingAppend],
+        outcomes: &Outcomes,
+        current: &HashMap<String, u64>,
+        transaction_id: u64,
+        recorded_at: DateTime<Utc>,
+    ) -> Self {
+        let mut requests = Vec::with_capacity(batch.len());
+        let mut first_versions = Vec::with_capacity(batch.len());
+        let mut sequence = 0u64;
+        for (pending, outcome) in batch.iter().zip(outcomes) {
+            let count = pending.events.len() as u64;
+            let actual = current.get(&pending.stream).copied();
+            let holds = outcome.is_none()
+                && match pending.expected {
+                    ExpectedVersion::NoStream => actual.is_none(),
+                    ExpectedVersion::Exact(v) => actual == Some(v),
+                    ExpectedVersion::Any => true,
+                    ExpectedVersion::StreamExists => actual.is_some(),
+                };
+            let first = actual.map_or(0, |v| v + 1);
+            first_versions.push(first);
+            requests.push(if count == 0 {
+                Decision::AnswersOnly
+            } else if holds {
+                sequence += count;
+                Decision::Written {
+                    last: first + count - 1,
+                    last_sequence: sequence,
+                }
+            } else {
+                Decision::Refused { actual }
+            });
+        }
+        Self {
+            requests,
+            first_versions,
+            transaction_id,
+            recorded_at,
+            answered_before: None,
         }
     }
 }
 
-/// The outcome of each append of `batch` from the function's rows: `None` for an append the
-/// function wrote nothing for because other appends' keys were answered before (it goes again).
-fn decode_outcomes(
-    rows: &[Row],
+/// Step 2 of [`Committer::write`]: the new versions, the events and the answers, each one
+/// statement, issued together. Returns whether any event was written.
+async fn write_plan(
+    transaction: &deadpool_postgres::Transaction<'_>,
     batch: &[PendingAppend],
-) -> Vec<Option<Result<Appended, StoreError>>> {
-    let mut outcomes: Vec<Option<Result<Appended, StoreError>>> =
-        (0..batch.len()).map(|_| None).collect();
-    for row in rows {
-        let index = row.get::<_, i32>("request") as usize - 1;
-        let pending = &batch[index];
-        let outcome: &str = row.get("outcome");
-        if outcome == "answered_before" {
-            let answer = StoredAnswer {
-                key: AnswerKey {
-                    scope: row.get("answer_scope"),
-                    key: row.get("answer_key"),
-                },
-                fingerprint: row.get("answer_fingerprint"),
-                answer: row.get("answer"),
-            };
-            match &mut outcomes[index] {
-                Some(Ok(Appended::AnsweredBefore(found))) => found.push(answer),
-                slot => *slot = Some(Ok(Appended::AnsweredBefore(vec![answer]))),
-            }
+    plan: &Plan,
+    outcomes: &Outcomes,
+) -> Result<bool, CallError> {
+    let mut stream_names: Vec<&str> = Vec::new();
+    let mut stream_versions: Vec<i64> = Vec::new();
+    let mut rows = EventRows::default();
+    let mut answers = AnswerRows::default();
+    for (index, pending) in batch.iter().enumerate() {
+        if outcomes[index].is_some() {
             continue;
         }
-        outcomes[index] = Some(decode_outcome(row, &pending.stream, pending.expected));
+        let position = match plan.requests[index] {
+            Decision::Written {
+                last,
+                last_sequence,
+            } => {
+                stream_names.push(&pending.stream);
+                stream_versions.push(to_i64(last));
+                let first_sequence = last_sequence + 1 - pending.events.len() as u64;
+                for (offset, event) in pending.events.iter().enumerate() {
+                    let offset = offset as u64;
+                    rows.push(
+                        event,
+                        &pending.stream,
+                        plan.first_versions[index] + offset,
+                        first_sequence + offset,
+                    );
+                }
+                Some(Position {
+                    commit: plan.transaction_id,
+                    prepare: last_sequence,
+                })
+            }
+            Decision::AnswersOnly => None,
+            Decision::Refused { .. } => continue,
+        };
+        for answer in &pending.answers {
+            answers.push(answer, position);
+        }
     }
-    outcomes
+    let transaction_id = to_i64(plan.transaction_id);
+    let streams = transaction.prepare_cached(UPSERT_STREAMS_SQL).await?;
+    let events = transaction.prepare_cached(INSERT_EVENTS_SQL).await?;
+    let kept = transaction.prepare_cached(INSERT_ANSWERS_SQL).await?;
+    let stream_parameters: [&(dyn ToSql + Sync); 2] = [&stream_names, &stream_versions];
+    let event_parameters: [&(dyn ToSql + Sync); 10] = [
+        &transaction_id,
+        &rows.sequences,
+        &rows.ids,
+        &rows.streams,
+        &rows.versions,
+        &rows.types,
+        &rows.schema_versions,
+        &rows.data,
+        &rows.metadata,
+        &plan.recorded_at,
+    ];
+    let answer_parameters: [&(dyn ToSql + Sync); 7] = [
+        &answers.scopes,
+        &answers.keys,
+        &answers.fingerprints,
+        &answers.bodies,
+        &answers.position_commits,
+        &answers.position_prepares,
+        &plan.recorded_at,
+    ];
+    // Issued together so they travel in one round trip.
+    let (streams, events, kept) = futures::join!(
+        transaction.execute(&streams, &stream_parameters),
+        transaction.execute(&events, &event_parameters),
+        transaction.execute(&kept, &answer_parameters),
+    );
+    streams?;
+    events?;
+    kept?;
+    Ok(!rows.ids.is_empty())
 }
 
-fn decode_outcome(
-    row: &Row,
-    stream: &str,
-    expected: ExpectedVersion,
-) -> Result<Appended, StoreError> {
+/// The events of a group commit, column by column.
+#[derive(Default)]
+struct EventRows<'a> {
+    sequences: Vec<i64>,
+    ids: Vec<uuid::Uuid>,
+    streams: Vec<&'a str>,
+    versions: Vec<i64>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    data: Vec<&'a serde_json::Value>,
+    /// Serialised straight into the statement's parameter (no JSON tree built first).
+    metadata: Vec<Json<&'a Metadata>>,
+}
+
+impl<'a> EventRows<'a> {
+    fn push(&mut self, event: &'a NewEvent, stream: &'a str, version: u64, sequence: u64) {
+        self.sequences.push(to_i64(sequence));
+        self.ids.push(event.event_id);
+        self.streams.push(stream);
+        self.versions.push(to_i64(version));
+        self.types.push(&event.event_type);
+        self.schema_versions.push(event.schema_version as i32);
+        self.data.push(&event.data);
+        self.metadata.push(Json(&event.metadata));
+    }
+}
+
+/// The answers of a group commit, column by column, with the positions to put into them.
+#[derive(Default)]
+struct AnswerRows<'a> {
+    scopes: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    fingerprints: Vec<&'a str>,
+    bodies: Vec<&'a serde_json::Value>,
+    position_commits: Vec<Option<i64>>,
+    position_prepares: Vec<Option<i64>>,
+}
+
+impl<'a> AnswerRows<'a> {
+    fn push(&mut self, answer: &'a NewAnswer, position: Option<Position>) {
+        let position = position.filter(|_| answer.positioned);
+        self.scopes.push(&answer.key.scope);
+        self.keys.push(&answer.key.key);
+        self.fingerprints.push(&answer.fingerprint);
+        self.bodies.push(&answer.answer);
+        self.position_commits
+            .push(position.map(|p| to_i64(p.commit)));
+        self.position_prepares
+            .push(position.map(|p| to_i64(p.prepare)));
+    }
+}
+
+/// A kept answer read back, its position (kept in its own columns) put into it.
+fn stored_answer(row: &Row) -> StoredAnswer {
+    let mut answer: serde_json::Value = row.get(3);
+    let commit: Option<i64> = row.get(4);
+    let prepare: Option<i64> = row.get(5);
+    if let (Some(commit), Some(prepare)) = (commit, prepare) {
+        set_answer_position(
+            &mut answer,
+            Position {
+                commit: to_u64(commit),
+                prepare: to_u64(prepare),
+            },
+        );
+    }
+    StoredAnswer {
+        key: AnswerKey {
+            scope: row.get(0),
+            key: row.get(1),
+        },
+        fingerprint: row.get(2),
+        answer,
+    }
+}
+
+/// The original result of `pending` when its event ids are stored already (a retry).
+async fn find_retry<C: tokio_postgres::GenericClient>(
+    client: &C,
+    pending: &PendingAppend,
+) -> Result<Option<Result<Appended, StoreError>>, CallError> {
+    // Rare (a retry, a lost race): not worth a prepared statement per connection.
+    let ids: Vec<uuid::Uuid> = pending.events.iter().map(|e| e.event_id).collect();
+    let row = client
+        .query_opt(FIND_RETRY_SQL, &[&pending.stream, &ids])
+        .await?;
+    Ok(row.map(|row| decode_retry(&row, &pending.stream)))
+}
+
+fn decode_retry(row: &Row, stream: &str) -> Result<Appended, StoreError> {
     let outcome: &str = row.get("outcome");
     match outcome {
-        "answered" => Ok(Appended::Written(None)),
-        "appended" | "duplicate" => Ok(Appended::Written(Some(AppendResult {
+        "duplicate" => Ok(Appended::Written(Some(AppendResult {
             version: to_u64(row.get("stream_version")),
             position: Position {
                 commit: to_u64(row.get("last_transaction_id")),
                 prepare: to_u64(row.get("last_sequence")),
             },
-            deduplicated: outcome == "duplicate",
+            deduplicated: true,
         }))),
-        "wrong_expected_version" => Err(StoreError::WrongExpectedVersion {
-            stream: stream.to_owned(),
-            expected,
-            actual: row.get::<_, Option<i64>>("stream_version").map(to_u64),
-        }),
         "idempotency_mismatch" => Err(StoreError::IdempotencyMismatch {
             stream: stream.to_owned(),
             event_id: row.get("conflicting_event_id"),
         }),
         other => Err(StoreError::backend_because(format!(
-            "the append function answered an unknown outcome {other:?}"
+            "find_retry answered an unknown outcome {other:?}"
         ))),
     }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).expect("versions, sequences and transaction ids stay below i64::MAX")
 }
 
 /// Keep a dedicated connection listening for append notifications and bump `appended` on each,

@@ -4,6 +4,10 @@ use clap::Parser;
 use ledger_projections::cli::{run, Arguments};
 use std::process::ExitCode;
 
+/// The allocator of this binary: see the workspace manifest for why not the system one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let arguments = Arguments::parse();

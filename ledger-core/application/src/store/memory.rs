@@ -278,6 +278,11 @@ impl EventStore for MemoryStore {
     }
 
     fn subscribe_all(&self, after: Option<Position>) -> EventStream {
-        subscription::follow(self.clone(), after, self.appended.subscribe())
+        subscription::follow(
+            self.clone(),
+            after,
+            self.appended.subscribe(),
+            std::time::Duration::ZERO,
+        )
     }
 }

@@ -1,0 +1,224 @@
+//! The binary form of a snapshot: a SKU's state and its remembered keys, field by field, with
+//! lengths before strings and a byte for each optional field. A hot SKU's state holds every
+//! reservation it ever had (tens of thousands), and loading it is on the path of the first
+//! command after a start: as JSON it took most of that load, this form decodes several times
+//! faster and is a third of the size.
+//!
+//! Layout (all integers little-endian; `str` is a u32 length and UTF-8 bytes; `opt<T>` is a
+//! byte 0 or 1 and then T):
+//! - sku: str, on_hand: u64, reserved: u64, reorder_point: u64, version: opt<u64>,
+//!   open_reservation_count: u64
+//! - reservations: u32 count, then in id order: id: str, order_id: opt<str>, quantity: u64,
+//!   ttl_seconds: opt<u64>, expires_at: opt<i64 microseconds since the epoch>, status: u8
+//! - recent keys: u32 count, then key: str, first: u64, last: u64.
+
+use chrono::{DateTime, Utc};
+use ledger_domain::{Reservation, ReservationStatus, Sku, SkuState};
+use std::collections::BTreeMap;
+
+/// A snapshot body as its two parts.
+pub type SnapshotBody = (SkuState, Vec<(String, u64, u64)>);
+
+pub fn encode(state: &SkuState, recent_keys: &[(String, u64, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + state.reservations.len() * 64);
+    put_str(&mut out, state.sku.as_str());
+    put_u64(&mut out, state.on_hand);
+    put_u64(&mut out, state.reserved);
+    put_u64(&mut out, state.reorder_point);
+    put_option(&mut out, state.version, put_u64);
+    put_u64(&mut out, state.open_reservation_count);
+    put_u32(&mut out, state.reservations.len());
+    for reservation in state.reservations.values() {
+        put_str(&mut out, &reservation.reservation_id);
+        put_option(&mut out, reservation.order_id.as_deref(), put_str);
+        put_u64(&mut out, reservation.quantity);
+        put_option(&mut out, reservation.ttl_seconds, put_u64);
+        put_option(
+            &mut out,
+            reservation
+                .expires_at
+                .map(|moment| moment.timestamp_micros()),
+            |out, micros| out.extend_from_slice(&micros.to_le_bytes()),
+        );
+        out.push(status_byte(reservation.status));
+    }
+    put_u32(&mut out, recent_keys.len());
+    for (key, first, last) in recent_keys {
+        put_str(&mut out, key);
+        put_u64(&mut out, *first);
+        put_u64(&mut out, *last);
+    }
+    out
+}
+
+/// The body back, or `None` when the bytes are not a snapshot of this layout (then the loader
+/// replays the stream instead).
+pub fn decode(bytes: &[u8]) -> Option<SnapshotBody> {
+    let mut input = Input { bytes, at: 0 };
+    let sku = Sku::parse(input.str()?).ok()?;
+    let mut state = SkuState::new(sku);
+    state.on_hand = input.u64()?;
+    state.reserved = input.u64()?;
+    state.reorder_point = input.u64()?;
+    state.version = input.option(Input::u64)?;
+    state.open_reservation_count = input.u64()?;
+    let count = input.u32()?;
+    let mut reservations = Vec::with_capacity(count.min(bytes.len()));
+    for _ in 0..count {
+        let reservation_id = input.str()?.to_owned();
+        let reservation = Reservation {
+            reservation_id: reservation_id.clone(),
+            order_id: input.option(|input| input.str().map(str::to_owned))?,
+            quantity: input.u64()?,
+            ttl_seconds: input.option(Input::u64)?,
+            expires_at: input.option(|input| {
+                let micros = i64::from_le_bytes(input.take(8)?.try_into().ok()?);
+                DateTime::<Utc>::from_timestamp_micros(micros)
+            })?,
+            status: status_of(input.byte()?)?,
+        };
+        reservations.push((reservation_id, reservation));
+    }
+    // Encoded in id order, so the map is built in one pass.
+    state.reservations = BTreeMap::from_iter(reservations);
+    let count = input.u32()?;
+    let mut recent_keys = Vec::with_capacity(count.min(bytes.len()));
+    for _ in 0..count {
+        recent_keys.push((input.str()?.to_owned(), input.u64()?, input.u64()?));
+    }
+    (input.at == bytes.len()).then_some((state, recent_keys))
+}
+
+fn status_byte(status: ReservationStatus) -> u8 {
+    match status {
+        ReservationStatus::Open => 0,
+        ReservationStatus::Released => 1,
+        ReservationStatus::Expired => 2,
+        ReservationStatus::Confirmed => 3,
+    }
+}
+
+fn status_of(byte: u8) -> Option<ReservationStatus> {
+    Some(match byte {
+        0 => ReservationStatus::Open,
+        1 => ReservationStatus::Released,
+        2 => ReservationStatus::Expired,
+        3 => ReservationStatus::Confirmed,
+        _ => return None,
+    })
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, value: usize) {
+    let value = u32::try_from(value).expect("snapshot collections stay below 2^32 entries");
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, value: &str) {
+    put_u32(out, value.len());
+    out.extend_from_slice(value.as_bytes());
+}
+
+fn put_option<T>(out: &mut Vec<u8>, value: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)) {
+    match value {
+        None => out.push(0),
+        Some(value) => {
+            out.push(1);
+            put(out, value);
+        }
+    }
+}
+
+struct Input<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Input<'a> {
+    fn take(&mut self, length: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(length)?;
+        let taken = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(taken)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn u32(&mut self) -> Option<usize> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let length = self.u32()?;
+        std::str::from_utf8(self.take(length)?).ok()
+    }
+
+    fn option<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        match self.byte()? {
+            0 => Some(None),
+            1 => read(self).map(Some),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_state_with_every_kind_of_reservation_round_trips() {
+        let mut state = SkuState::new(Sku::parse("SHOE-42").unwrap());
+        state.on_hand = 10;
+        state.reserved = 3;
+        state.reorder_point = 2;
+        state.version = Some(7);
+        state.open_reservation_count = 1;
+        for (index, status) in [
+            ReservationStatus::Open,
+            ReservationStatus::Released,
+            ReservationStatus::Expired,
+            ReservationStatus::Confirmed,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("r-{index}");
+            state.reservations.insert(
+                id.clone(),
+                Reservation {
+                    reservation_id: id,
+                    order_id: (index % 2 == 0).then(|| format!("order-{index}")),
+                    quantity: 3,
+                    ttl_seconds: (index != 1).then_some(60),
+                    expires_at: (index != 1)
+                        .then(|| Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap()),
+                    status,
+                },
+            );
+        }
+        let keys = vec![("k1".to_owned(), 3, 4), ("k2".to_owned(), 5, 5)];
+        let bytes = encode(&state, &keys);
+        assert_eq!(decode(&bytes), Some((state, keys)));
+    }
+
+    #[test]
+    fn truncated_or_trailing_bytes_are_not_a_snapshot() {
+        let state = SkuState::new(Sku::parse("A").unwrap());
+        let bytes = encode(&state, &[]);
+        assert!(decode(&bytes[..bytes.len() - 1]).is_none());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode(&longer).is_none());
+    }
+}
