@@ -15,29 +15,47 @@ pub enum Role {
     Admin,
 }
 
-/// What a request needs to be allowed.
+/// What a request needs to be allowed. The README's roles table is checked against
+/// [`Role::allows`] by a test, so the documentation and the code cannot disagree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
-    /// SKU state, reservations, low-stock lists and alerts.
+    /// SKU state, reservations, low-stock lists, alerts, notifications and projection status.
     Read,
-    /// Reserve, release, confirm.
+    /// Reserve, and release or confirm the reservations the principal holds.
     Reserve,
+    /// Release or confirm any principal's reservation.
+    EndAnyReservation,
     /// Replenish, adjust, set reorder points.
     Manage,
-    /// Histories and projection status.
+    /// Histories (as-of state included) and the movement ledger.
     Audit,
 }
 
+impl Permission {
+    pub const ALL: [Permission; 5] = [
+        Permission::Read,
+        Permission::Reserve,
+        Permission::EndAnyReservation,
+        Permission::Manage,
+        Permission::Audit,
+    ];
+}
+
 impl Role {
+    pub const ALL: [Role; 4] = [Role::Client, Role::Operator, Role::Auditor, Role::Admin];
+
     pub fn parse(value: &str) -> Result<Self, String> {
         match value {
             "client" => Ok(Self::Client),
             "operator" => Ok(Self::Operator),
             "auditor" => Ok(Self::Auditor),
             "admin" => Ok(Self::Admin),
-            other => Err(format!(
-                "unknown role {other:?}; roles are client, operator, auditor, admin"
-            )),
+            // The value is not repeated: a misplaced token must not end up in a log.
+            _ => Err(
+                "unknown role (the value is not shown); roles are client, operator, \
+                      auditor, admin"
+                    .to_owned(),
+            ),
         }
     }
 
@@ -54,7 +72,7 @@ impl Role {
         use Permission::*;
         match self {
             Self::Admin => true,
-            Self::Operator => matches!(permission, Read | Reserve | Manage | Audit),
+            Self::Operator => matches!(permission, Read | Reserve | EndAnyReservation | Manage),
             Self::Client => matches!(permission, Read | Reserve),
             Self::Auditor => matches!(permission, Read | Audit),
         }
@@ -76,10 +94,14 @@ pub fn hash_token(token: &str) -> String {
     crate::answer::hex(&Sha256::digest(token.as_bytes()))
 }
 
+/// The entry's second field as a hash. The error never repeats the field: an operator who
+/// pasted a token itself there must not find it in the logs.
 fn parse_hash(hex: &str) -> Result<[u8; 32], String> {
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!(
-            "{hex:?} is not a SHA-256 hash (64 hexadecimal digits); use `api hash-token TOKEN`"
+            "the second field ({} characters, not shown) is not a SHA-256 hash (64 hexadecimal \
+             digits); hash the token with `ledger-api hash-token`",
+            hex.chars().count()
         ));
     }
     let mut hash = [0u8; 32];
@@ -127,6 +149,19 @@ impl Authenticator {
 
     pub fn is_open(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// The name of the principal whose valid token `headers` carry, whatever it may do; `None`
+    /// without a valid token (the rate limit then keys on the client's address).
+    pub fn identify(&self, headers: &HeaderMap) -> Option<&str> {
+        let token = headers
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?
+            .trim();
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.tokens.get(&hash).map(|p| p.name.as_str())
     }
 
     pub fn authorize(
@@ -205,5 +240,18 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.contains("unknown role"), "{error}");
+    }
+
+    #[test]
+    fn a_malformed_entry_is_explained_without_repeating_it() {
+        for entry in [
+            "operator:my-secret-token-value",
+            "my-secret-token-value",
+            "client:my-secret-token-value:name",
+        ] {
+            let error = Authenticator::from_config(Some(entry), None).err().unwrap();
+            assert!(!error.contains("my-secret"), "{error}");
+            assert!(error.contains("token entry 1"), "{error}");
+        }
     }
 }

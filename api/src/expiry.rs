@@ -9,7 +9,7 @@
 //! writes many SKUs' batches in one transaction.
 
 use futures::StreamExt;
-use ledger_application::command::{CommandContext, CommandError, KeyScope};
+use ledger_application::command::{CommandContext, CommandError, KeyScope, ReservationRights};
 use ledger_domain::DomainError;
 use ledger_domain::{ExpireReservation, SkuCommand};
 use ledger_projections::reservations::DueReservation;
@@ -99,6 +99,7 @@ async fn expire(state: &SharedState, due: DueReservation) -> bool {
         key_scope: KeyScope::System,
         fingerprint: None,
         expected_version: None,
+        reservation_rights: ReservationRights::Any,
     };
     let command = SkuCommand::Expire(ExpireReservation {
         reservation_id: reservation_id.clone(),

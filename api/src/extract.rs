@@ -54,17 +54,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 format!("request bodies are limited to {REQUEST_BODY_BYTES_MAX} bytes"),
             )
         })?;
-        // An empty body reads as `{}`: commands whose fields are all optional (release,
-        // confirm) can then be sent without one. Required fields are still reported missing.
-        let bytes = if bytes.is_empty() {
-            Bytes::from_static(b"{}")
-        } else if !is_json {
+        // The JSON content type is required even for an empty body: a web page can only send
+        // a form's content types without asking first (a CORS preflight, which this API never
+        // grants), so requiring JSON keeps other sites from posting to a local API.
+        if !is_json {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "JSON expected",
-                "send the body as JSON with `Content-Type: application/json`",
+                "send `Content-Type: application/json` (also with an empty body)",
             ));
+        }
+        // An empty body reads as `{}`: commands whose fields are all optional (release,
+        // confirm) can then be sent without one. Required fields are still reported missing.
+        let bytes = if bytes.is_empty() {
+            Bytes::from_static(b"{}")
         } else {
             bytes
         };

@@ -8,6 +8,9 @@
 //!   OpenAPI router so the description cannot drift from the served API.
 //! - [`auth`], [`extract`], [`answer`], [`problem`]: what every command shares — tokens and
 //!   roles, strict input parsing, rendered answers and request fingerprints, RFC 9457 errors.
+//! - [`server`], [`protection`]: the HTTP server loop (header timeout, connection cap,
+//!   graceful shutdown) and the limits in front of the routes (host check, rate limit, load
+//!   shedding, request timeout).
 //! - [`expiry`]: the worker that expires reservations whose time-to-live has passed.
 //! - [`telemetry`]: logs, metrics and the per-request middleware.
 
@@ -17,7 +20,9 @@ pub mod config;
 pub mod expiry;
 pub mod extract;
 pub mod problem;
+pub mod protection;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

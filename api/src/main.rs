@@ -12,7 +12,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let config = Config::parse();
     if let Some(Command::HashToken { token }) = &config.command {
-        println!("{}", ledger_api::auth::hash_token(token));
+        let token = match token.as_deref() {
+            Some(token) if token != "-" => token.to_owned(),
+            _ => {
+                let mut line = String::new();
+                if let Err(error) = std::io::stdin().read_line(&mut line) {
+                    eprintln!("error: cannot read the token from standard input: {error}");
+                    return ExitCode::FAILURE;
+                }
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            }
+        };
+        if token.is_empty() {
+            eprintln!("error: the token is empty");
+            return ExitCode::FAILURE;
+        }
+        println!("{}", ledger_api::auth::hash_token(&token));
         return ExitCode::SUCCESS;
     }
     ledger_startup::init_logging(config.log.log_format, ledger_startup::LogOutput::Stderr);
@@ -37,9 +52,14 @@ fn main() -> ExitCode {
         };
         print_banner(&running);
         wait_for_signal(&running).await;
-        eprintln!("shutting down: finishing in-flight requests");
-        running.stop().await;
-        ExitCode::SUCCESS
+        eprintln!("shutting down: finishing in-flight requests (Ctrl-C again to exit at once)");
+        tokio::select! {
+            _ = running.stop() => ExitCode::SUCCESS,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("second interrupt: exiting without waiting");
+                ExitCode::from(130)
+            }
+        }
     })
 }
 

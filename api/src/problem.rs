@@ -170,6 +170,13 @@ impl From<DomainError> for Problem {
                 detail,
             )
             .with("reservation_id", reservation_id),
+            DomainError::ReservationHeldByAnother { reservation_id } => Self::new(
+                StatusCode::FORBIDDEN,
+                code,
+                "Reservation held by another principal",
+                detail,
+            )
+            .with("reservation_id", reservation_id),
             DomainError::ReservationHasNoExpiry { .. }
             | DomainError::ReservationNotYetExpired { .. } => Self::new(
                 StatusCode::CONFLICT,
@@ -234,6 +241,18 @@ impl From<StoreError> for Problem {
         match error {
             StoreError::Timeout { .. } | StoreError::Unavailable { .. } => {
                 Self::unavailable(&error)
+            }
+            StoreError::OutcomeUnknown { .. } => {
+                tracing::warn!(%error, "the outcome of a command is unknown");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "outcome-unknown",
+                    "Outcome unknown",
+                    "the connection to the database was lost while the command was being \
+                     committed, and whether it was applied could not be learned: retry with the \
+                     same Idempotency-Key (a keyed command is applied at most once); without a \
+                     key, read the SKU first",
+                )
             }
             StoreError::IdempotencyMismatch { .. } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

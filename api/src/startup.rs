@@ -6,6 +6,8 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::extract::REQUEST_BODY_BYTES_MAX;
 use crate::problem::Problem;
+use crate::protection::{Protection, ProtectionSettings};
+use crate::server::ServerLimits;
 use crate::state::{AppState, SharedState};
 use crate::{routes, telemetry};
 use axum::extract::DefaultBodyLimit;
@@ -24,6 +26,12 @@ use tokio::task::JoinHandle;
 
 /// The expiry worker never sweeps more often than this, whatever the configuration says.
 pub const EXPIRY_INTERVAL_MS_MIN: u64 = 50;
+
+/// How often kept answers older than the retention are purged.
+pub const ANSWER_PURGE_INTERVAL_MS: u64 = 10 * 60 * 1_000;
+
+/// Connections of the snapshots' pool (writes happen in the background, loads are rare).
+const SNAPSHOT_POOL_SIZE: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -48,9 +56,10 @@ pub struct Running {
     pub backends_description: String,
     pub open_access: bool,
     shutdown: watch::Sender<bool>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     cluster: Option<PrivateCluster>,
+    state: SharedState,
 }
 
 impl Running {
@@ -58,10 +67,8 @@ impl Running {
     /// batches, then stop the embedded cluster.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        match self.server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "the HTTP server failed"),
-            Err(error) => tracing::error!(%error, "the HTTP server task panicked"),
+        if let Err(error) = self.server.await {
+            tracing::error!(%error, "the HTTP server task panicked");
         }
         for worker in self.workers {
             if let Err(error) = worker.await {
@@ -74,6 +81,11 @@ impl Running {
                 Err(error) => tracing::error!(%error, "could not stop the embedded PostgreSQL"),
             }
         }
+    }
+
+    /// How many SKUs have a writer (a loaded state) in this process now.
+    pub fn writers_active(&self) -> usize {
+        self.state.writers.active()
     }
 
     /// Resolves when the server has stopped by itself (it only does on failure).
@@ -100,6 +112,10 @@ pub fn application(state: SharedState) -> axum::Router {
     router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::protection::protect::<AppState>,
+        ))
         .layer(axum::middleware::from_fn(telemetry::observe))
 }
 
@@ -107,6 +123,14 @@ pub fn application(state: SharedState) -> axum::Router {
 pub async fn start(config: Config) -> Result<Running, StartupError> {
     let auth = Authenticator::from_config(config.tokens.as_deref(), config.tokens_file.as_deref())
         .map_err(StartupError::Config)?;
+    if auth.is_open() && !config.listen.ip().is_loopback() && !config.allow_open {
+        return Err(StartupError::Config(format!(
+            "refusing to serve {} without tokens: anyone who can reach it could change stock. \
+             Configure LEDGER_TOKENS or LEDGER_TOKENS_FILE, listen on 127.0.0.1, or pass \
+             --allow-open (LEDGER_ALLOW_OPEN=true) if that is really meant",
+            config.listen
+        )));
+    }
     if auth.is_open() {
         tracing::warn!(
             "NO TOKENS CONFIGURED: the API is open, anyone who can reach it may change stock; \
@@ -121,6 +145,7 @@ pub async fn start(config: Config) -> Result<Running, StartupError> {
             embedded: EmbeddedMode::Create,
             needs_database: true,
             eventstore_connect_timeout_ms: None,
+            statement_timeout_ms: Some(config.statement_timeout_ms),
         },
     )
     .await?;
@@ -147,22 +172,60 @@ async fn serve(
     let metrics = telemetry::metrics_handle();
     let database = backends.database().clone();
     crate::answer::migrate_api_tables(&database).await?;
-    let snapshots = PostgresSnapshots::open(database.clone()).await?;
     ledger_projections::migrate(&database).await?;
-    let read_models = ReadModels::new(database.clone());
+    // Bulkheads: the event store has its own pools (committers, loads); snapshots, read-model
+    // queries and readiness checks get theirs, so that none of them can starve another (the
+    // projectors' pool is made by the projector set).
+    let statement_timeout = Duration::from_millis(config.statement_timeout_ms);
+    let snapshots = PostgresSnapshots::open(database.with_statement_timeout(
+        statement_timeout,
+        &[],
+        SNAPSHOT_POOL_SIZE,
+    )?)
+    .await?;
+    let read_models = ReadModels::new(database.with_statement_timeout(
+        statement_timeout,
+        &[],
+        (config.pool_size / 2).max(2),
+    )?);
+    let readiness = database.with_statement_timeout(statement_timeout, &[], 1)?;
+    let rate_limit = std::num::NonZeroU32::new(config.rate_limit_per_second).map(|per_second| {
+        let burst = config
+            .rate_limit_burst
+            .and_then(std::num::NonZeroU32::new)
+            .unwrap_or(per_second);
+        (per_second, burst)
+    });
+    let protection = Arc::new(Protection::new(ProtectionSettings {
+        allowed_hosts: ProtectionSettings::allowed_hosts_for(
+            config.listen.ip(),
+            &config.allowed_host,
+        ),
+        rate_limit,
+        in_flight_max: config.in_flight_max,
+        request_timeout: Duration::from_millis(config.request_timeout_ms),
+    }));
     let state: SharedState = Arc::new(AppState {
         writers: SkuWriters::new(
             CommandHandler::new(backends.store.clone()).with_snapshots(Arc::new(snapshots)),
-        ),
+        )
+        .with_writers_max(config.writers_max),
         store: backends.store.clone(),
-        database: database.clone(),
+        database: readiness,
         auth,
         metrics,
         read_models: read_models.clone(),
         openapi: OnceLock::new(),
+        protection: protection.clone(),
     });
     let (shutdown, signal) = watch::channel(false);
     let mut workers = Vec::new();
+    workers.push(tokio::spawn(protection.sweep(signal.clone())));
+    workers.push(tokio::spawn(purge_answers(
+        backends.store.clone(),
+        Duration::from_secs(config.answer_retention_hours.saturating_mul(3_600)),
+        signal.clone(),
+    )));
     if !projections.is_empty() {
         let set = ProjectorSet::spawn(
             backends.store.clone(),
@@ -196,15 +259,13 @@ async fn serve(
         address: config.listen,
         message: e.to_string(),
     })?;
-    let app = application(state);
-    let mut server_signal = signal.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_signal.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let app = application(state.clone());
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms.max(1)),
+        connections_max: config.connections_max,
+        shutdown_deadline: Duration::from_millis(config.shutdown_deadline_ms),
+    };
+    let server = tokio::spawn(crate::server::serve(listener, app, limits, signal.clone()));
     tracing::info!(%address, backends = %backends.description, "listening");
     Ok(Running {
         address,
@@ -214,5 +275,31 @@ async fn serve(
         server,
         workers,
         cluster: None,
+        state,
     })
+}
+
+/// Forget kept answers older than `retention`, now and every [`ANSWER_PURGE_INTERVAL_MS`],
+/// until shutdown. Several API instances may run it at once: a delete is idempotent.
+async fn purge_answers(
+    store: Arc<dyn ledger_application::EventStore>,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let kept_before = chrono::Utc::now()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        match store.forget_answers(kept_before).await {
+            Ok(0) => {}
+            Ok(forgotten) => {
+                metrics::counter!("ledger_answers_purged_total").increment(forgotten);
+                tracing::info!(forgotten, "purged kept answers past their retention");
+            }
+            Err(error) => tracing::warn!(%error, "could not purge kept answers; retrying later"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ANSWER_PURGE_INTERVAL_MS)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
 }

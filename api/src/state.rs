@@ -1,6 +1,7 @@
 //! What every request handler shares.
 
 use crate::auth::Authenticator;
+use crate::protection::{Protected, Protection};
 use ledger_application::store::EventStore;
 use ledger_application::writer::SkuWriters;
 use ledger_postgres::Database;
@@ -11,12 +12,24 @@ pub struct AppState {
     /// One in-memory writer per SKU in use: every command goes through it.
     pub writers: SkuWriters<dyn EventStore>,
     pub store: Arc<dyn EventStore>,
+    /// A pool of its own for readiness checks, so a busy API still answers them truthfully.
     pub database: Database,
     pub auth: Authenticator,
     pub metrics: PrometheusHandle,
     pub read_models: ledger_projections::ReadModels,
     /// The OpenAPI description, rendered once the router (which generates it) is built.
     pub openapi: OnceLock<String>,
+    pub protection: Arc<Protection>,
 }
 
 pub type SharedState = Arc<AppState>;
+
+impl Protected for AppState {
+    fn protection(&self) -> &Protection {
+        &self.protection
+    }
+
+    fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+}

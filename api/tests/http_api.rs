@@ -56,10 +56,12 @@ async fn every_command_has_a_happy_path_and_the_history_tells_the_round_trip() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    // Confirm with no body at all: its fields are optional.
+    // Confirm with an empty body (its fields are optional), but still as JSON: without the
+    // content type a cross-site page could send it (see the hardening tests).
     let response = server
         .client
         .post(server.url("/v1/skus/RT-1/reservations/r2/confirm"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();

@@ -3,14 +3,15 @@
 //! version it was decided on, whichever process serves it, so the store refuses the loser of
 //! every race and the history records exactly what was sold.
 
+mod support;
+
 use ledger_tests::postgres::TestDatabase;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::process::ApiProcess;
 
 /// The SKU both processes fight over.
 const SKU: &str = "HOT-1";
@@ -42,12 +43,6 @@ const POOL_SIZE: &str = "24";
 /// a request can lose at most about 34 times in a row; past this bound something is wrong.
 const CONTENTION_RETRIES_MAX: u32 = 64;
 
-/// Start-up: connect, migrate, bind, print the listening line.
-const START_DEADLINE_MS: u64 = 60_000;
-
-/// A stop finishes in-flight requests and the workers' current batches.
-const STOP_DEADLINE_MS: u64 = 60_000;
-
 /// A single request never takes this long unless a server hangs; it fails the test instead.
 const REQUEST_DEADLINE_MS: u64 = 60_000;
 
@@ -57,155 +52,19 @@ const CONVERGENCE_DEADLINE_MS: u64 = 60_000;
 /// Pause between two looks at a read model or a stopping process.
 const POLL_INTERVAL_MS: u64 = 50;
 
-/// Log lines of each process kept for the failure report.
-const LOG_TAIL_LINES: usize = 200;
-
 /// Entries asked for per history page, the largest page the API serves.
 const HISTORY_PAGE_ENTRIES: u64 = 1_000;
 
-const LISTENING_PREFIX: &str = "inventory ledger API listening on ";
 const PROBLEM_INSUFFICIENT_STOCK: &str = "urn:inventory-ledger:problem:insufficient-stock";
 const PROBLEM_CONTENTION: &str = "urn:inventory-ledger:problem:contention";
 
-/// One `api` process under test. Dropping it kills the process, so a failed assertion never
-/// leaves a server running; when dropped during a panic it also prints the end of the
-/// process's log, which usually explains the failure.
-struct ApiProcess {
-    label: &'static str,
-    base: String,
-    child: Option<Child>,
-    /// The last [`LOG_TAIL_LINES`] lines of the process's stderr, filled by a reader thread
-    /// that also keeps the pipe drained so that logging never blocks the server.
-    log_tail: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl ApiProcess {
-    /// Starts the binary on the shared database, listening on a free port, and waits for the
-    /// line that says where it listens.
-    fn start(label: &'static str, database_url: &str) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ledger-api"));
-        for variable in ledger_api::config::environment_variables() {
-            command.env_remove(variable);
-        }
-        let child = command
-            .args(["--database-url", database_url])
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--pool-size", POOL_SIZE])
-            .args(["--projectors", "true"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the api binary starts");
-        let mut process = Self {
-            label,
-            base: String::new(),
-            child: Some(child),
-            log_tail: Arc::default(),
-        };
-        let child = process.child.as_mut().expect("just spawned");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-
-        let tail = process.log_tail.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
-                if tail.len() == LOG_TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-        });
-        // The reader goes on draining stdout after the listening line, when nobody receives.
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = sender.send(line);
-            }
-        });
-
-        let deadline = Instant::now() + Duration::from_millis(START_DEADLINE_MS);
-        let mut banner = Vec::new();
-        process.base = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let line = receiver.recv_timeout(remaining).unwrap_or_else(|error| {
-                panic!(
-                    "api process {label} printed no listening line ({error}); stdout: {banner:?}"
-                )
-            });
-            if let Some(url) = line.strip_prefix(LISTENING_PREFIX) {
-                break url.trim().to_owned();
-            }
-            banner.push(line);
-        };
-        process
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    /// Sends SIGTERM, as an orchestrator stopping the service does.
-    fn send_terminate(&self) {
-        let pid = self.child.as_ref().expect("the process is running").id();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM {pid} failed: {status}");
-    }
-
-    /// Waits for the process to exit after SIGTERM and requires exit status 0.
-    fn wait_for_clean_exit(&mut self) {
-        let deadline = Instant::now() + Duration::from_millis(STOP_DEADLINE_MS);
-        loop {
-            let child = self.child.as_mut().expect("the process is running");
-            if let Some(status) = child.try_wait().expect("waiting on the process works") {
-                self.child = None;
-                assert!(
-                    status.success(),
-                    "api process {} exited with {status} after SIGTERM",
-                    self.label
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "api process {} did not stop within {STOP_DEADLINE_MS} ms of SIGTERM",
-                self.label
-            );
-            std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
-        }
-    }
-}
-
-impl Drop for ApiProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            let tail = self.log_tail.lock().unwrap_or_else(PoisonError::into_inner);
-            eprintln!(
-                "--- last {} log lines of api process {} ---",
-                tail.len(),
-                self.label
-            );
-            for line in tail.iter() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
-/// Starts a process from a blocking thread: start-up waits on pipes with a deadline.
 async fn start(label: &'static str, database_url: &str) -> ApiProcess {
-    let database_url = database_url.to_owned();
-    tokio::task::spawn_blocking(move || ApiProcess::start(label, &database_url))
-        .await
-        .unwrap_or_else(|error| panic!("api process {label} did not start: {error}"))
+    ApiProcess::start(
+        label,
+        database_url,
+        &["--pool-size", POOL_SIZE, "--projectors", "true"],
+    )
+    .await
 }
 
 /// One POST to send, named by the reservation it is about.
@@ -723,8 +582,8 @@ async fn two_api_processes_on_one_database_never_oversell_a_hot_sku() {
     // Finally both stop on SIGTERM and exit 0.
     let mut first = Arc::try_unwrap(first).unwrap_or_else(|_| panic!("a worker holds process A"));
     let mut second = Arc::try_unwrap(second).unwrap_or_else(|_| panic!("a worker holds process B"));
-    first.send_terminate();
-    second.send_terminate();
+    first.send_signal("TERM");
+    second.send_signal("TERM");
     first.wait_for_clean_exit();
     second.wait_for_clean_exit();
     drop(database);

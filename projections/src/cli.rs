@@ -81,6 +81,7 @@ pub async fn run(arguments: Arguments) -> Result<(), CliError> {
             pool_size: PROJECTOR_POOL_SIZE,
             embedded: EmbeddedMode::Existing,
             needs_database: true,
+            statement_timeout_ms: None,
             eventstore_connect_timeout_ms: None,
         },
     )

@@ -38,8 +38,11 @@ impl ReadModels {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, ProjectionError> {
-        let client = self.database.pool().get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        Ok(client.query(&statement, params).await?)
+        self.database
+            .with_client(async |client| {
+                let statement = client.prepare_cached(sql).await?;
+                Ok(client.query(&statement, params).await?)
+            })
+            .await
     }
 }

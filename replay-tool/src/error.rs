@@ -67,7 +67,7 @@ impl From<DatabaseError> for ToolError {
     fn from(error: DatabaseError) -> Self {
         match error {
             DatabaseError::InvalidUrl(_) => Self::Usage(error.to_string()),
-            DatabaseError::Unreachable(_) | DatabaseError::Pool(_) => {
+            DatabaseError::Unreachable(_) | DatabaseError::Pool(_) | DatabaseError::Deadline(_) => {
                 Self::Unreachable(error.to_string())
             }
             DatabaseError::Query { ref source, .. } if source.is_closed() => {

@@ -48,6 +48,7 @@ async fn run_command(arguments: Arguments) -> Result<ExitCodeName, ToolError> {
         pool_size: TOOL_POOL_SIZE,
         embedded: EmbeddedMode::Existing,
         needs_database: !matches!(arguments.command, Command::History(_)),
+        statement_timeout_ms: None,
         eventstore_connect_timeout_ms: Some(EVENTSTORE_CONNECT_TIMEOUT_MS),
     };
     let backends = Backends::open(&arguments.backend, &options).await?;

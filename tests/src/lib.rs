@@ -5,9 +5,11 @@
 //!   private throwaway cluster started once per test process — with a fresh database per test.
 //! - [`ledger`]: a ledger on such a database (store, handler on a manual clock, read models,
 //!   projectors on demand), polling with a deadline, and commands from plain values.
+//! - [`proxy`]: a TCP proxy that stalls or cuts connections on cue (also around a `COMMIT`).
 //! - [`contract`]: the event store contract suite, generic over the port, and the
 //!   [`event_store_contract!`] macro that runs it against one adapter in one line.
 
 pub mod contract;
 pub mod ledger;
 pub mod postgres;
+pub mod proxy;

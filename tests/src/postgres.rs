@@ -131,6 +131,54 @@ impl TestDatabase {
         Database::from_config(self.config.clone(), pool_size).expect("a valid pool configuration")
     }
 
+    /// Where this database's server is, for a [`crate::proxy::TcpProxy`] in front of it.
+    pub fn upstream(&self) -> crate::proxy::Upstream {
+        use tokio_postgres::config::Host;
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        match self.config.get_hosts().first() {
+            Some(Host::Unix(path)) => {
+                crate::proxy::Upstream::Unix(path.join(format!(".s.PGSQL.{port}")))
+            }
+            Some(Host::Tcp(host)) => {
+                let address = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                    .ok()
+                    .and_then(|mut addresses| addresses.next())
+                    .unwrap_or_else(|| panic!("cannot resolve the test server {host}:{port}"));
+                crate::proxy::Upstream::Tcp(address)
+            }
+            None => panic!("the test database's configuration names no host"),
+        }
+    }
+
+    /// This database's connection settings, but through `proxy` (plain TCP on loopback).
+    pub fn config_through(&self, proxy: &crate::proxy::TcpProxy) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(proxy.address().port())
+            .user(self.config.get_user().unwrap_or("postgres"))
+            .dbname(&self.name);
+        if let Some(password) = self.config.get_password() {
+            config.password(password);
+        }
+        config
+    }
+
+    /// [`TestDatabase::url`], but through `proxy`.
+    pub fn url_through(&self, proxy: &crate::proxy::TcpProxy) -> String {
+        let user = self.config.get_user().unwrap_or("postgres");
+        let password = self
+            .config
+            .get_password()
+            .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+            .unwrap_or_default();
+        format!(
+            "postgresql://{user}{password}@127.0.0.1:{}/{}",
+            proxy.address().port(),
+            self.name
+        )
+    }
+
     /// A `postgresql://` URL for this database, for binaries under test that read `DATABASE_URL`.
     pub fn url(&self) -> String {
         use tokio_postgres::config::Host;

@@ -29,7 +29,9 @@ const DEADLINE_MS: u64 = 120_000;
 async fn a_follower_sees_every_event_once_in_a_stable_order_despite_late_commits() {
     assert!(APPENDERS as usize + 4 <= TEST_POOL_SIZE);
     let (store, database) = postgres_store().await;
-    let store = store.with_commit_delay_for_tests(Duration::from_millis(COMMIT_DELAY_MAX_MS));
+    let store = store
+        .with_commit_delay_for_tests(Duration::from_millis(COMMIT_DELAY_MAX_MS))
+        .expect("the store's pools build");
     let total = APPENDERS * APPENDS_PER_APPENDER;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(DEADLINE_MS);
 

@@ -4,7 +4,7 @@
 
 use super::{etag, SkuStateBody};
 use crate::answer::{fingerprint, RenderedAnswer};
-use crate::auth::Principal;
+use crate::auth::{Permission, Principal};
 use crate::extract::{
     Authorized, CommandRequest, Managing, RequestContext, Requirement, Reserving, SkuTarget,
 };
@@ -13,7 +13,7 @@ use crate::state::SharedState;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ledger_application::command::{CommandContext, CommandOutcome, KeyScope};
+use ledger_application::command::{CommandContext, CommandOutcome, KeyScope, ReservationRights};
 use ledger_domain::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -277,6 +277,11 @@ async fn run(
         idempotency_key,
         key_scope: KeyScope::Principal,
         expected_version: request.if_match.map(Some),
+        reservation_rights: if principal.role.allows(Permission::EndAnyReservation) {
+            ReservationRights::Any
+        } else {
+            ReservationRights::OwnOnly
+        },
     };
     let name = command.command.name();
     match state

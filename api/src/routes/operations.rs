@@ -72,7 +72,11 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
         }),
         check("database", state.database.ping()),
     );
-    let dependencies = vec![store, database];
+    let writes = check("event_store_writes", async {
+        state.store.write_path_health()
+    })
+    .await;
+    let dependencies = vec![store, database, writes];
     let ready = dependencies.iter().all(|d| d.ready);
     for dependency in dependencies.iter().filter(|d| !d.ready) {
         tracing::warn!(

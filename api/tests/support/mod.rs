@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use clap::Parser;
 use ledger_api::config::Config;
 use ledger_api::startup::{self, Running};
@@ -17,7 +19,7 @@ pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
     running: Option<Running>,
-    _database: TestDatabase,
+    database: TestDatabase,
 }
 
 impl TestServer {
@@ -46,8 +48,13 @@ impl TestServer {
             base: format!("http://{}", running.address),
             client: reqwest::Client::new(),
             running: Some(running),
-            _database: database,
+            database,
         }
+    }
+
+    /// The URL of the server's database, for tests that reach into it.
+    pub fn database_url(&self) -> String {
+        self.database.url()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -90,6 +97,11 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// SKUs with a loaded writer in the server now.
+    pub fn writers_active(&self) -> usize {
+        self.running.as_ref().expect("running").writers_active()
     }
 
     pub async fn stop(mut self) {

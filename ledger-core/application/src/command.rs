@@ -18,6 +18,16 @@ pub enum KeyScope {
     System,
 }
 
+/// Whose reservations a caller may end (release, confirm).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReservationRights {
+    /// Any reservation: operators, administrators and the system's workers.
+    #[default]
+    Any,
+    /// Only reservations the caller's principal made (a client).
+    OwnOnly,
+}
+
 /// What a command's caller adds to the command: who acts, why, and which version they saw.
 #[derive(Debug, Clone, Default)]
 pub struct CommandContext {
@@ -36,6 +46,9 @@ pub struct CommandContext {
     /// the latest state and retry on conflicts. `Some(v)`: decide only if the SKU is still at
     /// `v` (`Some(None)`: only if the SKU has no events yet), never retry.
     pub expected_version: Option<Option<u64>>,
+    /// Whose reservations this caller may release or confirm; the holder of a reservation is
+    /// the principal recorded on the event that made it.
+    pub reservation_rights: ReservationRights,
 }
 
 impl CommandContext {

@@ -21,7 +21,8 @@
 
 use crate::answer::KeptAnswer;
 use crate::command::{
-    encode_events, versioned, CommandContext, CommandError, CommandOutcome, VersionedEvent,
+    encode_events, versioned, CommandContext, CommandError, CommandOutcome, ReservationRights,
+    VersionedEvent,
 };
 use crate::handler::CommandHandler;
 use crate::loaded::LoadedSku;
@@ -31,7 +32,7 @@ use crate::store::{
 };
 use chrono::{DateTime, Utc};
 use ledger_domain::envelope::{NewEvent, Position};
-use ledger_domain::{scoped_key, Sku, SkuCommand, SkuEvent, SkuSummary};
+use ledger_domain::{scoped_key, DomainError, Sku, SkuCommand, SkuEvent, SkuSummary};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -220,6 +221,9 @@ fn decide_one(
             });
         }
     }
+    if let Err(refused) = check_reservation_rights(loaded, job) {
+        return Plan::Refused(refused.into());
+    }
     let events: Vec<SkuEvent> = match loaded.state.decide(job.command, now) {
         Ok(events) => events,
         Err(rejected) => return Plan::Refused(rejected.into()),
@@ -241,6 +245,30 @@ fn decide_one(
     Plan::Accepted {
         events: versioned(first, events),
         state: loaded.state.summary(),
+    }
+}
+
+/// A caller limited to its own reservations may only release or confirm one its principal
+/// holds (nor reserve again under the id of one another principal holds). An open reservation without a recorded holder (made before holders were recorded,
+/// or by a process without principals) may be ended by anyone allowed to reserve.
+fn check_reservation_rights(loaded: &LoadedSku, job: &Job<'_>) -> Result<(), DomainError> {
+    if job.context.reservation_rights != ReservationRights::OwnOnly {
+        return Ok(());
+    }
+    let reservation_id = match job.command {
+        // Reserving an id another principal holds would answer with their reservation.
+        SkuCommand::Reserve(c) => c.reservation_id.as_str(),
+        SkuCommand::Release(c) => c.reservation_id.as_str(),
+        SkuCommand::Confirm(c) => c.reservation_id.as_str(),
+        _ => return Ok(()),
+    };
+    match loaded.holder(reservation_id) {
+        Some(holder) if Some(holder) != job.context.principal.as_deref() => {
+            Err(DomainError::ReservationHeldByAnother {
+                reservation_id: reservation_id.to_owned(),
+            })
+        }
+        _ => Ok(()),
     }
 }
 

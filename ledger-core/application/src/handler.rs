@@ -164,6 +164,7 @@ impl<S: EventStore + ?Sized> CommandHandler<S> {
         for (key, first, last) in snapshot.recent_keys {
             loaded.keys.restore(key, first, last);
         }
+        loaded.holders = snapshot.holders.into_iter().collect();
         for recorded in &page[1..] {
             loaded.fold(&stream, recorded)?;
         }
@@ -195,6 +196,7 @@ impl<S: EventStore + ?Sized> CommandHandler<S> {
             last_event_id,
             state: loaded.state.clone(),
             recent_keys: loaded.keys.entries(),
+            holders: loaded.holders(),
         };
         let snapshots = snapshots.clone();
         tokio::spawn(async move {

@@ -2,7 +2,7 @@
 //! events carry (so that a retried command gets its original answer).
 
 use crate::command::{decode, CommandError};
-use ledger_domain::envelope::{NewEvent, RecordedEvent};
+use ledger_domain::envelope::{Metadata, NewEvent, RecordedEvent};
 use ledger_domain::{Sku, SkuEvent, SkuState};
 use std::collections::{HashMap, VecDeque};
 
@@ -21,6 +21,9 @@ pub struct LoadedSku {
     pub(crate) last_event_id: Option<uuid::Uuid>,
     /// The version of the last snapshot this SKU was loaded from or saved at.
     pub(crate) snapshot_version: Option<u64>,
+    /// Who holds each open reservation: the principal recorded on the event that made it.
+    /// Only open reservations are kept, so this grows with the holds, not the history.
+    pub(crate) holders: HashMap<String, String>,
 }
 
 impl LoadedSku {
@@ -36,6 +39,44 @@ impl LoadedSku {
             keys: IdempotencyWindow::default(),
             last_event_id: None,
             snapshot_version: None,
+            holders: HashMap::new(),
+        }
+    }
+
+    /// The principal holding the open reservation `reservation_id`, when one is recorded.
+    pub fn holder(&self, reservation_id: &str) -> Option<&str> {
+        self.holders.get(reservation_id).map(String::as_str)
+    }
+
+    /// Every open reservation's holder (what a snapshot keeps).
+    pub fn holders(&self) -> Vec<(String, String)> {
+        let mut holders: Vec<(String, String)> = self
+            .holders
+            .iter()
+            .map(|(id, holder)| (id.clone(), holder.clone()))
+            .collect();
+        holders.sort_unstable();
+        holders
+    }
+
+    fn track_holder(&mut self, event: &SkuEvent, metadata: &Metadata) {
+        match event {
+            SkuEvent::Reserved(e) => {
+                if let Some(principal) = &metadata.principal {
+                    self.holders
+                        .insert(e.reservation_id.clone(), principal.clone());
+                }
+            }
+            SkuEvent::Released(e) => {
+                self.holders.remove(&e.reservation_id);
+            }
+            SkuEvent::Expired(e) => {
+                self.holders.remove(&e.reservation_id);
+            }
+            SkuEvent::Confirmed(e) => {
+                self.holders.remove(&e.reservation_id);
+            }
+            _ => {}
         }
     }
 
@@ -55,6 +96,7 @@ impl LoadedSku {
     pub fn record_appended(&mut self, events: &[SkuEvent], new_events: &[NewEvent]) {
         for (event, new_event) in events.iter().zip(new_events) {
             self.state.apply(event);
+            self.track_holder(event, &new_event.metadata);
             if let (Some(key), Some(version)) =
                 (new_event.metadata.scoped_key(), self.state.version)
             {
@@ -81,6 +123,7 @@ impl LoadedSku {
         }
         let event = decode(stream, recorded)?;
         self.state.apply(&event);
+        self.track_holder(&event, &recorded.metadata);
         if let Some(key) = recorded.metadata.scoped_key() {
             self.keys.record(&key, recorded.version);
         }

@@ -23,7 +23,7 @@ pub const SNAPSHOT_INTERVAL_EVENTS: u64 = 1_000;
 
 /// The layout of the stored state; bump it when `SkuState` or the key window changes shape so
 /// that older snapshots are ignored rather than misread.
-pub const SNAPSHOT_FORMAT: i32 = 2;
+pub const SNAPSHOT_FORMAT: i32 = 3;
 
 /// A SKU's folded state at one version of its stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,9 @@ pub struct Snapshot {
     pub state: SkuState,
     /// The idempotency keys of the most recent events: (key, first version, last version).
     pub recent_keys: Vec<(String, u64, u64)>,
+    /// Who holds each open reservation: (reservation id, principal).
+    #[serde(default)]
+    pub holders: Vec<(String, String)>,
 }
 
 #[async_trait]

@@ -39,6 +39,16 @@ pub const WRITER_BATCH_COMMANDS_MAX: usize = 1_024;
 /// follows the SKUs in use rather than every SKU ever touched.
 pub const WRITER_IDLE_MS: u64 = 30_000;
 
+/// Most writers (each with its SKU's cached state) one process keeps by default. A flood of
+/// commands for distinct SKUs then evicts the least recently used idle writers instead of
+/// growing memory without bound; an evicted SKU is simply loaded again when next used.
+pub const WRITERS_MAX_DEFAULT: usize = 50_000;
+
+/// Gauge: writers alive in this process.
+pub const METRIC_WRITERS: &str = "ledger_sku_writers";
+/// Counter: writers evicted because the cap was reached.
+pub const METRIC_WRITERS_EVICTED: &str = "ledger_sku_writers_evicted_total";
+
 type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
 
 enum Request {
@@ -52,12 +62,65 @@ enum Request {
     },
 }
 
-type Registry = Arc<Mutex<HashMap<Sku, mpsc::Sender<Request>>>>;
+/// One registered writer: where its requests go, which writer it is (so a stopping writer
+/// only removes itself), and when it was last asked for something.
+struct Entry {
+    sender: mpsc::Sender<Request>,
+    id: u64,
+    last_used: u64,
+}
+
+#[derive(Default)]
+struct Entries {
+    writers: HashMap<Sku, Entry>,
+    /// Counts every use; an entry's `last_used` is this counter at its last use.
+    clock: u64,
+    next_id: u64,
+}
+
+impl Entries {
+    /// Remove this writer's entry if it is still the registered one for `sku`.
+    fn remove_own(&mut self, sku: &Sku, id: u64) {
+        if self.writers.get(sku).is_some_and(|entry| entry.id == id) {
+            self.writers.remove(sku);
+        }
+        metrics::gauge!(METRIC_WRITERS).set(self.writers.len() as f64);
+    }
+
+    /// Make room below `max` by evicting the least recently used writers with an empty queue,
+    /// a tenth of the cap at once so that the scan is paid once per many new SKUs. An evicted
+    /// writer finishes what it took and ends when its last sender is gone; a second writer for
+    /// the same SKU meanwhile is safe (appends carry expected versions), only slower.
+    fn evict_for(&mut self, max: usize) {
+        if self.writers.len() < max {
+            return;
+        }
+        let mut idle: Vec<(u64, Sku)> = self
+            .writers
+            .iter()
+            .filter(|(_, entry)| entry.sender.capacity() == entry.sender.max_capacity())
+            .map(|(sku, entry)| (entry.last_used, sku.clone()))
+            .collect();
+        let room = (max / 10).max(1);
+        let excess = self.writers.len() + 1 - max;
+        let evict = room.max(excess).min(idle.len());
+        if evict < idle.len() {
+            idle.select_nth_unstable(evict);
+        }
+        for (_, sku) in idle.into_iter().take(evict) {
+            self.writers.remove(&sku);
+        }
+        metrics::counter!(METRIC_WRITERS_EVICTED).increment(evict as u64);
+    }
+}
+
+type Registry = Arc<Mutex<Entries>>;
 
 /// The writers of every SKU in use in this process.
 pub struct SkuWriters<S: ?Sized> {
     handler: CommandHandler<S>,
     writers: Registry,
+    writers_max: usize,
 }
 
 impl<S: ?Sized> Clone for SkuWriters<S> {
@@ -65,6 +128,7 @@ impl<S: ?Sized> Clone for SkuWriters<S> {
         Self {
             handler: self.handler.clone(),
             writers: self.writers.clone(),
+            writers_max: self.writers_max,
         }
     }
 }
@@ -80,7 +144,14 @@ impl<S: EventStore + ?Sized> SkuWriters<S> {
         Self {
             handler,
             writers: Arc::default(),
+            writers_max: WRITERS_MAX_DEFAULT,
         }
+    }
+
+    /// Keep at most `max` writers (at least one); see [`WRITERS_MAX_DEFAULT`].
+    pub fn with_writers_max(mut self, max: usize) -> Self {
+        self.writers_max = max.max(1);
+        self
     }
 
     pub fn handler(&self) -> &CommandHandler<S> {
@@ -89,7 +160,11 @@ impl<S: EventStore + ?Sized> SkuWriters<S> {
 
     /// How many SKUs have a live writer (and a cached state) right now.
     pub fn active(&self) -> usize {
-        self.writers.lock().expect("writer registry lock").len()
+        self.writers
+            .lock()
+            .expect("writer registry lock")
+            .writers
+            .len()
     }
 
     /// Carry out `command` through the SKU's writer; answered once its events are durable.
@@ -112,47 +187,81 @@ impl<S: EventStore + ?Sized> SkuWriters<S> {
         answer.await.unwrap_or_else(|_| Err(writer_stopped()))
     }
 
-    /// The SKU's balances now, including events other processes appended.
+    /// The SKU's balances now, including events other processes appended. A SKU without a
+    /// writer is read from the store without starting one, so reads of many SKUs cost no
+    /// tasks and no cached states.
     pub async fn current(&self, sku: &Sku) -> Result<SkuSummary, CommandError> {
+        let sender = {
+            let mut entries = self.writers.lock().expect("writer registry lock");
+            entries.clock += 1;
+            let clock = entries.clock;
+            entries.writers.get_mut(sku).map(|entry| {
+                entry.last_used = clock;
+                entry.sender.clone()
+            })
+        };
+        let Some(sender) = sender else {
+            return Ok(self.handler.load(sku).await?.state.summary());
+        };
         let (reply, answer) = oneshot::channel();
-        self.send(sku, Request::Read { reply }).await;
+        if let Err(mpsc::error::SendError(request)) = sender.send(Request::Read { reply }).await {
+            // It stopped meanwhile: go the usual way (which starts a writer if need be).
+            drop(request);
+            return Ok(self.handler.load(sku).await?.state.summary());
+        }
         answer.await.unwrap_or_else(|_| Err(writer_stopped()))
     }
 
     async fn send(&self, sku: &Sku, mut request: Request) {
         loop {
-            let sender = {
-                let mut writers = self.writers.lock().expect("writer registry lock");
-                writers
-                    .entry(sku.clone())
-                    .or_insert_with(|| self.spawn(sku.clone()))
-                    .clone()
+            let (sender, id) = {
+                let mut entries = self.writers.lock().expect("writer registry lock");
+                entries.clock += 1;
+                let clock = entries.clock;
+                if !entries.writers.contains_key(sku) {
+                    entries.evict_for(self.writers_max);
+                    entries.next_id += 1;
+                    let id = entries.next_id;
+                    let sender = self.spawn(sku.clone(), id);
+                    entries.writers.insert(
+                        sku.clone(),
+                        Entry {
+                            sender,
+                            id,
+                            last_used: clock,
+                        },
+                    );
+                    metrics::gauge!(METRIC_WRITERS).set(entries.writers.len() as f64);
+                }
+                let entry = entries
+                    .writers
+                    .get_mut(sku)
+                    .expect("present or inserted above");
+                entry.last_used = clock;
+                (entry.sender.clone(), entry.id)
             };
             match sender.send(request).await {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(returned)) => {
                     // The writer stopped (idle, or it failed): forget it and start another.
                     request = returned;
-                    let mut writers = self.writers.lock().expect("writer registry lock");
-                    if writers
-                        .get(sku)
-                        .is_some_and(|current| current.same_channel(&sender))
-                    {
-                        writers.remove(sku);
-                    }
+                    self.writers
+                        .lock()
+                        .expect("writer registry lock")
+                        .remove_own(sku, id);
                 }
             }
         }
     }
 
-    fn spawn(&self, sku: Sku) -> mpsc::Sender<Request> {
+    fn spawn(&self, sku: Sku, id: u64) -> mpsc::Sender<Request> {
         let (sender, receiver) = mpsc::channel(WRITER_QUEUE_COMMANDS_MAX);
         let writer = Writer {
             handler: self.handler.clone(),
             sku,
             cache: None,
         };
-        tokio::spawn(writer.run(receiver, sender.clone(), self.writers.clone()));
+        tokio::spawn(writer.run(receiver, id, self.writers.clone()));
         sender
     }
 }
@@ -174,27 +283,17 @@ struct Queued {
 }
 
 impl<S: EventStore + ?Sized> Writer<S> {
-    async fn run(
-        mut self,
-        mut receiver: mpsc::Receiver<Request>,
-        own: mpsc::Sender<Request>,
-        registry: Registry,
-    ) {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Request>, id: u64, registry: Registry) {
         let idle = Duration::from_millis(WRITER_IDLE_MS);
         loop {
             let first = match tokio::time::timeout(idle, receiver.recv()).await {
                 Ok(Some(request)) => request,
                 Ok(None) => return,
                 Err(_) => {
-                    {
-                        let mut writers = registry.lock().expect("writer registry lock");
-                        if writers
-                            .get(&self.sku)
-                            .is_some_and(|current| current.same_channel(&own))
-                        {
-                            writers.remove(&self.sku);
-                        }
-                    }
+                    registry
+                        .lock()
+                        .expect("writer registry lock")
+                        .remove_own(&self.sku, id);
                     // No new request can arrive once closed; serve what slipped in meanwhile.
                     receiver.close();
                     let mut rest = Vec::new();

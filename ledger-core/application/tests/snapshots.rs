@@ -132,6 +132,7 @@ async fn a_snapshot_that_does_not_match_the_stream_is_discarded_and_the_stream_r
         last_event_id: uuid::Uuid::new_v4(),
         state: foreign,
         recent_keys: Vec::new(),
+        holders: Vec::new(),
     });
     let loaded = handler.load(&sku()).await.unwrap();
     assert_eq!(loaded.state.on_hand, 12);

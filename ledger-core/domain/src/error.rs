@@ -31,6 +31,12 @@ pub enum DomainError {
         existing_ttl_seconds: Option<u64>,
     },
 
+    #[error(
+        "reservation {reservation_id} is held by another principal; only its holder (or an \
+         operator) may release or confirm it"
+    )]
+    ReservationHeldByAnother { reservation_id: String },
+
     #[error("reservation {reservation_id} has no time-to-live and cannot expire")]
     ReservationHasNoExpiry { reservation_id: String },
 
@@ -62,6 +68,7 @@ impl DomainError {
             Self::ReservationNotFound { .. } => "reservation-not-found",
             Self::ReservationClosed { .. } => "reservation-closed",
             Self::ReservationIdConflict { .. } => "reservation-id-conflict",
+            Self::ReservationHeldByAnother { .. } => "reservation-held-by-another",
             Self::ReservationHasNoExpiry { .. } => "reservation-has-no-expiry",
             Self::ReservationNotYetExpired { .. } => "reservation-not-yet-expired",
             Self::AdjustmentBelowReserved { .. } => "adjustment-below-reserved",

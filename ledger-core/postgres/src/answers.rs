@@ -63,12 +63,17 @@ impl AnswerBook for PostgresAnswers {
     async fn find(&self, keys: &[AnswerKey]) -> Result<Vec<StoredAnswer>, StoreError> {
         let scopes: Vec<&str> = keys.iter().map(|k| k.scope.as_str()).collect();
         let names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
-        let client = self.client().await?;
-        let statement = client.prepare_cached(FIND_SQL).await.map_err(failed)?;
-        Ok(client
-            .query(&statement, &[&scopes, &names])
-            .await
-            .map_err(failed)?
+        let rows = self
+            .database
+            .with_client(async |client| {
+                let statement = client.prepare_cached(FIND_SQL).await.map_err(failed)?;
+                client
+                    .query(&statement, &[&scopes, &names])
+                    .await
+                    .map_err(failed)
+            })
+            .await?;
+        Ok(rows
             .iter()
             .map(|row| StoredAnswer {
                 key: AnswerKey {
@@ -86,12 +91,15 @@ impl AnswerBook for PostgresAnswers {
         let names: Vec<&str> = answers.iter().map(|a| a.key.key.as_str()).collect();
         let fingerprints: Vec<&str> = answers.iter().map(|a| a.fingerprint.as_str()).collect();
         let bodies: Vec<&serde_json::Value> = answers.iter().map(|a| &a.answer).collect();
-        let client = self.client().await?;
-        let statement = client.prepare_cached(KEEP_SQL).await.map_err(failed)?;
-        client
-            .execute(&statement, &[&scopes, &names, &fingerprints, &bodies])
-            .await
-            .map_err(failed)?;
+        self.database
+            .with_client(async |client| {
+                let statement = client.prepare_cached(KEEP_SQL).await.map_err(failed)?;
+                client
+                    .execute(&statement, &[&scopes, &names, &fingerprints, &bodies])
+                    .await
+                    .map_err(failed)
+            })
+            .await?;
         Ok(())
     }
 

@@ -14,6 +14,24 @@ pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// clear "pool exhausted" error instead of queueing without bound.
 pub const POOL_WAIT_TIMEOUT_MS: u64 = 5_000;
 
+/// TCP keepalive on every connection: a peer that vanished (a host gone, a dropped NAT entry)
+/// is noticed within about idle + interval × retries instead of the kernel's two hours.
+pub const KEEPALIVE_IDLE_MS: u64 = 30_000;
+pub const KEEPALIVE_INTERVAL_MS: u64 = 10_000;
+pub const KEEPALIVE_RETRIES: u32 = 3;
+
+/// Unacknowledged data on a connection for this long closes it (Linux `TCP_USER_TIMEOUT`).
+pub const TCP_USER_TIMEOUT_MS: u64 = 30_000;
+
+/// Default statement timeout of the pools that serve requests (appends, loads, read-model
+/// queries): a statement that runs longer is cancelled by the server, and an answer that does
+/// not arrive within it plus [`DEADLINE_SLACK_MS`] (a stalled link) fails on the client side.
+pub const STATEMENT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+
+/// How much longer than the statement timeout the client waits before it gives up on a
+/// connection itself: the server's own cancellation, when it can still answer, comes first.
+pub const DEADLINE_SLACK_MS: u64 = 1_000;
+
 /// Default connections per pool: enough to keep two cores busy with appends and reads waiting
 /// on commits, small enough that several processes fit under PostgreSQL's default of 100.
 pub const POOL_SIZE_DEFAULT: usize = 16;
@@ -37,6 +55,10 @@ pub enum DatabaseError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A statement did not answer within the pool's deadline (a runaway statement or a stalled
+    /// connection); the connection was discarded.
+    #[error(transparent)]
+    Deadline(#[from] DeadlineExceeded),
     /// A schema migration failed; the transaction rolled back and nothing was changed.
     #[error("database migration failed: {context}: {source}")]
     Migration {
@@ -59,6 +81,17 @@ impl DatabaseError {
 pub struct Database {
     config: tokio_postgres::Config,
     pool: Pool,
+    /// How long an operation on one of this pool's connections may take before the client
+    /// gives up on it ([`Database::within_deadline`]); `None`: no deadline.
+    deadline: Option<Duration>,
+}
+
+/// An operation on a connection outlived its deadline; the connection was taken out of the
+/// pool.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the database did not answer within {deadline_ms} ms")]
+pub struct DeadlineExceeded {
+    pub deadline_ms: u64,
 }
 
 impl Database {
@@ -77,6 +110,21 @@ impl Database {
         if config.get_application_name().is_none() {
             config.application_name("inventory-ledger");
         }
+        config.keepalives(true);
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            // tokio-postgres' default (the kernel's two hours) is far too long to notice a
+            // peer that vanished; an explicit setting in the URL is kept.
+            config.keepalives_idle(Duration::from_millis(KEEPALIVE_IDLE_MS));
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS));
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVE_RETRIES);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_millis(TCP_USER_TIMEOUT_MS));
+        }
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -94,7 +142,88 @@ impl Database {
             })
             .build()
             .map_err(DatabaseError::Pool)?;
-        Ok(Self { config, pool })
+        Ok(Self {
+            config,
+            pool,
+            deadline: None,
+        })
+    }
+
+    /// Another pool on the same database whose statements time out after `timeout` on the
+    /// server (`statement_timeout`) and whose operations ([`Database::within_deadline`]) fail
+    /// on the client after `timeout` plus [`DEADLINE_SLACK_MS`], so that neither a runaway
+    /// statement nor a stalled connection holds a caller for long. More `settings` may be
+    /// given for the sessions (see [`Database::with_session_settings`]).
+    pub fn with_statement_timeout(
+        &self,
+        timeout: Duration,
+        settings: &[(&str, &str)],
+        pool_size: usize,
+    ) -> Result<Self, DatabaseError> {
+        let millis = timeout.as_millis().to_string();
+        let mut all: Vec<(&str, &str)> = vec![("statement_timeout", &millis)];
+        all.extend_from_slice(settings);
+        let mut database = self.with_session_settings(&all, pool_size)?;
+        database.deadline = Some(timeout + Duration::from_millis(DEADLINE_SLACK_MS));
+        Ok(database)
+    }
+
+    /// The client-side deadline of this pool's operations, if it has one.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+
+    /// Run `operation` within this pool's deadline (unbounded without one).
+    pub async fn within_deadline<F: std::future::Future>(
+        &self,
+        operation: F,
+    ) -> Result<F::Output, DeadlineExceeded> {
+        match self.deadline {
+            None => Ok(operation.await),
+            Some(deadline) => tokio::time::timeout(deadline, operation)
+                .await
+                .map_err(|_| DeadlineExceeded {
+                    deadline_ms: deadline.as_millis() as u64,
+                }),
+        }
+    }
+
+    /// Check out a connection and run `operation` on it, both within this pool's deadline; a
+    /// connection whose operation overran is discarded (it may be stuck on a dead link).
+    pub async fn with_client<T, E>(
+        &self,
+        operation: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DatabaseError>,
+    {
+        let mut slot = None;
+        let outcome = self
+            .within_deadline(async {
+                let client = slot.insert(
+                    self.pool
+                        .get()
+                        .await
+                        .map_err(|e| E::from(DatabaseError::Unreachable(e)))?,
+                );
+                operation(client).await
+            })
+            .await;
+        match outcome {
+            Ok(result) => result,
+            Err(exceeded) => {
+                if let Some(client) = slot.take() {
+                    Self::discard(client);
+                }
+                Err(DatabaseError::Deadline(exceeded).into())
+            }
+        }
+    }
+
+    /// Take a connection out of the pool for good: its last operation overran its deadline,
+    /// so it may be stuck on a dead link, and handing it out again would stall the next caller.
+    pub fn discard(client: deadpool_postgres::Object) {
+        drop(deadpool_postgres::Object::take(client));
     }
 
     /// Another pool on the same database whose sessions start with `settings` (for example
@@ -133,10 +262,40 @@ impl Database {
     /// Check that the database answers.
     pub async fn ping(&self) -> Result<(), DatabaseError> {
         let client = self.pool.get().await.map_err(DatabaseError::Unreachable)?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map_err(DatabaseError::query("ping"))?;
-        Ok(())
+        let outcome = self.within_deadline(client.simple_query("SELECT 1")).await;
+        match outcome {
+            Ok(answer) => {
+                answer.map_err(DatabaseError::query("ping"))?;
+                Ok(())
+            }
+            Err(exceeded) => {
+                Self::discard(client);
+                Err(exceeded.into())
+            }
+        }
+    }
+}
+
+/// How the event store's port sees a database failure: a deadline or an exhausted pool is a
+/// timeout, an unreachable server or a lost connection is unavailability, the rest a backend
+/// failure.
+impl From<DatabaseError> for ledger_application::StoreError {
+    fn from(error: DatabaseError) -> Self {
+        use ledger_application::StoreError;
+        match error {
+            DatabaseError::Deadline(exceeded) => StoreError::Timeout {
+                timeout_ms: exceeded.deadline_ms,
+            },
+            DatabaseError::Unreachable(deadpool_postgres::PoolError::Timeout(_)) => {
+                StoreError::Timeout {
+                    timeout_ms: POOL_WAIT_TIMEOUT_MS,
+                }
+            }
+            DatabaseError::Unreachable(error) => StoreError::unavailable(error),
+            DatabaseError::Query { source, .. } if source.is_closed() => {
+                StoreError::unavailable(source)
+            }
+            other => StoreError::backend("database", other),
+        }
     }
 }

@@ -24,7 +24,8 @@ pub mod store;
 
 pub use answers::PostgresAnswers;
 pub use database::{
-    Database, DatabaseError, CONNECT_TIMEOUT_MS, POOL_SIZE_DEFAULT, POOL_WAIT_TIMEOUT_MS,
+    Database, DatabaseError, DeadlineExceeded, CONNECT_TIMEOUT_MS, DEADLINE_SLACK_MS,
+    POOL_SIZE_DEFAULT, POOL_WAIT_TIMEOUT_MS, STATEMENT_TIMEOUT_MS_DEFAULT,
 };
 pub use snapshots::PostgresSnapshots;
-pub use store::PostgresStore;
+pub use store::{PostgresStore, StoreSettings};

@@ -17,9 +17,17 @@ use ledger_domain::{Reservation, ReservationStatus, Sku, SkuState};
 use std::collections::BTreeMap;
 
 /// A snapshot body as its two parts.
-pub type SnapshotBody = (SkuState, Vec<(String, u64, u64)>);
+pub struct SnapshotBody {
+    pub state: SkuState,
+    pub recent_keys: Vec<(String, u64, u64)>,
+    pub holders: Vec<(String, String)>,
+}
 
-pub fn encode(state: &SkuState, recent_keys: &[(String, u64, u64)]) -> Vec<u8> {
+pub fn encode(
+    state: &SkuState,
+    recent_keys: &[(String, u64, u64)],
+    holders: &[(String, String)],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + state.reservations.len() * 64);
     put_str(&mut out, state.sku.as_str());
     put_u64(&mut out, state.on_hand);
@@ -47,6 +55,11 @@ pub fn encode(state: &SkuState, recent_keys: &[(String, u64, u64)]) -> Vec<u8> {
         put_str(&mut out, key);
         put_u64(&mut out, *first);
         put_u64(&mut out, *last);
+    }
+    put_u32(&mut out, holders.len());
+    for (reservation_id, holder) in holders {
+        put_str(&mut out, reservation_id);
+        put_str(&mut out, holder);
     }
     out
 }
@@ -86,7 +99,16 @@ pub fn decode(bytes: &[u8]) -> Option<SnapshotBody> {
     for _ in 0..count {
         recent_keys.push((input.str()?.to_owned(), input.u64()?, input.u64()?));
     }
-    (input.at == bytes.len()).then_some((state, recent_keys))
+    let count = input.u32()?;
+    let mut holders = Vec::with_capacity(count.min(bytes.len()));
+    for _ in 0..count {
+        holders.push((input.str()?.to_owned(), input.str()?.to_owned()));
+    }
+    (input.at == bytes.len()).then_some(SnapshotBody {
+        state,
+        recent_keys,
+        holders,
+    })
 }
 
 fn status_byte(status: ReservationStatus) -> u8 {
@@ -208,14 +230,19 @@ mod tests {
             );
         }
         let keys = vec![("k1".to_owned(), 3, 4), ("k2".to_owned(), 5, 5)];
-        let bytes = encode(&state, &keys);
-        assert_eq!(decode(&bytes), Some((state, keys)));
+        let holders = vec![("r-0".to_owned(), "checkout".to_owned())];
+        let bytes = encode(&state, &keys, &holders);
+        let body = decode(&bytes).expect("decodes");
+        assert_eq!(
+            (body.state, body.recent_keys, body.holders),
+            (state, keys, holders)
+        );
     }
 
     #[test]
     fn truncated_or_trailing_bytes_are_not_a_snapshot() {
         let state = SkuState::new(Sku::parse("A").unwrap());
-        let bytes = encode(&state, &[]);
+        let bytes = encode(&state, &[], &[]);
         assert!(decode(&bytes[..bytes.len() - 1]).is_none());
         let mut longer = bytes.clone();
         longer.push(0);

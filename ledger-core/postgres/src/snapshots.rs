@@ -48,14 +48,6 @@ impl PostgresSnapshots {
         migrate(&mut client, "snapshots", MIGRATIONS).await?;
         Ok(Self { database })
     }
-
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.database
-            .pool()
-            .get()
-            .await
-            .map_err(StoreError::unavailable)
-    }
 }
 
 fn backend(error: tokio_postgres::Error) -> StoreError {
@@ -65,23 +57,27 @@ fn backend(error: tokio_postgres::Error) -> StoreError {
 #[async_trait]
 impl SnapshotStore for PostgresSnapshots {
     async fn load(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT version, last_event_id, data FROM snapshots.sku_snapshots \
-                 WHERE stream = $1 AND format = $2",
-            )
-            .await
-            .map_err(backend)?;
-        let Some(row) = client
-            .query_opt(&statement, &[&stream, &SNAPSHOT_FORMAT])
-            .await
-            .map_err(backend)?
-        else {
+        let row = self
+            .database
+            .with_client(async |client| {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT version, last_event_id, data FROM snapshots.sku_snapshots \
+                         WHERE stream = $1 AND format = $2",
+                    )
+                    .await
+                    .map_err(backend)?;
+                client
+                    .query_opt(&statement, &[&stream, &SNAPSHOT_FORMAT])
+                    .await
+                    .map_err(backend)
+            })
+            .await?;
+        let Some(row) = row else {
             return Ok(None);
         };
         let data: Option<&[u8]> = row.get(2);
-        let Some((state, recent_keys)) = data.and_then(snapshot_codec::decode) else {
+        let Some(body) = data.and_then(snapshot_codec::decode) else {
             tracing::warn!(stream, "ignoring a snapshot that does not decode");
             return Ok(None);
         };
@@ -89,26 +85,29 @@ impl SnapshotStore for PostgresSnapshots {
             stream: stream.to_owned(),
             version: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
             last_event_id: row.get(1),
-            state,
-            recent_keys,
+            state: body.state,
+            recent_keys: body.recent_keys,
+            holders: body.holders,
         }))
     }
 
     async fn save(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        let data = snapshot_codec::encode(&snapshot.state, &snapshot.recent_keys);
+        let data =
+            snapshot_codec::encode(&snapshot.state, &snapshot.recent_keys, &snapshot.holders);
         let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
-        let mut client = self.client().await?;
-        let transaction = client.transaction().await.map_err(backend)?;
-        // A snapshot is a cache that can always be rebuilt from the stream: losing the last few
-        // in a crash costs a longer load, never a wrong one, so its commit need not wait for
-        // the disk.
-        transaction
-            .batch_execute("SET LOCAL synchronous_commit = off")
-            .await
-            .map_err(backend)?;
-        transaction
-            .execute(
-                "INSERT INTO snapshots.sku_snapshots AS s \
+        self.database
+            .with_client(async |client| {
+                let transaction = client.transaction().await.map_err(backend)?;
+                // A snapshot is a cache that can always be rebuilt from the stream: losing the last few
+                // in a crash costs a longer load, never a wrong one, so its commit need not wait for
+                // the disk.
+                transaction
+                    .batch_execute("SET LOCAL synchronous_commit = off")
+                    .await
+                    .map_err(backend)?;
+                transaction
+                    .execute(
+                        "INSERT INTO snapshots.sku_snapshots AS s \
                      (stream, version, last_event_id, format, data) \
                  VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (stream) DO UPDATE \
@@ -116,28 +115,33 @@ impl SnapshotStore for PostgresSnapshots {
                          format = excluded.format, body = NULL, data = excluded.data, \
                          taken_at = now() \
                    WHERE s.version < excluded.version OR s.format <> excluded.format",
-                &[
-                    &snapshot.stream,
-                    &version,
-                    &snapshot.last_event_id,
-                    &SNAPSHOT_FORMAT,
-                    &data,
-                ],
-            )
+                        &[
+                            &snapshot.stream,
+                            &version,
+                            &snapshot.last_event_id,
+                            &SNAPSHOT_FORMAT,
+                            &data,
+                        ],
+                    )
+                    .await
+                    .map_err(backend)?;
+                transaction.commit().await.map_err(backend)
+            })
             .await
-            .map_err(backend)?;
-        transaction.commit().await.map_err(backend)
     }
 
     async fn discard(&self, stream: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM snapshots.sku_snapshots WHERE stream = $1",
-                &[&stream],
-            )
-            .await
-            .map_err(backend)?;
+        self.database
+            .with_client(async |client| {
+                client
+                    .execute(
+                        "DELETE FROM snapshots.sku_snapshots WHERE stream = $1",
+                        &[&stream],
+                    )
+                    .await
+                    .map_err(backend)
+            })
+            .await?;
         Ok(())
     }
 }

@@ -11,7 +11,9 @@
 //! events of transactions older than every running one. The migration scripts explain why that
 //! order never lets a late commit slip behind a reader's checkpoint.
 
-use crate::database::{Database, DatabaseError, POOL_WAIT_TIMEOUT_MS};
+use crate::database::{
+    Database, DatabaseError, DeadlineExceeded, POOL_WAIT_TIMEOUT_MS, STATEMENT_TIMEOUT_MS_DEFAULT,
+};
 use crate::migrate::{migrate, Migration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -23,8 +25,9 @@ use ledger_application::store::{
 };
 use ledger_domain::envelope::{Metadata, NewEvent, Position, RecordedEvent};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
@@ -63,6 +66,24 @@ pub const GROUP_COMMIT_EVENTS_MAX: usize = 4_096;
 /// Appends waiting for a committer; callers wait for room beyond it.
 const GROUP_COMMIT_QUEUE_MAX: usize = 8_192;
 
+/// How long a committer whose connection was lost in the middle of a commit keeps trying to
+/// learn (on another connection) whether the commit landed, before it answers "unknown".
+pub const COMMIT_RESOLUTION_MS: u64 = 10_000;
+
+/// Pause before a committer that panicked is started again.
+const COMMITTER_RESTART_DELAY_MS: u64 = 100;
+
+/// The write path is reported unhealthy after this many group commits in a row failed, or this
+/// many committer panics within [`HEALTH_WINDOW_MS`].
+pub const UNHEALTHY_AFTER_FAILURES: u64 = 3;
+const HEALTH_WINDOW_MS: u64 = 30_000;
+
+/// Counter: committer tasks restarted after a panic.
+pub const METRIC_COMMITTER_RESTARTS: &str = "ledger_group_committer_restarts_total";
+/// Counter: group commits whose connection was lost after the commit was sent, by how the
+/// outcome was resolved (`written`, `not_written`, `unknown`).
+pub const METRIC_COMMIT_RESOLUTIONS: &str = "ledger_group_commit_resolutions_total";
+
 /// A caught-up follower reads the log at most this often: under a steady stream of appends it
 /// then reads (and a projector commits) one page of the last few milliseconds' events instead
 /// of a page per group commit, at the cost of at most this much added delay.
@@ -94,7 +115,7 @@ const STREAM_VERSIONS_SQL: &str =
 /// The transaction's id (taken here, after the locks) and the wall clock under the locks, so
 /// recorded times follow version order within a stream.
 const TRANSACTION_IDENTITY_SQL: &str =
-    "SELECT pg_current_xact_id()::text::bigint, clock_timestamp()";
+    "SELECT pg_current_xact_id()::text::bigint, clock_timestamp(), pg_backend_pid()";
 
 const UPSERT_STREAMS_SQL: &str = "INSERT INTO event_store.streams AS s (stream, version) \
      SELECT * FROM unnest($1::text[], $2::bigint[]) \
@@ -119,14 +140,76 @@ const KEPT_ANSWERS_SQL: &str = "SELECT k.scope, k.key, k.fingerprint, k.answer, 
      FROM unnest($1::text[], $2::text[]) AS a(scope, key) \
      JOIN event_store.answers k ON k.scope = a.scope AND k.key = a.key";
 
-const FORGET_ANSWERS_SQL: &str = "DELETE FROM event_store.answers WHERE recorded_at < $1";
+const FORGET_ANSWERS_SQL: &str = "DELETE FROM event_store.answers WHERE ctid = ANY(ARRAY( \
+     SELECT ctid FROM event_store.answers WHERE recorded_at < $1 LIMIT $2))";
 
 /// The visibility bound of the store-wide log: transactions below it have all ended.
 const VISIBLE_BOUND: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
+/// How the store's own pools are shaped.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    /// Statement timeout (and, plus a little, client-side deadline) of appends and reads.
+    pub statement_timeout: Duration,
+    /// Connections of the pool that loads streams and reads the log; the committers have
+    /// their own ([`GROUP_COMMITTERS`] + 1, with `synchronous_commit = on` whatever the
+    /// server's default), so that reads never starve appends.
+    pub read_pool_size: usize,
+}
+
+impl StoreSettings {
+    /// The defaults, with a read pool as large as `database`'s.
+    pub fn for_database(database: &Database) -> Self {
+        Self {
+            statement_timeout: Duration::from_millis(STATEMENT_TIMEOUT_MS_DEFAULT),
+            read_pool_size: database.pool().status().max_size,
+        }
+    }
+}
+
+/// What the committers know of the write path's health.
+#[derive(Default)]
+struct Health {
+    /// Group commits failed in a row (reset by a success).
+    failures_in_a_row: AtomicU64,
+    /// When committers panicked recently.
+    panics: std::sync::Mutex<VecDeque<Instant>>,
+    /// Test-only: panics still to inject, one per group commit.
+    panics_to_inject: AtomicUsize,
+}
+
+impl Health {
+    fn check(&self) -> Result<(), String> {
+        let failures = self.failures_in_a_row.load(Ordering::Relaxed);
+        if failures >= UNHEALTHY_AFTER_FAILURES {
+            return Err(format!("the last {failures} group commits failed"));
+        }
+        let mut panics = self.panics.lock().unwrap_or_else(|p| p.into_inner());
+        let window = Duration::from_millis(HEALTH_WINDOW_MS);
+        while panics.front().is_some_and(|at| at.elapsed() > window) {
+            panics.pop_front();
+        }
+        if panics.len() as u64 >= UNHEALTHY_AFTER_FAILURES {
+            return Err(format!(
+                "group committers panicked {} times in the last {} s",
+                panics.len(),
+                HEALTH_WINDOW_MS / 1_000
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub struct PostgresStore {
+    /// The pool the store was opened with (migrations, counts).
     database: Database,
+    /// Stream loads and log reads, bounded by the statement timeout.
+    reads: Database,
+    /// The committers' pool.
+    commits: Database,
+    settings: StoreSettings,
+    health: Arc<Health>,
     /// Bumped by the listener task on every notification from an append.
     appended: watch::Receiver<u64>,
     /// Test-only fault injection: hold each append's transaction open for a random time up to
@@ -154,6 +237,7 @@ impl PostgresStore {
         answers: Vec<NewAnswer>,
     ) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id).collect();
         let pending = PendingAppend {
             stream: stream.to_owned(),
             expected,
@@ -165,58 +249,101 @@ impl PostgresStore {
             .send(pending)
             .await
             .map_err(|_| StoreError::unavailable_because("the event store's committers stopped"))?;
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::backend_because(
-                "a committer stopped before answering an append",
-            ))
-        })
+        match answer.await {
+            Ok(outcome) => outcome,
+            // The committer panicked with this append in its batch: whether the batch
+            // committed is not known to anyone else, so look for the events themselves.
+            Err(_) => self.committer().resolve_lost(stream, &ids, None).await,
+        }
     }
 
     /// Apply the event store's migrations and start listening for appends.
     pub async fn open(database: Database) -> Result<Self, DatabaseError> {
+        let settings = StoreSettings::for_database(&database);
+        Self::open_with(database, settings).await
+    }
+
+    /// [`PostgresStore::open`] with the store's pools shaped by `settings`.
+    pub async fn open_with(
+        database: Database,
+        settings: StoreSettings,
+    ) -> Result<Self, DatabaseError> {
         let mut client = database.client().await?;
         migrate(&mut client, "event_store", MIGRATIONS).await?;
         drop(client);
-        Ok(Self::start(database, None))
+        Self::start(database, settings, None)
     }
 
-    fn start(database: Database, commit_delay_max: Option<Duration>) -> Self {
+    fn start(
+        database: Database,
+        settings: StoreSettings,
+        commit_delay_max: Option<Duration>,
+    ) -> Result<Self, DatabaseError> {
+        // Appends must be durable before they are answered, whatever the server's (or a shared
+        // role's) default says: the committers' sessions set it themselves.
+        let commits = database.with_statement_timeout(
+            settings.statement_timeout + commit_delay_max.unwrap_or_default(),
+            &[("synchronous_commit", "on")],
+            GROUP_COMMITTERS + 1,
+        )?;
+        let reads = database.with_statement_timeout(
+            settings.statement_timeout,
+            &[],
+            settings.read_pool_size,
+        )?;
         let (sender, appended) = watch::channel(0);
         tokio::spawn(listen(database.config().clone(), Arc::new(sender)));
         let (queue, receiver) = mpsc::channel(GROUP_COMMIT_QUEUE_MAX);
         let store = Self {
             database,
+            reads,
+            health: Arc::default(),
+            commits,
             appended,
             commit_delay_max,
             queue,
+            settings,
         };
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..GROUP_COMMITTERS {
-            tokio::spawn(commit_loop(store.committer(), receiver.clone()));
+            tokio::spawn(supervise(store.committer(), receiver.clone()));
         }
-        store
+        Ok(store)
     }
 
     /// A handle for a committer task: everything but the queue, so that the committers end
     /// once every store handle (and with it every sender) is gone.
     fn committer(&self) -> Committer {
         Committer {
-            database: self.database.clone(),
+            database: self.commits.clone(),
             commit_delay_max: self.commit_delay_max,
+            health: self.health.clone(),
         }
     }
 
     /// Fault injection for tests: delay every commit by a random time up to `delay_max`.
-    pub fn with_commit_delay_for_tests(self, delay_max: Duration) -> Self {
-        Self::start(self.database, Some(delay_max))
+    pub fn with_commit_delay_for_tests(self, delay_max: Duration) -> Result<Self, DatabaseError> {
+        Self::start(self.database, self.settings, Some(delay_max))
+    }
+
+    /// Fault injection for tests: the next `count` group commits panic in their committer
+    /// before writing anything (the committer is restarted; its callers are answered).
+    pub fn inject_committer_panics_for_tests(&self, count: usize) {
+        self.health.panics_to_inject.store(count, Ordering::Relaxed);
     }
 
     pub fn database(&self) -> &Database {
         &self.database
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        pooled(&self.database).await
+    /// A setting as the committers' sessions see it (tests check the durability they force).
+    pub async fn committer_setting(&self, name: &str) -> Result<String, StoreError> {
+        let client = pooled(&self.commits).await?;
+        let row = client
+            .query_one("SELECT current_setting($1)", &[&name])
+            .await
+            .map_err(backend)?;
+        Ok(row.get(0))
     }
 
     /// How many events of the store-wide log lie after `after` (all when `None`), counting
@@ -224,13 +351,14 @@ impl PostgresStore {
     /// and not part of the port.
     pub async fn count_after(&self, after: Option<Position>) -> Result<u64, StoreError> {
         let (commit, prepare) = position_param(after);
-        let rows = self
-            .query(
-                "SELECT count(*) FROM event_store.events \
-                 WHERE (transaction_id, sequence) > ($1, $2)",
-                &[&commit, &prepare],
-            )
-            .await?;
+        // On the unbounded pool: a count over a long log may take longer than a request may.
+        let rows = query_on(
+            &self.database,
+            "SELECT count(*) FROM event_store.events \
+             WHERE (transaction_id, sequence) > ($1, $2)",
+            &[&commit, &prepare],
+        )
+        .await?;
         Ok(to_u64(rows[0].get(0)))
     }
 
@@ -239,15 +367,55 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(backend)?;
-        client.query(&statement, params).await.map_err(backend)
+        query_on(&self.reads, sql, params).await
     }
 }
+
+/// Run `sql` (prepared once per connection) on a connection of `database`, the checkout
+/// included within its deadline; a connection that overran is discarded.
+async fn query_on(
+    database: &Database,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let mut slot = None;
+    let outcome = database
+        .within_deadline(async {
+            let client = slot.insert(pooled(database).await?);
+            let statement = client.prepare_cached(sql).await.map_err(backend)?;
+            client.query(&statement, params).await.map_err(backend)
+        })
+        .await;
+    match outcome {
+        Ok(rows) => rows,
+        Err(exceeded) => {
+            if let Some(client) = slot.take() {
+                Database::discard(client);
+            }
+            Err(overran(exceeded))
+        }
+    }
+}
+
+fn overran(exceeded: DeadlineExceeded) -> StoreError {
+    StoreError::Timeout {
+        timeout_ms: exceeded.deadline_ms,
+    }
+}
+
+/// Answers kept longer than the retention are deleted in slices of this many rows, each its
+/// own short transaction, so a large purge never holds locks or a snapshot for long.
+const FORGET_ANSWERS_SLICE_ROWS: i64 = 10_000;
 
 enum CallError {
     UniqueViolation,
     Store(StoreError),
+    /// The connection failed (or overran its deadline) after the commit was sent: the batch
+    /// may or may not have committed. `backend_pid` is the server process that ran it.
+    CommitUnknown {
+        error: StoreError,
+        backend_pid: i32,
+    },
 }
 
 impl From<tokio_postgres::Error> for CallError {
@@ -342,16 +510,28 @@ impl EventStore for PostgresStore {
             .collect())
     }
 
+    /// Unhealthy when the last group commits all failed or committers keep panicking.
+    fn write_path_health(&self) -> Result<(), String> {
+        self.health.check()
+    }
+
     async fn forget_answers(&self, kept_before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let client = self.client().await?;
+        let client = pooled(&self.database).await?;
         let statement = client
             .prepare_cached(FORGET_ANSWERS_SQL)
             .await
             .map_err(backend)?;
-        client
-            .execute(&statement, &[&kept_before])
-            .await
-            .map_err(backend)
+        let mut forgotten = 0;
+        loop {
+            let deleted = client
+                .execute(&statement, &[&kept_before, &FORGET_ANSWERS_SLICE_ROWS])
+                .await
+                .map_err(backend)?;
+            forgotten += deleted;
+            if deleted < FORGET_ANSWERS_SLICE_ROWS as u64 {
+                return Ok(forgotten);
+            }
+        }
     }
 
     async fn read_stream(
@@ -424,9 +604,35 @@ async fn pooled(database: &Database) -> Result<deadpool_postgres::Object, StoreE
 }
 
 /// What a committer task needs to write batches.
+#[derive(Clone)]
 struct Committer {
     database: Database,
     commit_delay_max: Option<Duration>,
+    health: Arc<Health>,
+}
+
+/// Run a committer, and start it again whenever it panics, until every store handle is gone.
+/// The appends of the batch it held are answered by their callers' look-up (see
+/// `PostgresStore::enqueue`); the queue itself is never lost.
+async fn supervise(committer: Committer, queue: Arc<Mutex<mpsc::Receiver<PendingAppend>>>) {
+    loop {
+        let task = tokio::spawn(commit_loop(committer.clone(), queue.clone()));
+        match task.await {
+            Ok(()) => return,
+            Err(error) if error.is_panic() => {
+                tracing::error!(%error, "a group committer panicked; starting it again");
+                metrics::counter!(METRIC_COMMITTER_RESTARTS).increment(1);
+                committer
+                    .health
+                    .panics
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(Instant::now());
+                tokio::time::sleep(Duration::from_millis(COMMITTER_RESTART_DELAY_MS)).await;
+            }
+            Err(_) => return, // cancelled: the runtime is shutting down
+        }
+    }
 }
 
 /// Take what is queued (at least one append, at most the batch bounds, one append per stream),
@@ -482,6 +688,16 @@ async fn commit_loop(committer: Committer, queue: Arc<Mutex<mpsc::Receiver<Pendi
             }
         }
         metrics::histogram!("ledger_group_commit_appends").record(batch.len() as f64);
+        let inject = committer
+            .health
+            .panics_to_inject
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if inject {
+            panic!("injected committer panic (a test asked for it)");
+        }
         committer.commit(batch).await;
     }
 }
@@ -530,13 +746,158 @@ impl Committer {
                     return;
                 }
                 Err(CallError::Store(error)) => {
+                    self.note(false);
                     for pending in batch {
                         let _ = pending.reply.send(Err(error.clone()));
                     }
                     return;
                 }
+                Err(CallError::CommitUnknown { error, backend_pid }) => {
+                    self.note(false);
+                    for pending in batch {
+                        let ids: Vec<uuid::Uuid> =
+                            pending.events.iter().map(|e| e.event_id).collect();
+                        let outcome = if ids.is_empty() {
+                            // Only answers (refusals): deciding again is harmless.
+                            Err(error.clone())
+                        } else {
+                            self.resolve_lost(&pending.stream, &ids, Some(backend_pid))
+                                .await
+                        };
+                        let _ = pending.reply.send(outcome);
+                    }
+                    return;
+                }
             }
         }
+        self.note(true);
+    }
+
+    /// Remember whether a group commit worked, for [`PostgresStore::write_path_health`].
+    fn note(&self, worked: bool) {
+        if worked {
+            self.health.failures_in_a_row.store(0, Ordering::Relaxed);
+        } else {
+            self.health
+                .failures_in_a_row
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Learn whether an append whose commit was sent (or whose committer died) landed, from
+    /// its events' ids, on another connection: first end the server process that ran it (if
+    /// it still runs, it may yet commit), then look. Tries for [`COMMIT_RESOLUTION_MS`]; a
+    /// database that stays unreachable leaves the outcome unknown.
+    async fn resolve_lost(
+        &self,
+        stream: &str,
+        ids: &[uuid::Uuid],
+        backend_pid: Option<i32>,
+    ) -> Result<Appended, StoreError> {
+        let started = Instant::now();
+        let mut last_error = String::from("no attempt finished");
+        while started.elapsed() < Duration::from_millis(COMMIT_RESOLUTION_MS) {
+            match self.look_for(ids, backend_pid).await {
+                Ok(found) => {
+                    let outcome = if found.is_empty() {
+                        metrics::counter!(METRIC_COMMIT_RESOLUTIONS, "outcome" => "not_written")
+                            .increment(1);
+                        Err(StoreError::unavailable_because(format!(
+                            "the connection was lost during the commit of {stream}, which did \
+                             not land; nothing was written"
+                        )))
+                    } else {
+                        metrics::counter!(METRIC_COMMIT_RESOLUTIONS, "outcome" => "written")
+                            .increment(1);
+                        let last = found
+                            .iter()
+                            .max_by_key(|row| row.1)
+                            .expect("found is not empty");
+                        Ok(Appended::Written(Some(AppendResult {
+                            version: last.1,
+                            position: last.2,
+                            deduplicated: false,
+                        })))
+                    };
+                    return outcome;
+                }
+                Err(error) => last_error = error.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        metrics::counter!(METRIC_COMMIT_RESOLUTIONS, "outcome" => "unknown").increment(1);
+        Err(StoreError::OutcomeUnknown {
+            message: format!(
+                "the connection was lost during the commit of {stream} and the database could \
+                 not be asked afterwards ({last_error})"
+            ),
+        })
+    }
+
+    /// One attempt of [`Committer::resolve_lost`]: the stored events among `ids`.
+    async fn look_for(
+        &self,
+        ids: &[uuid::Uuid],
+        backend_pid: Option<i32>,
+    ) -> Result<Vec<(uuid::Uuid, u64, Position)>, StoreError> {
+        let mut slot = None;
+        let outcome = self
+            .database
+            .within_deadline(async {
+                let client = slot.insert(pooled(&self.database).await?);
+                if let Some(pid) = backend_pid {
+                    client
+                        .execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                             WHERE pid = $1 AND pid <> pg_backend_pid()",
+                            &[&pid],
+                        )
+                        .await
+                        .map_err(backend)?;
+                    // Wait for it to be gone: until then its transaction may still commit.
+                    for _ in 0..100 {
+                        let running = client
+                            .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+                            .await
+                            .map_err(backend)?;
+                        if running.is_none() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                client
+                    .query(
+                        "SELECT event_id, version, transaction_id, sequence \
+                         FROM event_store.events WHERE event_id = ANY($1)",
+                        &[&ids],
+                    )
+                    .await
+                    .map_err(backend)
+            })
+            .await;
+        let rows = match outcome {
+            Ok(rows) => rows?,
+            Err(exceeded) => {
+                if let Some(client) = slot.take() {
+                    Database::discard(client);
+                }
+                return Err(overran(exceeded));
+            }
+        };
+        Ok(rows
+            .iter()
+            .map(|row| {
+                (
+                    row.get(0),
+                    to_u64(row.get(1)),
+                    Position {
+                        commit: to_u64(row.get(2)),
+                        prepare: to_u64(row.get(3)),
+                    },
+                )
+            })
+            .collect())
     }
 
     /// One append on its own, with the look-up for retries first; asked once more after a
@@ -553,6 +914,15 @@ impl Committer {
                 }
                 Err(CallError::UniqueViolation) => continue,
                 Err(CallError::Store(error)) => return Err(error),
+                Err(CallError::CommitUnknown { error, backend_pid }) => {
+                    let ids: Vec<uuid::Uuid> = pending.events.iter().map(|e| e.event_id).collect();
+                    if ids.is_empty() {
+                        return Err(error);
+                    }
+                    return self
+                        .resolve_lost(&pending.stream, &ids, Some(backend_pid))
+                        .await;
+                }
             }
         }
         Err(StoreError::backend_because(
@@ -572,8 +942,51 @@ impl Committer {
     /// commit: with its original result when its events are stored already, otherwise with
     /// the stream's version.
     async fn write(&self, batch: &[PendingAppend], careful: bool) -> Result<Outcomes, CallError> {
-        let mut client = pooled(&self.database).await.map_err(CallError::Store)?;
-        let transaction = deadpool_postgres::ClientWrapper::transaction(&mut client).await?;
+        let mut slot = None;
+        let mut stage = Stage::default();
+        let outcome = self
+            .database
+            .within_deadline(async {
+                let client = slot.insert(pooled(&self.database).await.map_err(CallError::Store)?);
+                self.write_on(client, batch, careful, &mut stage).await
+            })
+            .await;
+        match (outcome, stage.backend_pid) {
+            (Ok(Err(CallError::Store(error @ StoreError::Unavailable { .. }))), Some(pid))
+                if stage.commit_sent =>
+            {
+                Err(CallError::CommitUnknown {
+                    error,
+                    backend_pid: pid,
+                })
+            }
+            (Ok(result), _) => result,
+            (Err(exceeded), pid) => {
+                if let Some(client) = slot.take() {
+                    Database::discard(client);
+                }
+                match pid {
+                    Some(pid) if stage.commit_sent => Err(CallError::CommitUnknown {
+                        error: overran(exceeded),
+                        backend_pid: pid,
+                    }),
+                    // The commit was never sent: the server rolls the transaction back when it
+                    // notices the connection is gone, so nothing was written.
+                    _ => Err(CallError::Store(overran(exceeded))),
+                }
+            }
+        }
+    }
+
+    /// The body of [`Committer::write`] on `client`; `stage` says how far it got.
+    async fn write_on(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        batch: &[PendingAppend],
+        careful: bool,
+        stage: &mut Stage,
+    ) -> Result<Outcomes, CallError> {
+        let transaction = deadpool_postgres::ClientWrapper::transaction(client).await?;
         let mut outcomes: Outcomes = (0..batch.len()).map(|_| None).collect();
         if careful {
             for (index, pending) in batch.iter().enumerate() {
@@ -587,6 +1000,7 @@ impl Committer {
             drop(transaction); // rolls back: nothing was written
             return Ok(known);
         }
+        stage.backend_pid = Some(plan.backend_pid);
         let appended = write_plan(&transaction, batch, &plan, &outcomes).await?;
         if appended {
             transaction
@@ -599,7 +1013,10 @@ impl Committer {
                 .execute("SELECT pg_sleep($1)", &[&delay.as_secs_f64()])
                 .await?;
         }
+        stage.commit_sent = true;
         transaction.commit().await?;
+        // Committed: from here on every append's own outcome is known or looked up on its
+        // own, and a failed look-up fails only that append.
         for (index, pending) in batch.iter().enumerate() {
             if outcomes[index].is_some() {
                 continue;
@@ -617,13 +1034,19 @@ impl Committer {
                     deduplicated: false,
                 }))),
                 Decision::AnswersOnly => Ok(Appended::Written(None)),
-                Decision::Refused { actual } => match find_retry(&**client, pending).await? {
-                    Some(original) => original,
-                    None => Err(StoreError::WrongExpectedVersion {
+                Decision::Refused { actual } => match find_retry(&***client, pending).await {
+                    Ok(Some(original)) => original,
+                    Ok(None) => Err(StoreError::WrongExpectedVersion {
                         stream: pending.stream.clone(),
                         expected: pending.expected,
                         actual,
                     }),
+                    Err(CallError::Store(error) | CallError::CommitUnknown { error, .. }) => {
+                        Err(error)
+                    }
+                    Err(CallError::UniqueViolation) => Err(StoreError::backend_because(
+                        "looking for a retry violated a unique index",
+                    )),
                 },
             });
         }
@@ -672,13 +1095,15 @@ impl Committer {
             .map(|row| (row.get::<_, String>(0), to_u64(row.get(1))))
             .collect();
         let identity = identity?;
-        Ok(Plan::decide(
+        let mut plan = Plan::decide(
             batch,
             outcomes,
             &current,
             to_u64(identity.get(0)),
             identity.get(1),
-        ))
+        );
+        plan.backend_pid = identity.get(2);
+        Ok(plan)
     }
 }
 
@@ -703,6 +1128,17 @@ struct Plan {
     /// Set when keys of the batch were answered before: then nothing is written, and these
     /// are the outcomes (`None` for the appends to send again).
     answered_before: Option<Outcomes>,
+    /// The server process running the transaction.
+    backend_pid: i32,
+}
+
+/// How far a group commit got, for deciding what a failure means.
+#[derive(Debug, Default)]
+struct Stage {
+    /// The server process running the transaction, once known.
+    backend_pid: Option<i32>,
+    /// Whether the commit was sent: only then can a lost connection hide a commit.
+    commit_sent: bool,
 }
 
 impl Plan {
@@ -726,6 +1162,7 @@ impl Plan {
             transaction_id: 0,
             recorded_at: Utc::now(),
             answered_before: Some(outcomes),
+            backend_pid: 0,
         }
     }
 
@@ -771,6 +1208,7 @@ impl Plan {
             transaction_id,
             recorded_at,
             answered_before: None,
+            backend_pid: 0,
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct BackendsOptions {
     /// How long to wait for EventStoreDB at start, when not the adapter's default (an operator
     /// at a terminal wants a clear error sooner than a service does).
     pub eventstore_connect_timeout_ms: Option<u64>,
+    /// The Postgres event store's statement timeout (appends and reads), when not the
+    /// default ([`ledger_postgres::STATEMENT_TIMEOUT_MS_DEFAULT`]).
+    pub statement_timeout_ms: Option<u64>,
 }
 
 /// Where the ledger's data lives, opened.
@@ -126,7 +129,11 @@ impl Backends {
             .database
             .clone()
             .expect("a database is opened whenever EVENTSTORE_URL is unset");
-        let store = PostgresStore::open(database).await?;
+        let mut settings = ledger_postgres::StoreSettings::for_database(&database);
+        if let Some(millis) = options.statement_timeout_ms {
+            settings.statement_timeout = std::time::Duration::from_millis(millis);
+        }
+        let store = PostgresStore::open_with(database, settings).await?;
         self.store = Arc::new(store.clone());
         self.postgres_store = Some(store);
         Ok(())

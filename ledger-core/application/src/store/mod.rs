@@ -84,8 +84,16 @@ pub enum StoreError {
     InvalidAppend(String),
     #[error("event store did not answer within {timeout_ms} ms")]
     Timeout { timeout_ms: u64 },
+    /// The outcome of an append is not known: the connection was lost (or overran its
+    /// deadline) after the commit was sent, and the store could not be asked afterwards
+    /// whether it landed. A retry with the same idempotency key is safe (it is answered
+    /// exactly once); an unkeyed command retried may apply twice.
+    #[error("the outcome of the append is unknown: {message}")]
+    OutcomeUnknown { message: String },
     /// The store cannot be reached now (connection refused or lost, pool exhausted, node not
-    /// the leader): retry later. The append may or may not have been written.
+    /// the leader): retry later. The PostgreSQL store reports an append this way only when it
+    /// was not written (it says [`StoreError::OutcomeUnknown`] otherwise); other stores may
+    /// not know.
     #[error("event store unavailable: {message}")]
     Unavailable {
         message: String,
@@ -277,6 +285,13 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The answers kept for `keys` (those that have one).
     async fn kept_answers(&self, keys: &[AnswerKey]) -> Result<Vec<StoredAnswer>, StoreError>;
+
+    /// What the store knows of its own write path: an error (saying why) when appends are
+    /// failing or its writers keep failing, for readiness checks. Stores that know nothing
+    /// beyond their answers to requests say it is fine.
+    fn write_path_health(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Forget the answers kept before `kept_before` (the retention window); returns how many.
     /// A retry after that is still recognised by its events' ids, but answered from the events

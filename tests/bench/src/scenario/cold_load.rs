@@ -174,6 +174,7 @@ async fn save_snapshot_behind_head(
             last_event_id,
             state,
             recent_keys: Vec::new(),
+            holders: Vec::new(),
         })
         .await
         .map_err(|e| e.to_string())
