@@ -217,6 +217,7 @@ async fn serve(
         read_models: read_models.clone(),
         openapi: OnceLock::new(),
         protection: protection.clone(),
+        history_cursors: Default::default(),
     });
     let (shutdown, signal) = watch::channel(false);
     let mut workers = Vec::new();

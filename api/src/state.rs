@@ -20,6 +20,8 @@ pub struct AppState {
     /// The OpenAPI description, rendered once the router (which generates it) is built.
     pub openapi: OnceLock<String>,
     pub protection: Arc<Protection>,
+    /// Where recently served history pages ended, so paging on resumes instead of replaying.
+    pub history_cursors: ledger_application::history::HistoryCursors,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -490,3 +490,66 @@ fn the_readmes_roles_table_is_what_the_code_allows() {
         }
     }
 }
+
+/// The README's limits table, between `<!-- limits:start -->` and `<!-- limits:end -->`: every
+/// flag it names is a flag of the binary with the default it states, and every metric it names
+/// is one the code registers.
+#[test]
+fn the_readmes_limits_table_is_what_the_binary_offers() {
+    use clap::CommandFactory;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README");
+    let start = readme.find("<!-- limits:start -->").expect("start marker");
+    let end = readme.find("<!-- limits:end -->").expect("end marker");
+    let rows: Vec<Vec<String>> = readme[start..end]
+        .lines()
+        .filter(|line| line.starts_with('|') && !line.contains("---"))
+        .skip(1)
+        .map(|line| {
+            line.trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().to_owned())
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() >= 10, "{rows:?}");
+    let command = ledger_api::config::Config::command();
+    let mut sources = String::new();
+    for folder in [
+        "api/src",
+        "ledger-core/postgres/src",
+        "ledger-core/application/src",
+    ] {
+        for entry in std::fs::read_dir(format!("{root}/{folder}")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    for row in &rows {
+        let (default, flag, metric) = (&row[1], &row[2], &row[4]);
+        if let Some(flag) = flag.strip_prefix("`--").and_then(|f| f.strip_suffix('`')) {
+            let argument = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(flag))
+                .unwrap_or_else(|| panic!("README names --{flag}, which the binary lacks"));
+            let stated: String = default.chars().take_while(char::is_ascii_digit).collect();
+            if !stated.is_empty() {
+                let defaults: Vec<String> = argument
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                assert_eq!(defaults, [stated], "default of --{flag}");
+            }
+        }
+        for name in metric.split('`').filter(|part| part.starts_with("ledger_")) {
+            let name = name.split('{').next().unwrap();
+            assert!(
+                sources.contains(&format!("\"{name}\"")),
+                "README names metric {name}, which the code does not register"
+            );
+        }
+    }
+}

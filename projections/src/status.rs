@@ -115,10 +115,12 @@ impl ReadModels {
         status.last_error = checkpoint.last_error;
         status.last_error_at = checkpoint.last_error_at;
         if head.is_some() && head != checkpoint.position {
-            let (lag_events, capped, oldest) = count_after(store, checkpoint.position).await?;
-            status.lag_events = lag_events;
-            status.lag_events_capped = capped;
-            status.lag_seconds = oldest.map_or(0.0, |recorded_at| {
+            let backlog = store
+                .backlog(checkpoint.position, STATUS_LAG_EVENTS_COUNTED_MAX)
+                .await?;
+            status.lag_events = backlog.events;
+            status.lag_events_capped = backlog.capped;
+            status.lag_seconds = backlog.oldest_recorded_at.map_or(0.0, |recorded_at| {
                 (Utc::now() - recorded_at)
                     .to_std()
                     .map_or(0.0, |lag| lag.as_secs_f64())
@@ -126,30 +128,4 @@ impl ReadModels {
         }
         Ok(status)
     }
-}
-
-/// Events after `after`, counted up to [`STATUS_LAG_EVENTS_COUNTED_MAX`], whether the count
-/// stopped at that bound, and when the first of them was recorded.
-async fn count_after(
-    store: &dyn EventStore,
-    after: Option<Position>,
-) -> Result<(u64, bool, Option<DateTime<Utc>>), ProjectionError> {
-    let mut counted = 0;
-    let mut cursor = after;
-    let mut oldest = None;
-    while counted < STATUS_LAG_EVENTS_COUNTED_MAX {
-        let page = store.read_all(cursor, READ_EVENTS_MAX).await?;
-        let Some(last) = page.last() else {
-            return Ok((counted, false, oldest));
-        };
-        if oldest.is_none() {
-            oldest = page.first().map(|e| e.recorded_at);
-        }
-        cursor = Some(last.position);
-        counted += page.len() as u64;
-        if (page.len() as u64) < READ_EVENTS_MAX {
-            return Ok((counted, false, oldest));
-        }
-    }
-    Ok((counted, true, oldest))
 }

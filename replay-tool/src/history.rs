@@ -72,6 +72,7 @@ pub async fn run(
     };
     let store = backends.store.as_ref();
     let mut after_version = None;
+    let mut resume = None;
     let mut last_version = None;
     let mut started = false;
     'pages: loop {
@@ -80,7 +81,7 @@ pub async fn run(
             limit: HISTORY_PAGE_ENTRIES_MAX,
             ..HistoryFilter::default()
         };
-        let page = history(store, &sku, &filter).await?;
+        let page = history(store, &sku, &filter, resume.as_ref()).await?;
         if !started {
             if page.entries.is_empty() {
                 return Err(ToolError::NotFound(format!(
@@ -97,8 +98,11 @@ pub async fn run(
             writer.entry(entry)?;
             last_version = Some(entry.version);
         }
-        match page.next_after_version {
-            Some(version) => after_version = Some(version),
+        match page.next {
+            Some(cursor) => {
+                after_version = Some(cursor.version);
+                resume = Some(cursor);
+            }
             None => break,
         }
     }

@@ -185,6 +185,34 @@ fn rfc3339(moment: DateTime<Utc>) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn csv_cells_a_spreadsheet_would_run_as_formulas_are_neutralised() {
+    let ledger = Ledger::new().await;
+    ledger.run("CSV-1", replenish(10)).await;
+    let reasons = [
+        "=HYPERLINK(\"https://example.invalid\",\"open me\")",
+        "+1+2",
+        "@SUM(A1)",
+        "-2+3",
+    ];
+    for reason in reasons {
+        ledger.run("CSV-1", adjust_because(1, reason)).await;
+    }
+    ledger.run("CSV-1", adjust_because(-1, "shrink")).await;
+
+    let output = ledger
+        .replay(&["history", "CSV-1", "--format", "csv"])
+        .await;
+    assert_exit(&output, EXIT_OK);
+    let records = parse_csv(&stdout(&output));
+    for (record, reason) in records[2..].iter().zip(reasons) {
+        assert_eq!(record[15], format!("'{reason}"));
+    }
+    let last = records.last().unwrap();
+    assert_eq!(last[15], "shrink");
+    assert_eq!(last[7], "-1", "numbers stay numbers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_json_and_csv_equal_the_library_history() {
     let ledger = Ledger::new().await;
     ledger.write_mixed_history("SHOE-42", 12).await;
@@ -202,6 +230,7 @@ async fn history_json_and_csv_equal_the_library_history() {
             limit: HISTORY_PAGE_ENTRIES_MAX,
             ..HistoryFilter::default()
         },
+        None,
     )
     .await
     .unwrap();

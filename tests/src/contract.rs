@@ -46,6 +46,7 @@ macro_rules! event_store_contract {
             the_log_lists_every_event_once_in_position_order,
             reading_the_log_after_a_position_pages_through_it,
             the_head_position_is_the_last_event_of_the_log,
+            the_backlog_past_a_position_is_counted_up_to_a_bound,
             a_subscription_catches_up_then_receives_new_events,
             a_subscription_from_a_position_starts_after_it,
             answers_are_kept_with_their_events_and_carry_the_position,
@@ -525,6 +526,40 @@ pub async fn the_head_position_is_the_last_event_of_the_log<S: EventStore>(store
         .unwrap();
     log_including(store, &stream, 2).await;
     assert_eq!(store.head_position().await.unwrap(), Some(result.position));
+}
+
+pub async fn the_backlog_past_a_position_is_counted_up_to_a_bound<S: EventStore>(store: &S) {
+    use ledger_application::store::Backlog;
+    let stream = stream_name("backlog");
+    store
+        .append(&stream, ExpectedVersion::NoStream, events(7))
+        .await
+        .unwrap();
+    let whole = log_including(store, &stream, 6).await;
+    let everything = store.backlog(None, 100).await.unwrap();
+    assert_eq!(
+        everything,
+        Backlog {
+            events: 7,
+            capped: false,
+            oldest_recorded_at: Some(whole[0].recorded_at),
+        }
+    );
+    let rest = store.backlog(Some(whole[2].position), 100).await.unwrap();
+    assert_eq!(
+        rest,
+        Backlog {
+            events: 4,
+            capped: false,
+            oldest_recorded_at: Some(whole[3].recorded_at),
+        }
+    );
+    let bounded = store.backlog(None, 5).await.unwrap();
+    assert_eq!((bounded.events, bounded.capped), (5, true));
+    let exact = store.backlog(None, 7).await.unwrap();
+    assert_eq!((exact.events, exact.capped), (7, false));
+    let caught_up = store.backlog(Some(whole[6].position), 100).await.unwrap();
+    assert_eq!(caught_up, Backlog::default());
 }
 
 async fn next_event(subscription: &mut ledger_application::store::EventStream) -> RecordedEvent {

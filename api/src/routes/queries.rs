@@ -197,7 +197,13 @@ pub async fn history(
         after_version: query.after_version,
         limit,
     };
-    let page = read_history(state.store.as_ref(), &sku, &filter).await?;
+    let resume = query
+        .after_version
+        .and_then(|version| state.history_cursors.get(&sku, version));
+    let page = read_history(state.store.as_ref(), &sku, &filter, resume.as_ref()).await?;
+    if let Some(cursor) = page.next {
+        state.history_cursors.remember(&sku, cursor);
+    }
     let past = match as_of {
         Some(as_of) => Some(SkuStateBody::from(
             &state_as_of(state.store.as_ref(), &sku, as_of)

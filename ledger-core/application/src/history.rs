@@ -6,8 +6,9 @@
 use crate::store::{EventStore, StoreError, READ_EVENTS_MAX};
 use chrono::{DateTime, Utc};
 use ledger_domain::envelope::RecordedEvent;
-use ledger_domain::{Sku, SkuEvent, SkuState, SkuSummary};
-use serde::Serialize;
+use ledger_domain::{Balances, Sku, SkuEvent, SkuState, SkuSummary};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 pub use ledger_domain::HistoryEntry;
 
@@ -45,6 +46,9 @@ pub struct HistoryPage {
     pub entries: Vec<HistoryEntry>,
     /// The version to pass as `after_version` for the next page; `None` at the end.
     pub next_after_version: Option<u64>,
+    /// Where this page ended, to resume the next one from; `None` at the end.
+    #[serde(skip)]
+    pub next: Option<HistoryCursor>,
 }
 
 /// Where an as-of replay stops. A state is always a prefix of the stream: as of a moment, it is
@@ -100,42 +104,143 @@ fn decode(stream: &str, recorded: &RecordedEvent) -> Result<SkuEvent, HistoryErr
     })
 }
 
-/// One page of a SKU's history, filtered by time and paged by version.
+/// The fewest events a history page reads at once past its start (a page filtered by time may
+/// skip many before it fills).
+const READ_AHEAD_EVENTS_MIN: u64 = 64;
+
+/// Where a history page ended: the last entry's version and event id, and the balances right
+/// after it. Handed back with the next page's `after_version`, it lets that page start reading
+/// at its own position instead of replaying the stream from the first event (paging through a
+/// long history is linear, not quadratic). The event id anchors it: a cursor that does not
+/// match the stored event at its version (another store, a reset) is ignored and the page
+/// replays from the start, so a cursor can make a page cheaper but never different.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryCursor {
+    pub version: u64,
+    pub event_id: Uuid,
+    pub balances: Balances,
+}
+
+/// One page of a SKU's history, filtered by time and paged by version. `resume`, when it names
+/// the page's `after_version`, starts the fold there (see [`HistoryCursor`]). Reading stops at
+/// `to` (recorded times follow version order within a stream) and one entry past the page.
 pub async fn history<S: EventStore + ?Sized>(
     store: &S,
     sku: &Sku,
     filter: &HistoryFilter,
+    resume: Option<&HistoryCursor>,
 ) -> Result<HistoryPage, HistoryError> {
+    let stream = sku.stream();
     let limit = filter.limit.clamp(1, HISTORY_PAGE_ENTRIES_MAX) as usize;
-    let mut entries = Vec::new();
-    let mut more = false;
-    replay(store, sku, |recorded, event, before, after| {
-        if filter.after_version.is_some_and(|v| recorded.version <= v)
-            || filter.from.is_some_and(|from| recorded.recorded_at < from)
-        {
-            return true;
-        }
-        if filter.to.is_some_and(|to| recorded.recorded_at >= to) {
-            return true;
-        }
-        if entries.len() == limit {
-            more = true;
-            return false;
-        }
-        entries.push(HistoryEntry::new(recorded, event, before, after));
-        true
-    })
-    .await?;
-    let next_after_version = if more {
-        entries.last().map(|e| e.version)
-    } else {
-        None
+    let resume = resume.filter(|cursor| filter.after_version == Some(cursor.version));
+    let (mut balances, mut from) = match resume {
+        Some(cursor) => (cursor.balances, cursor.version),
+        None => (Balances::default(), 0),
     };
+    let mut anchor = resume.map(|cursor| cursor.event_id);
+    let mut entries = Vec::new();
+    let mut next = None;
+    let mut more = false;
+    'pages: loop {
+        // Read ahead only as far as the page needs, except while folding up to `after_version`.
+        let count = if filter.after_version.is_some_and(|v| from <= v) && anchor.is_none() {
+            READ_EVENTS_MAX
+        } else {
+            ((limit - entries.len()) as u64 + 2).clamp(READ_AHEAD_EVENTS_MIN, READ_EVENTS_MAX)
+        };
+        let page = store.read_stream(&stream, from, count).await?;
+        let mut events = page.iter();
+        if let Some(event_id) = anchor.take() {
+            if events.next().map(|anchor| anchor.event_id) != Some(event_id) {
+                // Not this stream's event at that version: fold from the start instead.
+                balances = Balances::default();
+                from = 0;
+                continue;
+            }
+        }
+        for recorded in events {
+            if filter.to.is_some_and(|to| recorded.recorded_at >= to) {
+                break 'pages;
+            }
+            let event = decode(&stream, recorded)?;
+            let before = balances;
+            balances.apply(&event);
+            if filter.after_version.is_some_and(|v| recorded.version <= v)
+                || filter.from.is_some_and(|from| recorded.recorded_at < from)
+            {
+                continue;
+            }
+            if entries.len() == limit {
+                more = true;
+                break 'pages;
+            }
+            entries.push(HistoryEntry::between(recorded, &event, before, balances));
+            next = Some(HistoryCursor {
+                version: recorded.version,
+                event_id: recorded.event_id,
+                balances,
+            });
+        }
+        if (page.len() as u64) < count {
+            break;
+        }
+        from += page.len() as u64;
+    }
+    let next = if more { next } else { None };
     Ok(HistoryPage {
         sku: sku.clone(),
         entries,
-        next_after_version,
+        next_after_version: next.map(|cursor| cursor.version),
+        next,
     })
+}
+
+/// The cursors of the history pages this process served lately, so that a client paging on
+/// with `after_version` resumes where its last page ended (see [`HistoryCursor`]). Bounded: the
+/// oldest are forgotten first, and a forgotten cursor only costs one replay from the start.
+#[derive(Debug, Default)]
+pub struct HistoryCursors {
+    inner: std::sync::Mutex<CursorsInner>,
+}
+
+#[derive(Debug, Default)]
+struct CursorsInner {
+    by_position: std::collections::HashMap<(Sku, u64), HistoryCursor>,
+    order: std::collections::VecDeque<(Sku, u64)>,
+}
+
+/// Most history cursors one process keeps (each well under 200 bytes).
+pub const HISTORY_CURSORS_MAX: usize = 10_000;
+
+impl HistoryCursors {
+    pub fn get(&self, sku: &Sku, after_version: u64) -> Option<HistoryCursor> {
+        let inner = self.inner.lock().expect("history cursors lock");
+        inner
+            .by_position
+            .get(&(sku.clone(), after_version))
+            .copied()
+    }
+
+    pub fn remember(&self, sku: &Sku, cursor: HistoryCursor) {
+        let mut inner = self.inner.lock().expect("history cursors lock");
+        let key = (sku.clone(), cursor.version);
+        if inner.by_position.insert(key.clone(), cursor).is_none() {
+            inner.order.push_back(key);
+        }
+        while inner.order.len() > HISTORY_CURSORS_MAX {
+            if let Some(oldest) = inner.order.pop_front() {
+                inner.by_position.remove(&oldest);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("history cursors lock").order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The SKU's state as of a past moment or version, folded from the event store.

@@ -6,7 +6,55 @@ use crate::envelope::{Position, RecordedEvent};
 use crate::event::SkuEvent;
 use crate::state::{SkuState, SkuSummary};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// The balances of a SKU, folded from its events alone. Every movement event carries its own
+/// quantity, so the balances after an event need only the balances before it, never the
+/// reservations: a history page can resume the fold from a known point instead of replaying
+/// the stream from its first event. [`SkuState::apply`] moves its balances the same way (a
+/// property test holds the two together).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balances {
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub reorder_point: u64,
+}
+
+impl Balances {
+    pub fn of(state: &SkuState) -> Self {
+        Self {
+            on_hand: state.on_hand,
+            reserved: state.reserved,
+            reorder_point: state.reorder_point,
+        }
+    }
+
+    pub fn available(&self) -> u64 {
+        self.on_hand.saturating_sub(self.reserved)
+    }
+
+    /// The balances after `event`.
+    pub fn apply(&mut self, event: &SkuEvent) {
+        match event {
+            SkuEvent::Replenished(e) => self.on_hand = self.on_hand.saturating_add(e.quantity),
+            SkuEvent::Reserved(e) => self.reserved = self.reserved.saturating_add(e.quantity),
+            SkuEvent::Released(e) => self.reserved = self.reserved.saturating_sub(e.quantity),
+            SkuEvent::Expired(e) => self.reserved = self.reserved.saturating_sub(e.quantity),
+            SkuEvent::Confirmed(e) => {
+                self.reserved = self.reserved.saturating_sub(e.quantity);
+                self.on_hand = self.on_hand.saturating_sub(e.quantity);
+            }
+            SkuEvent::Adjusted(e) => {
+                self.on_hand = if e.delta >= 0 {
+                    self.on_hand.saturating_add(e.delta.unsigned_abs())
+                } else {
+                    self.on_hand.saturating_sub(e.delta.unsigned_abs())
+                }
+            }
+            SkuEvent::ReorderPointSet(e) => self.reorder_point = e.reorder_point,
+        }
+    }
+}
 
 /// How one event moved a SKU's balances: the change and the balances right after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,7 +126,29 @@ impl HistoryEntry {
         before: &SkuSummary,
         after: &SkuState,
     ) -> Self {
-        let change = BalanceChange::between((before.on_hand, before.reserved), after);
+        let before = Balances {
+            on_hand: before.on_hand,
+            reserved: before.reserved,
+            reorder_point: before.reorder_point,
+        };
+        Self::between(recorded, event, before, Balances::of(after))
+    }
+
+    /// The entry for `recorded` (decoded as `event`), given the balances before and after it.
+    pub fn between(
+        recorded: &RecordedEvent,
+        event: &SkuEvent,
+        before: Balances,
+        after: Balances,
+    ) -> Self {
+        let change = BalanceChange {
+            on_hand_change: signed(after.on_hand) - signed(before.on_hand),
+            reserved_change: signed(after.reserved) - signed(before.reserved),
+            on_hand_after: after.on_hand,
+            reserved_after: after.reserved,
+            available_after: after.available(),
+            reorder_point_after: after.reorder_point,
+        };
         let details = event.details();
         let owned = |value: Option<&str>| value.map(str::to_owned);
         Self {

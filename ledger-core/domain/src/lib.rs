@@ -31,7 +31,7 @@ pub use command::*;
 pub use envelope::{event_id_for, scoped_key, Metadata, NewEvent, Position, RecordedEvent};
 pub use error::DomainError;
 pub use event::*;
-pub use history::{BalanceChange, HistoryEntry};
+pub use history::{BalanceChange, Balances, HistoryEntry};
 pub use reservation::{Reservation, ReservationStatus};
 pub use state::{SkuState, SkuSummary};
 pub use values::*;

@@ -6,10 +6,10 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use jsonschema::Validator;
 use ledger_domain::{
-    AdjustStock, AdjustmentDelta, ConfirmReservation, DecodeError, ExpireReservation, OrderId,
-    Quantity, Reason, Reference, ReleaseReservation, ReorderPoint, ReplenishStock, ReservationId,
-    ReserveStock, SetReorderPoint, Sku, SkuCommand, SkuEvent, SkuState, TtlSeconds, EVENT_TYPES,
-    IDENTIFIER_LENGTH_MAX, QUANTITY_MAX, REASON_LENGTH_MAX, REFERENCE_LENGTH_MAX,
+    AdjustStock, AdjustmentDelta, Balances, ConfirmReservation, DecodeError, ExpireReservation,
+    OrderId, Quantity, Reason, Reference, ReleaseReservation, ReorderPoint, ReplenishStock,
+    ReservationId, ReserveStock, SetReorderPoint, Sku, SkuCommand, SkuEvent, SkuState, TtlSeconds,
+    EVENT_TYPES, IDENTIFIER_LENGTH_MAX, QUANTITY_MAX, REASON_LENGTH_MAX, REFERENCE_LENGTH_MAX,
     RESERVATION_TTL_SECONDS_MAX,
 };
 use proptest::prelude::*;
@@ -912,6 +912,33 @@ proptest! {
                     .map_err(|error| error.to_string());
                 prop_assert_eq!(decoded.as_ref(), Ok(event), "payload: {}", payload);
                 state.apply(event);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// History pages resume their fold from balances alone: the balances folded from the events
+    /// must be the state's balances after every event of any accepted command sequence.
+    #[test]
+    fn balances_folded_from_events_alone_equal_the_state_after_every_event(
+        steps in proptest::collection::vec((clock_advance_seconds_strategy(), command_strategy()), 1..60)
+    ) {
+        let mut state = SkuState::new(sku());
+        let mut balances = Balances::default();
+        let mut now = start_of_test();
+        for (clock_advance_seconds, command) in &steps {
+            now += Duration::seconds(*clock_advance_seconds);
+            let Ok(events) = state.decide(command, now) else {
+                continue;
+            };
+            for event in &events {
+                state.apply(event);
+                balances.apply(event);
+                prop_assert_eq!(balances, Balances::of(&state), "after {:?}", event);
+                prop_assert_eq!(balances.available(), state.available());
             }
         }
     }

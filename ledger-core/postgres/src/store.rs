@@ -20,8 +20,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use ledger_application::store::{
     check_answered_append, check_append, clamp_read_count, set_answer_position, subscription,
-    AnswerKey, AppendResult, Appended, EventStore, EventStream, ExpectedVersion, NewAnswer,
-    StoreError, StoredAnswer,
+    AnswerKey, AppendResult, Appended, Backlog, EventStore, EventStream, ExpectedVersion,
+    NewAnswer, StoreError, StoredAnswer,
 };
 use ledger_domain::envelope::{Metadata, NewEvent, Position, RecordedEvent};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -582,6 +582,32 @@ impl EventStore for PostgresStore {
             commit: to_u64(row.get(0)),
             prepare: to_u64(row.get(1)),
         }))
+    }
+
+    /// One query that counts without shipping the events: a status call stays cheap however
+    /// far behind its projection is.
+    async fn backlog(
+        &self,
+        after: Option<Position>,
+        count_max: u64,
+    ) -> Result<Backlog, StoreError> {
+        let sql = format!(
+            "SELECT count(*), min(recorded_at) FROM (SELECT recorded_at FROM event_store.events \
+             WHERE (transaction_id, sequence) > ($1, $2) AND transaction_id < {VISIBLE_BOUND} \
+             ORDER BY transaction_id, sequence LIMIT $3) AS ahead"
+        );
+        let (commit, prepare) = position_param(after);
+        let limit = i64::try_from(count_max.saturating_add(1)).unwrap_or(i64::MAX);
+        let rows = self.query(&sql, &[&commit, &prepare, &limit]).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::backend_because("a count returned no row"))?;
+        let counted = to_u64(row.get(0));
+        Ok(Backlog {
+            events: counted.min(count_max),
+            capped: counted > count_max,
+            oldest_recorded_at: row.get(1),
+        })
     }
 
     fn subscribe_all(&self, after: Option<Position>) -> EventStream {

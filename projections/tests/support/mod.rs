@@ -155,6 +155,7 @@ impl Ledger {
                 limit: ledger_application::history::HISTORY_PAGE_ENTRIES_MAX,
                 ..HistoryFilter::default()
             },
+            None,
         )
         .await
         .unwrap()

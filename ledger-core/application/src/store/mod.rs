@@ -239,6 +239,17 @@ pub enum Appended {
     AnsweredBefore(Vec<StoredAnswer>),
 }
 
+/// The events of the store-wide log past a position (see [`EventStore::backlog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Events counted, at most the bound asked for.
+    pub events: u64,
+    /// Whether counting stopped at the bound (there may be more).
+    pub capped: bool,
+    /// When the first of them was recorded.
+    pub oldest_recorded_at: Option<DateTime<Utc>>,
+}
+
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Append `events` to `stream` atomically if its version matches `expected`. Appending
@@ -300,6 +311,39 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The position of the last event readable in the store-wide log, `None` when empty.
     async fn head_position(&self) -> Result<Option<Position>, StoreError>;
+
+    /// How far the store-wide log runs past `after`, counted up to `count_max` events (the
+    /// status of a follower that is behind). This default reads the events; a store that can
+    /// count without reading them says so in one query.
+    async fn backlog(
+        &self,
+        after: Option<Position>,
+        count_max: u64,
+    ) -> Result<Backlog, StoreError> {
+        let mut backlog = Backlog::default();
+        let mut cursor = after;
+        loop {
+            // One event past the bound tells whether there are more.
+            let wanted = (count_max + 1 - backlog.events).min(READ_EVENTS_MAX);
+            let page = self.read_all(cursor, wanted).await?;
+            let Some(last) = page.last() else {
+                return Ok(backlog);
+            };
+            if backlog.oldest_recorded_at.is_none() {
+                backlog.oldest_recorded_at = page.first().map(|e| e.recorded_at);
+            }
+            backlog.events += page.len() as u64;
+            if backlog.events > count_max {
+                backlog.events = count_max;
+                backlog.capped = true;
+                return Ok(backlog);
+            }
+            if (page.len() as u64) < wanted {
+                return Ok(backlog);
+            }
+            cursor = Some(last.position);
+        }
+    }
 
     /// Follow the store-wide log strictly after `after`: everything already stored, then each
     /// new event as it becomes readable. Never ends on its own; a transient failure is yielded
