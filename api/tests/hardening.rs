@@ -553,3 +553,61 @@ fn the_readmes_limits_table_is_what_the_binary_offers() {
         }
     }
 }
+
+/// `hash-token` reads the secret from standard input (keeping it out of the process list and
+/// the shell history), refuses an empty one, and a malformed token entry at start-up is
+/// explained without repeating the entry (which may hold a secret).
+#[test]
+fn secrets_stay_out_of_argv_and_logs() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let binary = env!("CARGO_BIN_EXE_ledger-api");
+    let hash_from_stdin = |input: &str| {
+        let mut child = Command::new(binary)
+            .arg("hash-token")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let output = hash_from_stdin("s3cret-from-stdin\n");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        ledger_api::auth::hash_token("s3cret-from-stdin")
+    );
+    assert!(!hash_from_stdin("\n").status.success());
+
+    let secret = "client:not-a-hash-but-a-pasted-secret:alice";
+    let output = Command::new(binary)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/nonexistent/never-created",
+        ])
+        .env("LEDGER_TOKENS", secret)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("token"), "{said}");
+    assert!(
+        !said.contains("not-a-hash-but-a-pasted-secret"),
+        "the malformed entry was repeated: {said}"
+    );
+}
