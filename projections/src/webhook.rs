@@ -185,7 +185,7 @@ async fn lead(
         let mut client = database.pool().get().await?;
         migrate_delivery(&mut client).await?;
     }
-    let lock = LockConnection::connect(database.config(), DELIVERER_NAME).await?;
+    let lock = LockConnection::connect(database, DELIVERER_NAME).await?;
     while !lock.try_lock().await? {
         if pause(shutdown, poll).await {
             return Ok(());
