@@ -2,7 +2,8 @@
 //! binary is one that binary reads, the ports agree, and every service the binaries need is
 //! there and started before them. And checked for safety: the event store and PostgreSQL run
 //! with TLS and passwords that the ledger's connections use and verify, only the host's
-//! loopback interface gets ports, and secrets come only from required variables.
+//! loopback interface gets ports, secrets come only from required variables, and the image
+//! build is sent no local data.
 //!
 //! The binaries' variable lists and defaults come from their own command-line definitions
 //! (clap), so they cannot drift from what the binaries read.
@@ -48,6 +49,34 @@ const CERTIFICATES_MOUNT: &str = "/certs";
 
 /// The CA every client checks the servers' certificates against.
 const CA_FILE: &str = "/certs/ca/ca.crt";
+
+/// Paths the image build must never be sent: build output, local data, history, secrets.
+const NEVER_SENT_TO_THE_BUILD: &[&str] = &[
+    "target/release/ledger-api",
+    "target/debug/deps/ledger_api.d",
+    "tests/bench/target/debug/bench",
+    ".ledger-data/pgdata/PG_VERSION",
+    "api/.ledger-data/postmaster.pid",
+    ".git",
+    ".git/HEAD",
+    "compose/.env",
+    "bench-results.json",
+];
+
+/// Paths the image build needs (`cargo build --locked` of every member).
+const SENT_TO_THE_BUILD: &[&str] = &[
+    "Cargo.toml",
+    "Cargo.lock",
+    "api/src/main.rs",
+    "ledger-core/postgres/migrations",
+    "projections/Cargo.toml",
+    "replay-tool/src/main.rs",
+    "schemas/README.md",
+    "tests/Cargo.toml",
+    "tests/kurrent-double/proto",
+    "tests/bench/Cargo.toml",
+    "compose/Dockerfile",
+];
 
 fn compose() -> Value {
     serde_norway::from_str(COMPOSE_FILE).expect("the compose file is valid YAML")
@@ -655,4 +684,94 @@ fn secrets_come_only_from_required_environment_variables() {
         })
         .collect();
     assert_eq!(example, required);
+}
+
+/// Whether `.dockerignore` keeps `path` (relative to the build context) out of the build:
+/// the last pattern that matches it or one of its parent folders decides; `!` re-includes.
+fn ignored_by(patterns: &[String], path: &str) -> bool {
+    let components: Vec<&str> = path.split('/').collect();
+    let mut ignored = false;
+    for pattern in patterns {
+        let (include, pattern) = match pattern.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, pattern.as_str()),
+        };
+        let pattern: Vec<&str> = pattern
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .split('/')
+            .collect();
+        let matches = (1..=components.len()).any(|length| glob(&pattern, &components[..length]));
+        if matches {
+            ignored = !include;
+        }
+    }
+    ignored
+}
+
+/// Path glob over components: `**` spans any number of them, `*` and `?` stay inside one.
+fn glob(pattern: &[&str], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((&"**", rest)) => (0..=path.len()).any(|skip| glob(rest, &path[skip..])),
+        Some((first, rest)) => {
+            !path.is_empty()
+                && component_glob(first.as_bytes(), path[0].as_bytes())
+                && glob(rest, &path[1..])
+        }
+    }
+}
+
+fn component_glob(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            component_glob(&pattern[1..], name)
+                || (!name.is_empty() && component_glob(pattern, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => component_glob(&pattern[1..], &name[1..]),
+        (Some(p), Some(n)) if p == n => component_glob(&pattern[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+#[test]
+fn the_image_build_is_sent_the_sources_and_no_local_data() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join(".dockerignore"))
+        .expect("a .dockerignore beside the build context's root (the repository root)");
+    let patterns: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    for path in NEVER_SENT_TO_THE_BUILD {
+        assert!(ignored_by(&patterns, path), "{path} is sent to the build");
+    }
+    for path in SENT_TO_THE_BUILD {
+        assert!(
+            !ignored_by(&patterns, path),
+            "{path} is kept from the build"
+        );
+    }
+    assert!(
+        DOCKERFILE.contains("docker build -f compose/Dockerfile .")
+            && DOCKERFILE.contains("COPY . ."),
+        "the build context is the repository root, where .dockerignore applies"
+    );
+}
+
+#[test]
+fn the_dockerignore_matcher_follows_the_rules() {
+    let patterns: Vec<String> = ["target", "**/secret*", "docs/", "!docs/keep.md"]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert!(ignored_by(&patterns, "target/debug/x"));
+    assert!(!ignored_by(&patterns, "api/target/x"));
+    assert!(ignored_by(&patterns, "a/b/secret.txt"));
+    assert!(ignored_by(&patterns, "docs/other.md"));
+    assert!(!ignored_by(&patterns, "docs/keep.md"));
+    assert!(!ignored_by(&patterns, "Cargo.toml"));
 }
