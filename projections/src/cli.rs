@@ -3,7 +3,7 @@
 
 use crate::error::ProjectionError;
 use crate::runtime::{ProjectorOptions, ProjectorSet};
-use crate::webhook::WebhookOptions;
+use crate::webhook::{WebhookOptions, WebhookSecret};
 use clap::CommandFactory;
 use ledger_startup::{
     BackendArguments, Backends, BackendsOptions, EmbeddedMode, LogArguments, ProjectorArguments,
@@ -26,9 +26,33 @@ pub struct Arguments {
     pub projectors: ProjectorArguments,
     #[command(flatten)]
     pub log: LogArguments,
-    /// POST low-stock notifications to this URL (off when unset).
-    #[arg(long, env = "LEDGER_ALERT_WEBHOOK_URL")]
+    /// POST low-stock notifications to this URL (off when unset; needs the secret below).
+    #[arg(
+        long,
+        env = "LEDGER_ALERT_WEBHOOK_URL",
+        requires = "alert_webhook_secret"
+    )]
     pub alert_webhook_url: Option<String>,
+    /// Shared secret (16 bytes at least) that signs each webhook request with HMAC-SHA256 in
+    /// its Ledger-Signature header, for the receiver to check.
+    #[arg(
+        long,
+        env = "LEDGER_ALERT_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_parser = WebhookSecret::parse,
+        requires = "alert_webhook_url"
+    )]
+    pub alert_webhook_secret: Option<WebhookSecret>,
+}
+
+impl Arguments {
+    /// Webhook delivery, when a URL (and so a secret) is given.
+    fn webhook(&self) -> Option<WebhookOptions> {
+        match (&self.alert_webhook_url, &self.alert_webhook_secret) {
+            (Some(url), Some(secret)) => Some(WebhookOptions::new(url, secret.clone())),
+            _ => None,
+        }
+    }
 }
 
 /// Every environment variable the `ledger-projector` binary reads.
@@ -86,7 +110,7 @@ pub async fn run(arguments: Arguments) -> Result<(), CliError> {
         },
     )
     .await?;
-    let result = serve(&backends, projections, arguments.alert_webhook_url).await;
+    let result = serve(&backends, projections, arguments.webhook()).await;
     backends.close().await;
     result
 }
@@ -94,13 +118,13 @@ pub async fn run(arguments: Arguments) -> Result<(), CliError> {
 async fn serve(
     backends: &Backends,
     projections: Vec<&'static str>,
-    alert_webhook_url: Option<String>,
+    webhook: Option<WebhookOptions>,
 ) -> Result<(), CliError> {
     crate::migrate(backends.database()).await?;
     let (stop, shutdown) = watch::channel(false);
     let options = ProjectorOptions {
         projections,
-        webhook: alert_webhook_url.map(WebhookOptions::new),
+        webhook,
         ..ProjectorOptions::default()
     };
     tracing::info!(projections = ?options.projections, "projector starting");

@@ -55,7 +55,7 @@ pub use runtime::{FaultPlan, ProjectorActivity, ProjectorOptions, ProjectorSet, 
 pub use status::ProjectionStatus;
 pub use stock_levels::StockLevel;
 pub use stock_movements::{Movement, MovementFilter};
-pub use webhook::WebhookOptions;
+pub use webhook::{WebhookOptions, WebhookSecret};
 
 use ledger_postgres::Database;
 

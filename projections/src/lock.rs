@@ -5,8 +5,8 @@
 //! the session lock is released by the server exactly when the holder is gone.
 
 use crate::error::ProjectionError;
+use ledger_postgres::Database;
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 
 /// The first half of every projection lock's key ("rmlk"), so these locks never collide with
 /// the event store's per-stream locks (class 1) or the migration lock.
@@ -35,15 +35,15 @@ pub(crate) struct LockConnection {
 
 impl LockConnection {
     pub(crate) async fn connect(
-        config: &tokio_postgres::Config,
+        database: &Database,
         projection: &str,
     ) -> Result<Self, ProjectionError> {
-        let mut config = config.clone();
+        let mut config = database.config().clone();
         config.application_name(format!(
             "{APPLICATION_NAME_PREFIX} {projection} pid {}",
             std::process::id()
         ));
-        let (client, connection) = config.connect(NoTls).await?;
+        let (client, connection) = database.connect_dedicated(&config).await?;
         let driver = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(%error, "projection lock connection ended");

@@ -299,7 +299,7 @@ impl Runner {
             }
             let mut lock = match connection.take() {
                 Some(lock) if !lock.is_closed() => lock,
-                _ => match LockConnection::connect(self.database.config(), self.name()).await {
+                _ => match LockConnection::connect(&self.database, self.name()).await {
                     Ok(lock) => lock,
                     Err(error) => {
                         self.note_error(&error, false).await;

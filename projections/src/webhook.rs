@@ -8,14 +8,33 @@
 //! notification id for the receiver to drop repeats. The cursor and the log live in their own
 //! schema, not in the projection's, so a rebuild of the alerts never re-sends history: the
 //! rebuilt outbox has the same ids.
+//!
+//! Every request is signed, so a receiver can tell the ledger's notifications from anyone
+//! else's POSTs: header [`SIGNATURE_HEADER`] carries `t=<unix seconds>,v1=<hex>`, the
+//! HMAC-SHA256 under the shared secret of the timestamp, a dot and the exact body bytes. The
+//! timestamp is signed too, so a receiver that refuses old timestamps cannot be sent a captured
+//! request again later. Redirects are not followed: a 3xx is a failed attempt like any other
+//! refusal, so a receiver that moved (or a network that redirects) cannot send signed
+//! notifications somewhere nobody configured.
 
 use crate::error::ProjectionError;
 use crate::lock::LockConnection;
 use crate::read_models::{ReadModels, PAGE_SIZE_MAX};
 use ledger_postgres::migrate::{migrate, Migration};
 use ledger_postgres::Database;
+use std::fmt;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// The header that carries each request's signature.
+pub const SIGNATURE_HEADER: &str = "Ledger-Signature";
+
+/// The header that carries the notification id, for receivers to drop repeats.
+pub const NOTIFICATION_ID_HEADER: &str = "X-Ledger-Notification-Id";
+
+/// Shortest secret accepted: HMAC is only as strong as its key, and a short one can be found
+/// by trying candidates against a single captured request.
+pub const WEBHOOK_SECRET_BYTES_MIN: usize = 16;
 
 /// Attempts per notification before the deliverer gives up on it and moves on, so one
 /// notification the receiver keeps refusing cannot hold back every later one.
@@ -66,19 +85,64 @@ CREATE TABLE alert_webhook.deliveries (
 ",
 }];
 
+/// The key shared with the receiver that signs every request. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    /// A secret of at least [`WEBHOOK_SECRET_BYTES_MIN`] bytes (also clap's value parser).
+    pub fn parse(secret: &str) -> Result<Self, String> {
+        if secret.len() < WEBHOOK_SECRET_BYTES_MIN {
+            return Err(format!(
+                "the webhook secret must be at least {WEBHOOK_SECRET_BYTES_MIN} bytes long"
+            ));
+        }
+        Ok(Self(secret.to_owned()))
+    }
+
+    fn key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(redacted)")
+    }
+}
+
+/// The [`SIGNATURE_HEADER`] value for `body` sent at `timestamp` (Unix seconds):
+/// `t=<timestamp>,v1=<hex of HMAC-SHA256(secret, "<timestamp>." + body)>`.
+pub fn signature(secret: &WebhookSecret, timestamp: i64, body: &[u8]) -> String {
+    let mut signed = Vec::with_capacity(body.len() + 24);
+    signed.extend_from_slice(timestamp.to_string().as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(body);
+    let tag = ring::hmac::sign(&secret.key(), &signed);
+    let hex: String = tag
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("t={timestamp},v1={hex}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookOptions {
     /// Where to POST notifications (`http://`; TLS is left to a proxy in front of the receiver).
     pub url: String,
+    /// Signs every request ([`signature`]).
+    pub secret: WebhookSecret,
     pub attempts_max: u32,
     pub timeout_ms: u64,
     pub retry_initial_ms: u64,
 }
 
 impl WebhookOptions {
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<String>, secret: WebhookSecret) -> Self {
         Self {
             url: url.into(),
+            secret,
             attempts_max: WEBHOOK_ATTEMPTS_MAX,
             timeout_ms: WEBHOOK_TIMEOUT_MS,
             retry_initial_ms: WEBHOOK_RETRY_INITIAL_MS,
@@ -151,6 +215,9 @@ pub(crate) async fn deliver(
     let poll = Duration::from_millis(WEBHOOK_POLL_INTERVAL_MS);
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_millis(options.timeout_ms))
+        // A redirect is a refusal like any other: the signed notification goes to the
+        // configured URL or nowhere.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(client) => client,
@@ -185,7 +252,7 @@ async fn lead(
         let mut client = database.pool().get().await?;
         migrate_delivery(&mut client).await?;
     }
-    let lock = LockConnection::connect(database.config(), DELIVERER_NAME).await?;
+    let lock = LockConnection::connect(database, DELIVERER_NAME).await?;
     while !lock.try_lock().await? {
         if pause(shutdown, poll).await {
             return Ok(());
@@ -216,24 +283,13 @@ async fn lead(
         for notification in notifications {
             let id = notification.notification_id;
             let mut delay = Duration::from_millis(options.retry_initial_ms);
+            let body = serde_json::to_vec(&notification)
+                .expect("a notification (plain fields) always encodes as JSON");
             for attempt in 1..=options.attempts_max.max(1) {
-                let outcome = http
-                    .post(&options.url)
-                    .header("X-Ledger-Notification-Id", id.to_string())
-                    .json(&notification)
-                    .send()
-                    .await;
-                let (status_code, error, delivered) = match outcome {
-                    Ok(response) if response.status().is_success() => {
-                        (Some(i32::from(response.status().as_u16())), None, true)
-                    }
-                    Ok(response) => (
-                        Some(i32::from(response.status().as_u16())),
-                        Some(format!("answered {}", response.status())),
-                        false,
-                    ),
-                    Err(error) => (None, Some(truncate(error.to_string())), false),
-                };
+                let (status_code, error, delivered) = post(http, options, id, &body).await;
+                if let Some(error) = &error {
+                    tracing::warn!(notification_id = id, attempt, %error, "webhook delivery failed");
+                }
                 let client = database.pool().get().await?;
                 client
                     .execute(
@@ -271,6 +327,46 @@ async fn lead(
                 )
                 .await?;
         }
+    }
+}
+
+/// One signed POST of `body`: (status code, error, delivered).
+async fn post(
+    http: &reqwest::Client,
+    options: &WebhookOptions,
+    id: i64,
+    body: &[u8],
+) -> (Option<i32>, Option<String>, bool) {
+    let timestamp = chrono::Utc::now().timestamp();
+    let outcome = http
+        .post(&options.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(NOTIFICATION_ID_HEADER, id.to_string())
+        .header(
+            SIGNATURE_HEADER,
+            signature(&options.secret, timestamp, body),
+        )
+        .body(body.to_vec())
+        .send()
+        .await;
+    match outcome {
+        Ok(response) if response.status().is_success() => {
+            (Some(i32::from(response.status().as_u16())), None, true)
+        }
+        Ok(response) if response.status().is_redirection() => (
+            Some(i32::from(response.status().as_u16())),
+            Some(format!(
+                "answered {}; redirects are not followed",
+                response.status()
+            )),
+            false,
+        ),
+        Ok(response) => (
+            Some(i32::from(response.status().as_u16())),
+            Some(format!("answered {}", response.status())),
+            false,
+        ),
+        Err(error) => (None, Some(truncate(error.to_string())), false),
     }
 }
 

@@ -3,17 +3,75 @@
 mod support;
 
 use axum::http::StatusCode;
-use ledger_projections::webhook::{delivery_log, WebhookOptions};
+use ledger_projections::webhook::{
+    delivery_log, WebhookOptions, WebhookSecret, NOTIFICATION_ID_HEADER, SIGNATURE_HEADER,
+};
 use ledger_projections::ProjectorOptions;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
 use tokio::process::Command;
 
 /// How long the binary may take to stop after SIGTERM.
 const STOP_DEADLINE_MS: u64 = 30_000;
+
+/// The secret the test webhooks share with their receivers.
+const WEBHOOK_SECRET: &str = "a-test-secret-of-enough-length";
+
+/// How far a signature's timestamp may be from the receiver's clock.
+const SIGNATURE_TOLERANCE_SECONDS: i64 = 300;
+
+fn webhook_to(url: String) -> WebhookOptions {
+    let mut webhook = WebhookOptions::new(url, WebhookSecret::parse(WEBHOOK_SECRET).unwrap());
+    webhook.retry_initial_ms = 10;
+    webhook
+}
+
+/// A receiver on a free loopback port; returns its address and the server task.
+async fn receiver(app: axum::Router) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (address, server)
+}
+
+/// What a receiver does with `Ledger-Signature`, written here from the documented rule (not
+/// with the deliverer's own code): recompute HMAC-SHA256 over `<t>.<body>` and compare in
+/// constant time, and refuse a timestamp far from now.
+fn signature_verifies(header: &str, body: &[u8], secret: &str, now: i64) -> bool {
+    let mut timestamp = None;
+    let mut tags = Vec::new();
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
+            Some(("v1", value)) => tags.push(value.to_owned()),
+            _ => {}
+        }
+    }
+    let Some(timestamp) = timestamp else {
+        return false;
+    };
+    if (now - timestamp).abs() > SIGNATURE_TOLERANCE_SECONDS {
+        return false;
+    }
+    let mut signed = format!("{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    tags.iter().any(|tag| {
+        let bytes: Option<Vec<u8>> = (0..tag.len())
+            .step_by(2)
+            .map(|i| {
+                tag.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect();
+        bytes.is_some_and(|bytes| ring::hmac::verify(&key, &signed, &bytes).is_ok())
+    })
+}
 
 fn projector() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ledger-projector"));
@@ -153,17 +211,13 @@ async fn the_webhook_retries_a_refused_notification_and_logs_every_attempt() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (address, server) = receiver(app).await;
 
     let ledger = Ledger::new().await;
     ledger.run("HOOK-1", set_reorder_point(5)).await; // opens an alert (available 0)
     ledger.run("HOOK-1", replenish(9)).await; // closes it
-    let mut webhook = WebhookOptions::new(format!("http://{address}/alerts"));
-    webhook.retry_initial_ms = 10;
     let running = ledger.spawn(ProjectorOptions {
-        webhook: Some(webhook),
+        webhook: Some(webhook_to(format!("http://{address}/alerts"))),
         ..test_options()
     });
     wait_until("both notifications are delivered", || async {
@@ -188,4 +242,167 @@ async fn the_webhook_retries_a_refused_notification_and_logs_every_attempt() {
     );
     running.stop().await;
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_does_not_follow_a_redirect_and_counts_it_as_a_failed_attempt() {
+    // The receiver redirects every notification elsewhere on the same server; the deliverer
+    // must log each 3xx as a failure, retry per its policy, give up, and never call the
+    // redirect's target.
+    let redirected = Arc::new(AtomicU64::new(0));
+    let counter = redirected.clone();
+    let app = axum::Router::new()
+        .route(
+            "/alerts",
+            axum::routing::post(|| async {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, "/elsewhere")],
+                )
+            }),
+        )
+        .route(
+            "/elsewhere",
+            axum::routing::any(move || {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        );
+    let (address, server) = receiver(app).await;
+
+    let ledger = Ledger::new().await;
+    ledger.run("HOOK-R", set_reorder_point(5)).await; // opens an alert: notification 1
+    let mut webhook = webhook_to(format!("http://{address}/alerts"));
+    webhook.attempts_max = 2;
+    let running = ledger.spawn(ProjectorOptions {
+        webhook: Some(webhook),
+        ..test_options()
+    });
+    wait_until("the deliverer gives up on the notification", || async {
+        delivery_log(&ledger.database, 100)
+            .await
+            .map(|log| log.len() == 2)
+            .unwrap_or(false)
+    })
+    .await;
+    let log = delivery_log(&ledger.database, 100).await.unwrap();
+    for attempt in &log {
+        assert_eq!(attempt.status_code, Some(307), "{attempt:?}");
+        assert!(!attempt.delivered, "{attempt:?}");
+        assert!(
+            attempt
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("redirects are not followed")),
+            "{attempt:?}"
+        );
+    }
+    assert_eq!(
+        redirected.load(Ordering::SeqCst),
+        0,
+        "the redirect's target received a request"
+    );
+    running.stop().await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_signs_each_request_and_only_the_shared_secret_verifies_it() {
+    type Received = Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push((headers, body.to_vec()));
+                    StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let (address, server) = receiver(app).await;
+
+    let ledger = Ledger::new().await;
+    ledger.run("HOOK-S", set_reorder_point(5)).await; // opens an alert
+    ledger.run("HOOK-S", replenish(9)).await; // closes it
+    let running = ledger.spawn(ProjectorOptions {
+        webhook: Some(webhook_to(format!("http://{address}/alerts"))),
+        ..test_options()
+    });
+    wait_until("both notifications arrive", || async {
+        received.lock().unwrap().len() == 2
+    })
+    .await;
+    running.stop().await;
+    server.abort();
+
+    let now = chrono::Utc::now().timestamp();
+    let requests = received.lock().unwrap().clone();
+    for (expected_id, (headers, body)) in (1..).zip(&requests) {
+        let signature = headers
+            .get(SIGNATURE_HEADER)
+            .expect("every request is signed")
+            .to_str()
+            .unwrap();
+        assert!(
+            signature_verifies(signature, body, WEBHOOK_SECRET, now),
+            "the signature verifies with the shared secret: {signature}"
+        );
+        assert!(
+            !signature_verifies(signature, body, "another-secret-of-enough-length", now),
+            "and with no other secret"
+        );
+        let mut tampered = body.clone();
+        tampered.push(b' ');
+        assert!(
+            !signature_verifies(signature, &tampered, WEBHOOK_SECRET, now),
+            "and over no other body"
+        );
+        assert!(
+            !signature_verifies(
+                signature,
+                body,
+                WEBHOOK_SECRET,
+                now + 2 * SIGNATURE_TOLERANCE_SECONDS
+            ),
+            "and not long after it was sent"
+        );
+        let notification: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(notification["notification_id"], expected_id);
+        assert_eq!(
+            headers.get(NOTIFICATION_ID_HEADER).unwrap(),
+            &expected_id.to_string()
+        );
+        assert_eq!(
+            headers.get(axum::http::header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+    }
+}
+
+#[test]
+fn a_webhook_secret_is_never_shown_and_a_short_one_is_refused() {
+    let secret = WebhookSecret::parse(WEBHOOK_SECRET).unwrap();
+    let options = WebhookOptions::new("http://127.0.0.1:1/alerts", secret);
+    assert!(!format!("{options:?}").contains(WEBHOOK_SECRET));
+    assert!(WebhookSecret::parse("short").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_refuses_a_webhook_url_without_a_secret() {
+    let output = projector()
+        .env("DATABASE_URL", "postgresql://nobody@localhost:1/none")
+        .env("LEDGER_ALERT_WEBHOOK_URL", "http://127.0.0.1:1/alerts")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--alert-webhook-secret"), "{stderr}");
 }

@@ -66,7 +66,9 @@ impl From<StoreError> for ToolError {
 impl From<DatabaseError> for ToolError {
     fn from(error: DatabaseError) -> Self {
         match error {
-            DatabaseError::InvalidUrl(_) => Self::Usage(error.to_string()),
+            DatabaseError::InvalidUrl(_) | DatabaseError::InvalidTls(_) => {
+                Self::Usage(error.to_string())
+            }
             DatabaseError::Unreachable(_) | DatabaseError::Pool(_) | DatabaseError::Deadline(_) => {
                 Self::Unreachable(error.to_string())
             }

@@ -5,6 +5,8 @@
 //!   private throwaway cluster started once per test process — with a fresh database per test.
 //! - [`ledger`]: a ledger on such a database (store, handler on a manual clock, read models,
 //!   projectors on demand), polling with a deadline, and commands from plain values.
+//! - [`tls_postgres`]: a private PostgreSQL of its own per test that accepts TCP over TLS only,
+//!   with the compose topology's certificates, for the adapter's `sslmode` tests.
 //! - [`proxy`]: a TCP proxy that stalls or cuts connections on cue (also around a `COMMIT`).
 //! - [`contract`]: the event store contract suite, generic over the port, and the
 //!   [`event_store_contract!`] macro that runs it against one adapter in one line.
@@ -13,3 +15,4 @@ pub mod contract;
 pub mod ledger;
 pub mod postgres;
 pub mod proxy;
+pub mod tls_postgres;

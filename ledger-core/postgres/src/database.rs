@@ -1,9 +1,10 @@
 //! Connections: settings with explicit timeouts and the pool every PostgreSQL user of the
-//! ledger shares the shape of (event store, snapshots, read models, idempotency keys).
+//! ledger shares the shape of (event store, snapshots, read models, idempotency keys), over TLS
+//! as the connection string says ([`crate::tls`]).
 
+use crate::tls::{TlsConnector, TlsSettings, TlsStream};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use std::time::Duration;
-use tokio_postgres::NoTls;
 
 /// How long to wait for a new connection before calling the database unreachable. Local and
 /// same-zone databases answer in milliseconds; five seconds covers a busy server without making
@@ -42,6 +43,9 @@ pub enum DatabaseError {
     /// The connection string does not parse: fix the configuration.
     #[error("invalid database URL: {0}")]
     InvalidUrl(#[source] tokio_postgres::Error),
+    /// The TLS settings (`sslmode`, `sslrootcert`) cannot be used: fix the configuration.
+    #[error("invalid database TLS settings: {0}")]
+    InvalidTls(String),
     /// The pool could not be built from the settings: fix the configuration.
     #[error("cannot build the connection pool: {0}")]
     Pool(#[source] deadpool_postgres::BuildError),
@@ -75,11 +79,18 @@ impl DatabaseError {
     }
 }
 
+/// A connection outside the pool ([`Database::connect_dedicated`]).
+pub type DedicatedConnection = tokio_postgres::Connection<tokio_postgres::Socket, TlsStream>;
+
 /// A connection pool plus the settings it was built from (the event store's listener opens a
 /// dedicated connection of its own with the same settings).
 #[derive(Clone)]
 pub struct Database {
     config: tokio_postgres::Config,
+    /// How every connection of this database, pooled or dedicated, negotiates TLS and checks
+    /// the server's certificate; built once from the connection string and shared by the
+    /// pools derived from this one.
+    tls: TlsConnector,
     pool: Pool,
     /// How long an operation on one of this pool's connections may take before the client
     /// gives up on it ([`Database::within_deadline`]); `None`: no deadline.
@@ -95,13 +106,35 @@ pub struct DeadlineExceeded {
 }
 
 impl Database {
+    /// A pool on the database `url` names, with TLS as its `sslmode` and `sslrootcert` say.
     pub fn from_url(url: &str, pool_size: usize) -> Result<Self, DatabaseError> {
-        let config: tokio_postgres::Config = url.parse().map_err(DatabaseError::InvalidUrl)?;
-        Self::from_config(config, pool_size)
+        let (rest, tls) = TlsSettings::split_url(url).map_err(DatabaseError::InvalidTls)?;
+        let config: tokio_postgres::Config = rest.parse().map_err(DatabaseError::InvalidUrl)?;
+        Self::from_config_with_tls(config, &tls, pool_size)
     }
 
+    /// A pool with `config`, encrypting as its `sslmode` says but checking no certificate
+    /// (tokio-postgres' settings know no more; use [`Database::from_url`] for that).
     pub fn from_config(
+        config: tokio_postgres::Config,
+        pool_size: usize,
+    ) -> Result<Self, DatabaseError> {
+        let tls = TlsSettings::from_config(&config);
+        Self::from_config_with_tls(config, &tls, pool_size)
+    }
+
+    pub fn from_config_with_tls(
         mut config: tokio_postgres::Config,
+        tls: &TlsSettings,
+        pool_size: usize,
+    ) -> Result<Self, DatabaseError> {
+        let connector = tls.apply(&mut config).map_err(DatabaseError::InvalidTls)?;
+        Self::build(config, connector, pool_size)
+    }
+
+    fn build(
+        mut config: tokio_postgres::Config,
+        tls: TlsConnector,
         pool_size: usize,
     ) -> Result<Self, DatabaseError> {
         if config.get_connect_timeout().is_none() {
@@ -127,7 +160,7 @@ impl Database {
         }
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -144,9 +177,20 @@ impl Database {
             .map_err(DatabaseError::Pool)?;
         Ok(Self {
             config,
+            tls,
             pool,
             deadline: None,
         })
+    }
+
+    /// A connection of its own, outside the pool, with `config` (this database's settings,
+    /// perhaps changed) and this database's TLS: for a listener or a lock holder that keeps
+    /// its session. The caller drives the returned connection.
+    pub async fn connect_dedicated(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<(tokio_postgres::Client, DedicatedConnection), tokio_postgres::Error> {
+        config.connect(self.tls.clone()).await
     }
 
     /// Another pool on the same database whose statements time out after `timeout` on the
@@ -243,7 +287,7 @@ impl Database {
             options.push_str(&format!("-c {name}={value}"));
         }
         config.options(&options);
-        Self::from_config(config, pool_size)
+        Self::build(config, self.tls.clone(), pool_size)
     }
 
     /// A pooled connection, or [`DatabaseError::Unreachable`].

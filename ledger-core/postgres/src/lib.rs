@@ -12,6 +12,8 @@
 //! - [`statistics`]: keeps the planner's statistics of the ledger's tables fresh as they grow,
 //!   so plans made while tables were empty do not live on.
 //! - [`cluster`]: the private cluster the embedded default creates and starts under a folder.
+//! - [`tls`]: TLS to the server as `sslmode` says, with libpq's meaning of each mode, which
+//!   tokio-postgres alone does not give.
 
 pub mod answers;
 pub mod cluster;
@@ -21,11 +23,13 @@ pub mod snapshot_codec;
 pub mod snapshots;
 pub mod statistics;
 pub mod store;
+pub mod tls;
 
 pub use answers::PostgresAnswers;
 pub use database::{
-    Database, DatabaseError, DeadlineExceeded, CONNECT_TIMEOUT_MS, DEADLINE_SLACK_MS,
-    POOL_SIZE_DEFAULT, POOL_WAIT_TIMEOUT_MS, STATEMENT_TIMEOUT_MS_DEFAULT,
+    Database, DatabaseError, DeadlineExceeded, DedicatedConnection, CONNECT_TIMEOUT_MS,
+    DEADLINE_SLACK_MS, POOL_SIZE_DEFAULT, POOL_WAIT_TIMEOUT_MS, STATEMENT_TIMEOUT_MS_DEFAULT,
 };
 pub use snapshots::PostgresSnapshots;
 pub use store::{PostgresStore, StoreSettings};
+pub use tls::{TlsMode, TlsSettings};

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -292,7 +292,7 @@ impl PostgresStore {
             settings.read_pool_size,
         )?;
         let (sender, appended) = watch::channel(0);
-        tokio::spawn(listen(database.config().clone(), Arc::new(sender)));
+        tokio::spawn(listen(database.clone(), Arc::new(sender)));
         let (queue, receiver) = mpsc::channel(GROUP_COMMIT_QUEUE_MAX);
         let store = Self {
             database,
@@ -1439,9 +1439,9 @@ fn to_i64(value: u64) -> i64 {
 /// Keep a dedicated connection listening for append notifications and bump `appended` on each,
 /// reconnecting after a pause when the connection is lost, until every follower and the store
 /// itself are gone.
-async fn listen(config: tokio_postgres::Config, appended: Arc<watch::Sender<u64>>) {
+async fn listen(database: Database, appended: Arc<watch::Sender<u64>>) {
     loop {
-        if let Err(error) = listen_once(&config, &appended).await {
+        if let Err(error) = listen_once(&database, &appended).await {
             tracing::warn!(%error, "event store listener lost its connection; followers poll until it is back");
         }
         tokio::select! {
@@ -1452,10 +1452,10 @@ async fn listen(config: tokio_postgres::Config, appended: Arc<watch::Sender<u64>
 }
 
 async fn listen_once(
-    config: &tokio_postgres::Config,
+    database: &Database,
     appended: &Arc<watch::Sender<u64>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = database.connect_dedicated(database.config()).await?;
     let notify = appended.clone();
     let mut driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
