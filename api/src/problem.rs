@@ -145,9 +145,16 @@ impl From<DomainError> for Problem {
             DomainError::InsufficientStock {
                 requested,
                 available,
-            } => Self::new(StatusCode::CONFLICT, code, "Insufficient stock", detail)
-                .with("requested", requested)
-                .with("available", available),
+                location,
+            } => {
+                let problem = Self::new(StatusCode::CONFLICT, code, "Insufficient stock", detail)
+                    .with("requested", requested)
+                    .with("available", available);
+                match location {
+                    Some(location) => problem.with("location", location),
+                    None => problem,
+                }
+            }
             DomainError::ReservationNotFound { reservation_id } => {
                 Self::new(StatusCode::NOT_FOUND, code, "Unknown reservation", detail)
                     .with("reservation_id", reservation_id)
@@ -184,13 +191,21 @@ impl From<DomainError> for Problem {
                 "Reservation cannot expire",
                 detail,
             ),
-            DomainError::AdjustmentBelowReserved { reserved, .. } => Self::new(
-                StatusCode::CONFLICT,
-                code,
-                "Adjustment would leave less than reserved",
-                detail,
-            )
-            .with("reserved", reserved),
+            DomainError::AdjustmentBelowReserved {
+                reserved, location, ..
+            } => {
+                let problem = Self::new(
+                    StatusCode::CONFLICT,
+                    code,
+                    "Adjustment would leave less than reserved",
+                    detail,
+                )
+                .with("reserved", reserved);
+                match location {
+                    Some(location) => problem.with("location", location),
+                    None => problem,
+                }
+            }
             DomainError::OnHandLimitExceeded { limit, .. } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 code,

@@ -167,7 +167,7 @@ impl Projection for LowStockAlerts {
                 .entry(sku.to_owned())
                 .or_insert_with(|| SkuState::new(record.sku.clone()));
             let reorder_point_before = state.reorder_point;
-            state.apply(&record.event);
+            state.apply_to_totals(&record.event);
             state.reservations.clear();
             state.version = Some(record.recorded.version);
             let moment = Moment {

@@ -95,7 +95,7 @@ impl Projection for StockLevels {
                     last_movement_at: None,
                     updated_at: record.recorded.recorded_at,
                 });
-            level.state.apply(&record.event);
+            level.state.apply_to_totals(&record.event);
             // The stream's version is the authority; the fold only counts what it saw.
             level.state.version = Some(record.recorded.version);
             level.state.reservations.clear();

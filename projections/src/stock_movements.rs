@@ -260,7 +260,7 @@ async fn fold<'a>(
             .entry(record.sku.as_str().to_owned())
             .or_insert_with(|| SkuState::new(record.sku.clone()));
         let before = (state.on_hand, state.reserved);
-        state.apply(&record.event);
+        state.apply_to_totals(&record.event);
         state.reservations.clear();
         rows.push(record, before, state)?;
     }

@@ -42,7 +42,8 @@ Formats:
          version, position, event_id, recorded_at, event_type, schema_version, movement,
          on_hand_change, reserved_change, on_hand_after, reserved_after, available_after,
          reorder_point_after, reservation_id, order_id, reason, reference, principal,
-         correlation_id, causation_id, data (the event's JSON); a text cell that a
+         correlation_id, causation_id, data (the event's JSON), location (added last, so
+         older readers of the earlier columns keep working); a text cell that a
          spreadsheet would run as a formula (starting =, +, -, @, tab) gets a leading '
 
 Examples:

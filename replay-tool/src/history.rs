@@ -36,6 +36,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "correlation_id",
     "causation_id",
     "data",
+    "location",
 ];
 
 /// Width of the fixed columns of the table (everything but the detail column), separators
@@ -296,5 +297,6 @@ fn csv_fields(entry: &HistoryEntry) -> Vec<String> {
         optional(&entry.correlation_id),
         optional(&entry.causation_id),
         entry.data.to_string(),
+        optional(&entry.location),
     ]
 }

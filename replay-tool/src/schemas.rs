@@ -40,6 +40,41 @@ const SCHEMA_FILES: &[(&str, u32, &str)] = &[
         1,
         include_str!("../../schemas/events/ReorderPointSet.v1.schema.json"),
     ),
+    (
+        "StockReplenished",
+        2,
+        include_str!("../../schemas/events/StockReplenished.v2.schema.json"),
+    ),
+    (
+        "StockReserved",
+        2,
+        include_str!("../../schemas/events/StockReserved.v2.schema.json"),
+    ),
+    (
+        "ReservationReleased",
+        2,
+        include_str!("../../schemas/events/ReservationReleased.v2.schema.json"),
+    ),
+    (
+        "ReservationExpired",
+        2,
+        include_str!("../../schemas/events/ReservationExpired.v2.schema.json"),
+    ),
+    (
+        "ReservationConfirmed",
+        2,
+        include_str!("../../schemas/events/ReservationConfirmed.v2.schema.json"),
+    ),
+    (
+        "StockAdjusted",
+        2,
+        include_str!("../../schemas/events/StockAdjusted.v2.schema.json"),
+    ),
+    (
+        "ReorderPointSet",
+        2,
+        include_str!("../../schemas/events/ReorderPointSet.v2.schema.json"),
+    ),
 ];
 
 /// The compiled schemas, looked up by event type and schema version.
@@ -94,6 +129,24 @@ impl EventSchemas {
                 "{event_type} v{schema_version} violates its schema at {}: {error}",
                 error.instance_path()
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SCHEMA_FILES;
+    use ledger_domain::{EVENT_TYPES, EVENT_TYPES_UPCAST};
+
+    #[test]
+    fn every_version_the_code_reads_has_its_schema_embedded() {
+        for &(event_type, version) in EVENT_TYPES.iter().chain(EVENT_TYPES_UPCAST) {
+            assert!(
+                SCHEMA_FILES
+                    .iter()
+                    .any(|&(t, v, _)| t == event_type && v == version),
+                "{event_type} v{version} is not embedded for verify"
+            );
         }
     }
 }

@@ -573,6 +573,7 @@ async fn measure_verify_and_rebuild_throughput() {
                 let event = SkuEvent::Replenished(ledger_domain::StockReplenished {
                     quantity: 1,
                     reference: None,
+                    location: ledger_domain::DEFAULT_LOCATION.to_owned(),
                 });
                 ledger_domain::NewEvent {
                     event_id: uuid::Uuid::new_v4(),

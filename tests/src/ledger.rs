@@ -217,6 +217,7 @@ pub fn replenish(quantity: u64) -> SkuCommand {
     SkuCommand::Replenish(ReplenishStock {
         quantity: Quantity::new(quantity).unwrap(),
         reference: None,
+        location: ledger_domain::LocationId::default_location(),
     })
 }
 
@@ -227,6 +228,7 @@ pub fn reserve(id: &str, quantity: u64, ttl_seconds: Option<i64>) -> SkuCommand 
         order_id: Some(OrderId::parse(&format!("order-{id}")).unwrap()),
         quantity: Quantity::new(quantity).unwrap(),
         ttl_seconds: ttl_seconds.map(|t| TtlSeconds::new(t).unwrap()),
+        allocation: ledger_domain::Allocation::default(),
     })
 }
 
@@ -262,11 +264,13 @@ pub fn adjust_because(delta: i64, reason: &str) -> SkuCommand {
         delta: AdjustmentDelta::new(delta).unwrap(),
         reason: Reason::parse(reason).unwrap(),
         reference: None,
+        location: ledger_domain::LocationId::default_location(),
     })
 }
 
 pub fn set_reorder_point(reorder_point: i64) -> SkuCommand {
     SkuCommand::SetReorderPoint(SetReorderPoint {
         reorder_point: ReorderPoint::new(reorder_point).unwrap(),
+        location: ledger_domain::LocationId::default_location(),
     })
 }

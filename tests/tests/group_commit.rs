@@ -116,6 +116,7 @@ fn reserve(id: &str) -> SkuCommand {
         order_id: None,
         quantity: Quantity::new(1).unwrap(),
         ttl_seconds: None,
+        allocation: ledger_domain::Allocation::default(),
     })
 }
 
@@ -134,6 +135,7 @@ async fn two_single_writers_on_one_sku_reserve_exactly_the_stock() {
             SkuCommand::Replenish(ReplenishStock {
                 quantity: Quantity::new(STOCK).unwrap(),
                 reference: None,
+                location: ledger_domain::LocationId::default_location(),
             }),
             CommandContext::default(),
         )

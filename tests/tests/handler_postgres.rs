@@ -15,6 +15,7 @@ fn reserve(id: &str, quantity: u64) -> SkuCommand {
         order_id: None,
         quantity: Quantity::new(quantity).unwrap(),
         ttl_seconds: None,
+        allocation: ledger_domain::Allocation::default(),
     })
 }
 
@@ -22,6 +23,7 @@ fn replenish(quantity: u64) -> SkuCommand {
     SkuCommand::Replenish(ReplenishStock {
         quantity: Quantity::new(quantity).unwrap(),
         reference: None,
+        location: ledger_domain::LocationId::default_location(),
     })
 }
 
@@ -65,6 +67,7 @@ async fn race_for_stock(stock: u64, tasks: u64, each: u64) -> (u64, u64) {
             Err(CommandError::Rejected(DomainError::InsufficientStock {
                 requested,
                 available,
+                ..
             })) => {
                 assert_eq!(requested, each);
                 assert!(available < each, "refused while {available} were available");

@@ -26,6 +26,10 @@ pub struct ReplenishRequest {
     /// The delivery's document: purchase order, receipt, transfer number.
     #[schema(value_type = Option<String>, max_length = 128)]
     pub reference: Option<Reference>,
+    /// Where: a store or warehouse id (1–64 of A–Z a–z 0–9 . _ -); `default` when absent.
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    #[serde(default)]
+    pub location: Option<LocationId>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -41,6 +45,28 @@ pub struct ReserveRequest {
     /// Seconds until the hold expires by itself; no expiry when absent.
     #[schema(value_type = Option<u64>, minimum = 1, maximum = 2_592_000)]
     pub ttl_seconds: Option<TtlSeconds>,
+    /// Hold the units at this location only (a store's sale); `default` when neither this nor
+    /// `allocation` is given.
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    #[serde(default)]
+    pub location: Option<LocationId>,
+    /// Let the ledger choose the location (instead of `location`). The whole quantity is held
+    /// at one location; the answer's `location` says which.
+    #[serde(default)]
+    pub allocation: Option<AllocationRequest>,
+}
+
+/// How a reserve may choose its location.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AllocationRequest {
+    /// The first of `locations` (1 to 32, no repeats) with the whole quantity available.
+    Preference {
+        #[schema(value_type = Vec<String>, min_items = 1, max_items = 32)]
+        locations: Vec<LocationId>,
+    },
+    /// The location with the most units available.
+    MostAvailable,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -64,6 +90,10 @@ pub struct AdjustRequest {
     pub reason: Reason,
     #[schema(value_type = Option<String>, max_length = 128)]
     pub reference: Option<Reference>,
+    /// Where: a store or warehouse id (1–64 of A–Z a–z 0–9 . _ -); `default` when absent.
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    #[serde(default)]
+    pub location: Option<LocationId>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -71,6 +101,10 @@ pub struct AdjustRequest {
 pub struct ReorderPointRequest {
     #[schema(value_type = u64, minimum = 0, maximum = 1_000_000_000)]
     pub reorder_point: ReorderPoint,
+    /// Where: a store or warehouse id (1–64 of A–Z a–z 0–9 . _ -); `default` when absent.
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    #[serde(default)]
+    pub location: Option<LocationId>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -93,6 +127,9 @@ pub struct CommandResultBody {
     pub deduplicated: bool,
     /// For a reserve: the reservation's id (generated when the request had none).
     pub reservation_id: Option<String>,
+    /// For a reserve: the location holding the units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 /// A command with how its success is answered.
@@ -122,31 +159,46 @@ impl Command {
 
 /// A request body that names one command for the SKU (and reservation) of its path.
 pub trait CommandBody: DeserializeOwned + Send + 'static {
-    fn into_command(self, target: SkuTarget) -> Command;
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem>;
 }
 
 impl CommandBody for ReplenishRequest {
-    fn into_command(self, target: SkuTarget) -> Command {
-        Command::plain(
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
+        Ok(Command::plain(
             target,
             SkuCommand::Replenish(ReplenishStock {
                 quantity: self.quantity,
                 reference: self.reference,
+                location: self.location.unwrap_or_default(),
             }),
-        )
+        ))
     }
 }
 
 impl CommandBody for ReserveRequest {
     /// A reserve creates a resource (201 with its `Location`), and its reservation id, when the
     /// client chose it, doubles as the idempotency key.
-    fn into_command(self, target: SkuTarget) -> Command {
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
+        let allocation = match (self.location, self.allocation) {
+            (Some(_), Some(_)) => {
+                return Err(Problem::validation(&ValidationError::new(
+                    "allocation",
+                    "give either `location` or `allocation`, not both",
+                )))
+            }
+            (Some(location), None) => Allocation::At(location),
+            (None, None) => Allocation::default(),
+            (None, Some(AllocationRequest::MostAvailable)) => Allocation::MostAvailable,
+            (None, Some(AllocationRequest::Preference { locations })) => {
+                Allocation::preference(locations).map_err(|e| Problem::validation(&e))?
+            }
+        };
         let sku = target.sku;
         let reservation_id = self.reservation_id.clone().unwrap_or_else(|| {
             ReservationId::parse(&uuid::Uuid::new_v4().to_string())
                 .expect("a UUID is a valid reservation id")
         });
-        Command {
+        Ok(Command {
             location: Some(format!("/v1/skus/{sku}/reservations/{reservation_id}")),
             reservation_id: Some(reservation_id.to_string()),
             implicit_key: self.reservation_id.map(|id| format!("reserve:{sku}:{id}")),
@@ -155,55 +207,58 @@ impl CommandBody for ReserveRequest {
                 order_id: self.order_id,
                 quantity: self.quantity,
                 ttl_seconds: self.ttl_seconds,
+                allocation,
             }),
             sku,
             success: StatusCode::CREATED,
-        }
+        })
     }
 }
 
 impl CommandBody for ReleaseRequest {
-    fn into_command(self, target: SkuTarget) -> Command {
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
         let reservation_id = target.reservation().clone();
         let command = SkuCommand::Release(ReleaseReservation {
             reservation_id,
             reason: self.reason,
         });
-        Command::plain(target, command)
+        Ok(Command::plain(target, command))
     }
 }
 
 impl CommandBody for ConfirmRequest {
-    fn into_command(self, target: SkuTarget) -> Command {
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
         let reservation_id = target.reservation().clone();
-        Command::plain(
+        Ok(Command::plain(
             target,
             SkuCommand::Confirm(ConfirmReservation { reservation_id }),
-        )
+        ))
     }
 }
 
 impl CommandBody for AdjustRequest {
-    fn into_command(self, target: SkuTarget) -> Command {
-        Command::plain(
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
+        Ok(Command::plain(
             target,
             SkuCommand::Adjust(AdjustStock {
                 delta: self.delta,
                 reason: self.reason,
                 reference: self.reference,
+                location: self.location.unwrap_or_default(),
             }),
-        )
+        ))
     }
 }
 
 impl CommandBody for ReorderPointRequest {
-    fn into_command(self, target: SkuTarget) -> Command {
-        Command::plain(
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
+        Ok(Command::plain(
             target,
             SkuCommand::SetReorderPoint(SetReorderPoint {
                 reorder_point: self.reorder_point,
+                location: self.location.unwrap_or_default(),
             }),
-        )
+        ))
     }
 }
 
@@ -242,7 +297,10 @@ impl<R, T: CommandBody> CommandCall<R, T> {
             canonical_body,
         } = self.request;
         let fingerprint = fingerprint(method.as_str(), &path, &canonical_body);
-        let command = body.into_command(self.target);
+        let command = match body.into_command(self.target) {
+            Ok(command) => command,
+            Err(problem) => return problem.into_response(),
+        };
         run(
             state,
             self.authorized.principal,
@@ -318,6 +376,10 @@ fn success(command: Command, outcome: CommandOutcome) -> RenderedAnswer {
             .collect(),
         deduplicated: outcome.deduplicated,
         reservation_id: command.reservation_id,
+        location: outcome.events.iter().find_map(|e| match &e.event {
+            SkuEvent::Reserved(reserved) => Some(reserved.location.clone()),
+            _ => None,
+        }),
     };
     let mut stored = RenderedAnswer::json(command.success, &body);
     stored.etag = outcome.state.version.map(etag);

@@ -69,6 +69,18 @@ pub struct SkuStateBody {
     pub open_reservations: u64,
     /// The stream's version (also the ETag); absent before the SKU's first event.
     pub version: Option<u64>,
+    /// The balances at each location (the figures above are their sums).
+    pub locations: std::collections::BTreeMap<String, LocationBalances>,
+}
+
+/// One location's balances of a SKU.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LocationBalances {
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+    pub reorder_point: u64,
+    pub below_reorder_point: bool,
 }
 
 impl From<&SkuSummary> for SkuStateBody {
@@ -82,6 +94,20 @@ impl From<&SkuSummary> for SkuStateBody {
             below_reorder_point: state.below_reorder_point,
             open_reservations: state.open_reservations,
             version: state.version,
+            locations: state
+                .locations
+                .iter()
+                .map(|(name, stock)| {
+                    let balances = LocationBalances {
+                        on_hand: stock.on_hand,
+                        reserved: stock.reserved,
+                        available: stock.available(),
+                        reorder_point: stock.reorder_point,
+                        below_reorder_point: stock.is_below_reorder_point(),
+                    };
+                    (name.clone(), balances)
+                })
+                .collect(),
         }
     }
 }

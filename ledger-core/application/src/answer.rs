@@ -160,6 +160,7 @@ mod tests {
                 event: SkuEvent::Replenished(StockReplenished {
                     quantity: 5,
                     reference: None,
+                    location: ledger_domain::DEFAULT_LOCATION.to_owned(),
                 }),
             }],
             position: None,
@@ -181,6 +182,7 @@ mod tests {
         let refused = Err(CommandError::Rejected(DomainError::InsufficientStock {
             requested: 3,
             available: 1,
+            location: None,
         }));
         let json = KeptAnswer::of(&refused).unwrap().to_json();
         assert!(matches!(

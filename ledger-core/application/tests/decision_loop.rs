@@ -280,6 +280,7 @@ fn replenished(quantity: u64) -> SkuEvent {
     SkuEvent::Replenished(StockReplenished {
         quantity,
         reference: None,
+        location: ledger_domain::DEFAULT_LOCATION.to_owned(),
     })
 }
 
@@ -290,6 +291,7 @@ fn reserved(reservation_id: &str, quantity: u64) -> SkuEvent {
         quantity,
         ttl_seconds: None,
         expires_at: None,
+        location: ledger_domain::DEFAULT_LOCATION.to_owned(),
     })
 }
 
@@ -314,6 +316,7 @@ fn adjust(delta: i64) -> SkuCommand {
         delta: AdjustmentDelta::new(delta).unwrap(),
         reason: Reason::parse("cycle count").unwrap(),
         reference: None,
+        location: ledger_domain::LocationId::default_location(),
     })
 }
 
@@ -323,6 +326,7 @@ fn plain_reserve(reservation_id: &str, quantity: u64) -> SkuCommand {
         order_id: None,
         quantity: Quantity::new(quantity).unwrap(),
         ttl_seconds: None,
+        allocation: ledger_domain::Allocation::default(),
     })
 }
 
@@ -337,6 +341,7 @@ fn plain_replenish(quantity: u64) -> SkuCommand {
     SkuCommand::Replenish(ReplenishStock {
         quantity: Quantity::new(quantity).unwrap(),
         reference: None,
+        location: ledger_domain::LocationId::default_location(),
     })
 }
 
@@ -391,6 +396,7 @@ fn a_batch_is_decided_in_order_and_rejected_commands_change_nothing() {
             Err(DomainError::InsufficientStock {
                 requested: 2,
                 available: 1,
+                location: Some(ledger_domain::DEFAULT_LOCATION.to_owned()),
             }),
             Ok(vec![reserved("r-3", 1)]),
         ]

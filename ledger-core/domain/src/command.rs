@@ -2,7 +2,8 @@
 //! checks business rules against the state, never the shape of the input.
 
 use super::values::{
-    AdjustmentDelta, OrderId, Quantity, Reason, Reference, ReorderPoint, ReservationId, TtlSeconds,
+    AdjustmentDelta, LocationId, OrderId, Quantity, Reason, Reference, ReorderPoint, ReservationId,
+    TtlSeconds,
 };
 
 /// Units arrived (a delivery, a return to stock): on hand rises.
@@ -10,6 +11,7 @@ use super::values::{
 pub struct ReplenishStock {
     pub quantity: Quantity,
     pub reference: Option<Reference>,
+    pub location: LocationId,
 }
 
 /// Hold units for an order. The reservation id makes the command idempotent: the same request
@@ -20,6 +22,69 @@ pub struct ReserveStock {
     pub order_id: Option<OrderId>,
     pub quantity: Quantity,
     pub ttl_seconds: Option<TtlSeconds>,
+    /// Where the units may be held; the whole quantity is held at one location.
+    pub allocation: Allocation,
+}
+
+/// Where a reserve may hold its units. The answer (the `StockReserved` event) names the
+/// location chosen. A request is all or nothing: the whole quantity is held at one location,
+/// or the reserve is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allocation {
+    /// At this location only (a sale in store 12 is served from store 12).
+    At(LocationId),
+    /// At the first of these locations (at most [`crate::ALLOCATION_LOCATIONS_MAX`], no
+    /// repeats) that has the whole quantity available.
+    Preference(Vec<LocationId>),
+    /// At the location with the most units available (the first by name among equals).
+    MostAvailable,
+}
+
+impl Default for Allocation {
+    fn default() -> Self {
+        Self::At(LocationId::default_location())
+    }
+}
+
+impl Allocation {
+    /// A preference list: 1 to [`crate::ALLOCATION_LOCATIONS_MAX`] locations, no repeats.
+    pub fn preference(locations: Vec<LocationId>) -> Result<Self, crate::ValidationError> {
+        let field = "allocation.locations";
+        if locations.is_empty() {
+            return Err(crate::ValidationError::new(
+                field,
+                "must name at least one location",
+            ));
+        }
+        if locations.len() > crate::ALLOCATION_LOCATIONS_MAX {
+            return Err(crate::ValidationError::new(
+                field,
+                format!(
+                    "names {} locations; at most {} are allowed",
+                    locations.len(),
+                    crate::ALLOCATION_LOCATIONS_MAX
+                ),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(repeated) = locations.iter().find(|l| !seen.insert(l.as_str())) {
+            return Err(crate::ValidationError::new(
+                field,
+                format!("names {repeated} twice"),
+            ));
+        }
+        Ok(Self::Preference(locations))
+    }
+
+    /// Whether a hold at `location` is one this allocation could have chosen: a retried
+    /// reserve is recognised as the same request when it is.
+    pub fn admits(&self, location: &str) -> bool {
+        match self {
+            Self::At(at) => at.as_str() == location,
+            Self::Preference(list) => list.iter().any(|l| l.as_str() == location),
+            Self::MostAvailable => true,
+        }
+    }
 }
 
 /// End an open reservation and give its units back to available (cart abandoned, order cancelled).
@@ -47,12 +112,14 @@ pub struct AdjustStock {
     pub delta: AdjustmentDelta,
     pub reason: Reason,
     pub reference: Option<Reference>,
+    pub location: LocationId,
 }
 
 /// Set the threshold below which available stock opens a low-stock alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetReorderPoint {
     pub reorder_point: ReorderPoint,
+    pub location: LocationId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[serde(tag = "rejection", rename_all = "snake_case")]
 pub enum DomainError {
-    #[error("insufficient stock: {requested} requested, {available} available")]
-    InsufficientStock { requested: u64, available: u64 },
+    #[error(
+        "insufficient stock: {requested} requested, {available} available{}",
+        at(location)
+    )]
+    InsufficientStock {
+        requested: u64,
+        /// Available at the location asked for; for a choice of locations, the most any one
+        /// of them has (a reserve is held at one location).
+        available: u64,
+        /// The location asked for; `None` when the request let the ledger choose.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
+    },
 
     #[error("reservation {reservation_id} does not exist for this SKU")]
     ReservationNotFound { reservation_id: String },
@@ -48,16 +59,26 @@ pub enum DomainError {
 
     #[error(
         "adjustment of {delta} would leave on hand at {on_hand_after}, below the {reserved} units \
-         reserved; release or confirm reservations first"
+         reserved{}; release or confirm reservations first",
+        at(location)
     )]
     AdjustmentBelowReserved {
         delta: i64,
         on_hand_after: i64,
         reserved: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
     },
 
     #[error("on hand would reach {on_hand_after}, above the limit of {limit}")]
     OnHandLimitExceeded { on_hand_after: u64, limit: u64 },
+}
+
+fn at(location: &Option<String>) -> String {
+    location
+        .as_ref()
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default()
 }
 
 impl DomainError {

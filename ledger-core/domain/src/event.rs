@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub struct StockReplenished {
     pub quantity: u64,
     pub reference: Option<String>,
+    /// Where the units are (events of schema version 1 happened at the default location).
+    pub location: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +26,8 @@ pub struct StockReserved {
     pub quantity: u64,
     pub ttl_seconds: Option<u64>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Where the units are (events of schema version 1 happened at the default location).
+    pub location: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +37,8 @@ pub struct ReservationReleased {
     pub order_id: Option<String>,
     pub quantity: u64,
     pub reason: Option<String>,
+    /// Where the units are (events of schema version 1 happened at the default location).
+    pub location: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +48,8 @@ pub struct ReservationExpired {
     pub order_id: Option<String>,
     pub quantity: u64,
     pub expires_at: DateTime<Utc>,
+    /// Where the units are (events of schema version 1 happened at the default location).
+    pub location: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +58,8 @@ pub struct ReservationConfirmed {
     pub reservation_id: String,
     pub order_id: Option<String>,
     pub quantity: u64,
+    /// Where the units are (events of schema version 1 happened at the default location).
+    pub location: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +68,8 @@ pub struct StockAdjusted {
     pub delta: i64,
     pub reason: String,
     pub reference: Option<String>,
+    /// Where the units are (events of schema version 1 happened at the default location).
+    pub location: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +77,8 @@ pub struct StockAdjusted {
 pub struct ReorderPointSet {
     pub reorder_point: u64,
     pub previous_reorder_point: u64,
+    /// Where the units are (events of schema version 1 happened at the default location).
+    pub location: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,10 +101,24 @@ pub struct EventDetails<'a> {
     pub reason: Option<&'a str>,
     /// The outside document a replenishment or adjustment refers to.
     pub reference: Option<&'a str>,
+    /// Where the movement happened.
+    pub location: Option<&'a str>,
 }
 
 /// The (type name, schema version) of every event the code emits, for schema checks and docs.
 pub const EVENT_TYPES: &[(&str, u32)] = &[
+    ("StockReplenished", 2),
+    ("StockReserved", 2),
+    ("ReservationReleased", 2),
+    ("ReservationExpired", 2),
+    ("ReservationConfirmed", 2),
+    ("StockAdjusted", 2),
+    ("ReorderPointSet", 2),
+];
+
+/// The (type name, schema version) of every older payload the code still reads, each upcast
+/// to the current version by [`SkuEvent::decode`].
+pub const EVENT_TYPES_UPCAST: &[(&str, u32)] = &[
     ("StockReplenished", 1),
     ("StockReserved", 1),
     ("ReservationReleased", 1),
@@ -129,10 +157,12 @@ impl SkuEvent {
         }
     }
 
-    /// Every event type is at version 1 today. A new version gets its own payload struct and an
-    /// upcast in [`SkuEvent::decode`], so old streams keep loading.
+    /// The schema version this code writes. A changed payload gets a new version; the old
+    /// version's payload struct stays in [`v1`] (and so on) with an upcast to the current one,
+    /// applied in [`SkuEvent::decode`], so stored streams load unchanged and are never
+    /// rewritten.
     pub fn schema_version(&self) -> u32 {
-        1
+        2
     }
 
     /// The movement kind from the glossary (replenished, reserved, ...), or `None` for an event
@@ -171,6 +201,20 @@ impl SkuEvent {
             order_id,
             reason,
             reference,
+            location: Some(self.location()),
+        }
+    }
+
+    /// The location the event happened at.
+    pub fn location(&self) -> &str {
+        match self {
+            Self::Replenished(e) => &e.location,
+            Self::Reserved(e) => &e.location,
+            Self::Released(e) => &e.location,
+            Self::Expired(e) => &e.location,
+            Self::Confirmed(e) => &e.location,
+            Self::Adjusted(e) => &e.location,
+            Self::ReorderPointSet(e) => &e.location,
         }
     }
 
@@ -205,13 +249,34 @@ impl SkuEvent {
         }
         let (t, v) = (event_type, schema_version);
         Ok(match (t, v) {
-            ("StockReplenished", 1) => Self::Replenished(payload(t, v, data)?),
-            ("StockReserved", 1) => Self::Reserved(payload(t, v, data)?),
-            ("ReservationReleased", 1) => Self::Released(payload(t, v, data)?),
-            ("ReservationExpired", 1) => Self::Expired(payload(t, v, data)?),
-            ("ReservationConfirmed", 1) => Self::Confirmed(payload(t, v, data)?),
-            ("StockAdjusted", 1) => Self::Adjusted(payload(t, v, data)?),
-            ("ReorderPointSet", 1) => Self::ReorderPointSet(payload(t, v, data)?),
+            ("StockReplenished", 2) => Self::Replenished(payload(t, v, data)?),
+            ("StockReserved", 2) => Self::Reserved(payload(t, v, data)?),
+            ("ReservationReleased", 2) => Self::Released(payload(t, v, data)?),
+            ("ReservationExpired", 2) => Self::Expired(payload(t, v, data)?),
+            ("ReservationConfirmed", 2) => Self::Confirmed(payload(t, v, data)?),
+            ("StockAdjusted", 2) => Self::Adjusted(payload(t, v, data)?),
+            ("ReorderPointSet", 2) => Self::ReorderPointSet(payload(t, v, data)?),
+            ("StockReplenished", 1) => {
+                Self::Replenished(payload::<v1::StockReplenished>(t, v, data)?.upcast())
+            }
+            ("StockReserved", 1) => {
+                Self::Reserved(payload::<v1::StockReserved>(t, v, data)?.upcast())
+            }
+            ("ReservationReleased", 1) => {
+                Self::Released(payload::<v1::ReservationReleased>(t, v, data)?.upcast())
+            }
+            ("ReservationExpired", 1) => {
+                Self::Expired(payload::<v1::ReservationExpired>(t, v, data)?.upcast())
+            }
+            ("ReservationConfirmed", 1) => {
+                Self::Confirmed(payload::<v1::ReservationConfirmed>(t, v, data)?.upcast())
+            }
+            ("StockAdjusted", 1) => {
+                Self::Adjusted(payload::<v1::StockAdjusted>(t, v, data)?.upcast())
+            }
+            ("ReorderPointSet", 1) => {
+                Self::ReorderPointSet(payload::<v1::ReorderPointSet>(t, v, data)?.upcast())
+            }
             _ => {
                 return Err(DecodeError::UnknownType {
                     event_type: event_type.to_owned(),
@@ -219,5 +284,155 @@ impl SkuEvent {
                 })
             }
         })
+    }
+}
+
+/// Payloads of schema version 1, written before stock had locations, and their upcasts: each
+/// happened at [`DEFAULT_LOCATION`]. One upcast per version step; a version 3 would add a `v2`
+/// module upcasting to it, and `v1` would upcast through `v2`.
+pub mod v1 {
+    use crate::values::DEFAULT_LOCATION;
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct StockReplenished {
+        pub quantity: u64,
+        pub reference: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct StockReserved {
+        pub reservation_id: String,
+        pub order_id: Option<String>,
+        pub quantity: u64,
+        pub ttl_seconds: Option<u64>,
+        pub expires_at: Option<DateTime<Utc>>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ReservationReleased {
+        pub reservation_id: String,
+        pub order_id: Option<String>,
+        pub quantity: u64,
+        pub reason: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ReservationExpired {
+        pub reservation_id: String,
+        pub order_id: Option<String>,
+        pub quantity: u64,
+        pub expires_at: DateTime<Utc>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ReservationConfirmed {
+        pub reservation_id: String,
+        pub order_id: Option<String>,
+        pub quantity: u64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct StockAdjusted {
+        pub delta: i64,
+        pub reason: String,
+        pub reference: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ReorderPointSet {
+        pub reorder_point: u64,
+        pub previous_reorder_point: u64,
+    }
+
+    fn default_location() -> String {
+        DEFAULT_LOCATION.to_owned()
+    }
+
+    impl StockReplenished {
+        pub fn upcast(self) -> super::StockReplenished {
+            super::StockReplenished {
+                quantity: self.quantity,
+                reference: self.reference,
+                location: default_location(),
+            }
+        }
+    }
+
+    impl StockReserved {
+        pub fn upcast(self) -> super::StockReserved {
+            super::StockReserved {
+                reservation_id: self.reservation_id,
+                order_id: self.order_id,
+                quantity: self.quantity,
+                ttl_seconds: self.ttl_seconds,
+                expires_at: self.expires_at,
+                location: default_location(),
+            }
+        }
+    }
+
+    impl ReservationReleased {
+        pub fn upcast(self) -> super::ReservationReleased {
+            super::ReservationReleased {
+                reservation_id: self.reservation_id,
+                order_id: self.order_id,
+                quantity: self.quantity,
+                reason: self.reason,
+                location: default_location(),
+            }
+        }
+    }
+
+    impl ReservationExpired {
+        pub fn upcast(self) -> super::ReservationExpired {
+            super::ReservationExpired {
+                reservation_id: self.reservation_id,
+                order_id: self.order_id,
+                quantity: self.quantity,
+                expires_at: self.expires_at,
+                location: default_location(),
+            }
+        }
+    }
+
+    impl ReservationConfirmed {
+        pub fn upcast(self) -> super::ReservationConfirmed {
+            super::ReservationConfirmed {
+                reservation_id: self.reservation_id,
+                order_id: self.order_id,
+                quantity: self.quantity,
+                location: default_location(),
+            }
+        }
+    }
+
+    impl StockAdjusted {
+        pub fn upcast(self) -> super::StockAdjusted {
+            super::StockAdjusted {
+                delta: self.delta,
+                reason: self.reason,
+                reference: self.reference,
+                location: default_location(),
+            }
+        }
+    }
+
+    impl ReorderPointSet {
+        pub fn upcast(self) -> super::ReorderPointSet {
+            super::ReorderPointSet {
+                reorder_point: self.reorder_point,
+                previous_reorder_point: self.previous_reorder_point,
+                location: default_location(),
+            }
+        }
     }
 }

@@ -51,7 +51,13 @@ impl Balances {
                     self.on_hand.saturating_sub(e.delta.unsigned_abs())
                 }
             }
-            SkuEvent::ReorderPointSet(e) => self.reorder_point = e.reorder_point,
+            // The total reorder point is the sum of the locations' points.
+            SkuEvent::ReorderPointSet(e) => {
+                self.reorder_point = self
+                    .reorder_point
+                    .saturating_sub(e.previous_reorder_point)
+                    .saturating_add(e.reorder_point)
+            }
         }
     }
 }
@@ -109,6 +115,8 @@ pub struct HistoryEntry {
     pub order_id: Option<String>,
     pub reason: Option<String>,
     pub reference: Option<String>,
+    /// Where the movement happened.
+    pub location: Option<String>,
     /// The acting principal from the event's metadata (the movement ledger calls its column
     /// `actor`; both hold the same value).
     pub principal: Option<String>,
@@ -169,6 +177,7 @@ impl HistoryEntry {
             order_id: owned(details.order_id),
             reason: owned(details.reason),
             reference: owned(details.reference),
+            location: owned(details.location),
             principal: recorded.metadata.principal.clone(),
             correlation_id: recorded.metadata.correlation_id.clone(),
             causation_id: recorded.metadata.causation_id.clone(),

@@ -33,5 +33,5 @@ pub use error::DomainError;
 pub use event::*;
 pub use history::{BalanceChange, Balances, HistoryEntry};
 pub use reservation::{Reservation, ReservationStatus};
-pub use state::{SkuState, SkuSummary};
+pub use state::{LocationStock, SkuState, SkuSummary};
 pub use values::*;

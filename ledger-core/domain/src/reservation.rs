@@ -40,4 +40,11 @@ pub struct Reservation {
     pub ttl_seconds: Option<u64>,
     pub expires_at: Option<DateTime<Utc>>,
     pub status: ReservationStatus,
+    /// Where the units are held.
+    #[serde(default = "default_location")]
+    pub location: String,
+}
+
+fn default_location() -> String {
+    crate::values::DEFAULT_LOCATION.to_owned()
 }

@@ -1,7 +1,7 @@
 //! The SKU aggregate: state folded from events (`apply`, total, never fails) and the pure
 //! decision function (`decide`, may reject) that turns a command into new events.
 
-use super::command::SkuCommand;
+use super::command::{Allocation, SkuCommand};
 use super::error::DomainError;
 use super::event::{
     ReorderPointSet, ReservationConfirmed, ReservationExpired, ReservationReleased, SkuEvent,
@@ -31,6 +31,29 @@ pub struct SkuState {
     /// not walk a hot SKU's whole reservation history.
     #[serde(default)]
     pub open_reservation_count: u64,
+    /// The balances at each location that ever held or was given stock; `on_hand`,
+    /// `reserved` and `reorder_point` above are their sums.
+    #[serde(default)]
+    pub locations: BTreeMap<String, LocationStock>,
+}
+
+/// One location's balances of a SKU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationStock {
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub reorder_point: u64,
+}
+
+impl LocationStock {
+    /// Units free to reserve here.
+    pub fn available(&self) -> u64 {
+        self.on_hand.saturating_sub(self.reserved)
+    }
+
+    pub fn is_below_reorder_point(&self) -> bool {
+        self.available() < self.reorder_point
+    }
 }
 
 /// The balances of a SKU after a command: what a caller is told, without the reservation
@@ -45,6 +68,9 @@ pub struct SkuSummary {
     pub below_reorder_point: bool,
     pub open_reservations: u64,
     pub version: Option<u64>,
+    /// The balances per location (a SKU has a handful; a deployment that never names one has
+    /// only [`crate::DEFAULT_LOCATION`]).
+    pub locations: BTreeMap<String, LocationStock>,
 }
 
 impl SkuState {
@@ -57,7 +83,23 @@ impl SkuState {
             version: None,
             reservations: BTreeMap::new(),
             open_reservation_count: 0,
+            locations: BTreeMap::new(),
         }
+    }
+
+    /// The balances at `location` (all zero where the SKU never was).
+    pub fn at(&self, location: &str) -> LocationStock {
+        self.locations.get(location).copied().unwrap_or_default()
+    }
+
+    fn location_mut(&mut self, location: &str) -> &mut LocationStock {
+        if !self.locations.contains_key(location) {
+            self.locations
+                .insert(location.to_owned(), LocationStock::default());
+        }
+        self.locations
+            .get_mut(location)
+            .expect("inserted just above")
     }
 
     /// The balances as of now, in constant time.
@@ -71,6 +113,7 @@ impl SkuState {
             below_reorder_point: self.is_below_reorder_point(),
             open_reservations: self.open_reservation_count,
             version: self.version,
+            locations: self.locations.clone(),
         }
     }
 
@@ -97,9 +140,13 @@ impl SkuState {
         match event {
             SkuEvent::Replenished(e) => {
                 self.on_hand = self.on_hand.saturating_add(e.quantity);
+                let at = self.location_mut(&e.location);
+                at.on_hand = at.on_hand.saturating_add(e.quantity);
             }
             SkuEvent::Reserved(e) => {
                 self.reserved = self.reserved.saturating_add(e.quantity);
+                let at = self.location_mut(&e.location);
+                at.reserved = at.reserved.saturating_add(e.quantity);
                 let replaced = self.reservations.insert(
                     e.reservation_id.clone(),
                     Reservation {
@@ -109,36 +156,82 @@ impl SkuState {
                         ttl_seconds: e.ttl_seconds,
                         expires_at: e.expires_at,
                         status: ReservationStatus::Open,
+                        location: e.location.clone(),
                     },
                 );
                 if replaced.is_none_or(|r| r.status != ReservationStatus::Open) {
                     self.open_reservation_count += 1;
                 }
             }
-            SkuEvent::Released(e) => {
-                self.close(&e.reservation_id, e.quantity, ReservationStatus::Released)
-            }
-            SkuEvent::Expired(e) => {
-                self.close(&e.reservation_id, e.quantity, ReservationStatus::Expired)
-            }
+            SkuEvent::Released(e) => self.close(
+                &e.reservation_id,
+                e.quantity,
+                &e.location,
+                ReservationStatus::Released,
+            ),
+            SkuEvent::Expired(e) => self.close(
+                &e.reservation_id,
+                e.quantity,
+                &e.location,
+                ReservationStatus::Expired,
+            ),
             SkuEvent::Confirmed(e) => {
-                self.close(&e.reservation_id, e.quantity, ReservationStatus::Confirmed);
+                self.close(
+                    &e.reservation_id,
+                    e.quantity,
+                    &e.location,
+                    ReservationStatus::Confirmed,
+                );
                 self.on_hand = self.on_hand.saturating_sub(e.quantity);
+                let at = self.location_mut(&e.location);
+                at.on_hand = at.on_hand.saturating_sub(e.quantity);
             }
             SkuEvent::Adjusted(e) => {
-                self.on_hand = if e.delta >= 0 {
-                    self.on_hand.saturating_add(e.delta as u64)
-                } else {
-                    self.on_hand.saturating_sub(e.delta.unsigned_abs())
+                let change = |on_hand: u64| {
+                    if e.delta >= 0 {
+                        on_hand.saturating_add(e.delta.unsigned_abs())
+                    } else {
+                        on_hand.saturating_sub(e.delta.unsigned_abs())
+                    }
                 };
+                self.on_hand = change(self.on_hand);
+                let at = self.location_mut(&e.location);
+                at.on_hand = change(at.on_hand);
             }
-            SkuEvent::ReorderPointSet(e) => self.reorder_point = e.reorder_point,
+            SkuEvent::ReorderPointSet(e) => {
+                let at = self.location_mut(&e.location);
+                let previous = std::mem::replace(&mut at.reorder_point, e.reorder_point);
+                self.reorder_point = self
+                    .reorder_point
+                    .saturating_sub(previous)
+                    .saturating_add(e.reorder_point);
+            }
         }
         self.version = Some(self.version.map_or(0, |v| v + 1));
     }
 
-    fn close(&mut self, reservation_id: &str, quantity: u64, status: ReservationStatus) {
+    /// Fold only the SKU-wide totals and the version, as read models that keep one row of
+    /// totals per SKU do: they hold no locations or reservations, and the events carry all the
+    /// totals need (the same fold as the history's [`crate::Balances`]).
+    pub fn apply_to_totals(&mut self, event: &SkuEvent) {
+        let mut balances = crate::Balances::of(self);
+        balances.apply(event);
+        self.on_hand = balances.on_hand;
+        self.reserved = balances.reserved;
+        self.reorder_point = balances.reorder_point;
+        self.version = Some(self.version.map_or(0, |v| v + 1));
+    }
+
+    fn close(
+        &mut self,
+        reservation_id: &str,
+        quantity: u64,
+        location: &str,
+        status: ReservationStatus,
+    ) {
         self.reserved = self.reserved.saturating_sub(quantity);
+        let at = self.location_mut(location);
+        at.reserved = at.reserved.saturating_sub(quantity);
         if let Some(reservation) = self.reservations.get_mut(reservation_id) {
             if reservation.status == ReservationStatus::Open {
                 self.open_reservation_count -= 1;
@@ -175,6 +268,39 @@ impl SkuState {
                 self.reserved
             ));
         }
+        let mut sums = LocationStock::default();
+        for (location, stock) in &self.locations {
+            if stock.reserved > stock.on_hand {
+                return Err(format!(
+                    "reserved {} exceeds on hand {} at {location}",
+                    stock.reserved, stock.on_hand
+                ));
+            }
+            let held: u64 = self
+                .open_reservations()
+                .filter(|r| r.location == *location)
+                .map(|r| r.quantity)
+                .sum();
+            if held != stock.reserved {
+                return Err(format!(
+                    "open reservations at {location} hold {held} units but reserved there is {}",
+                    stock.reserved
+                ));
+            }
+            sums.on_hand += stock.on_hand;
+            sums.reserved += stock.reserved;
+            sums.reorder_point += stock.reorder_point;
+        }
+        let totals = LocationStock {
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+            reorder_point: self.reorder_point,
+        };
+        if sums != totals {
+            return Err(format!(
+                "the locations add up to {sums:?} but the totals are {totals:?}"
+            ));
+        }
         let open_count = self.open_reservations().count() as u64;
         if open_count != self.open_reservation_count {
             return Err(format!(
@@ -205,6 +331,7 @@ impl SkuState {
                 Ok(vec![SkuEvent::Replenished(StockReplenished {
                     quantity: c.quantity.get(),
                     reference: c.reference.as_ref().map(|r| r.as_str().to_owned()),
+                    location: c.location.as_str().to_owned(),
                 })])
             }
             SkuCommand::Reserve(c) => {
@@ -213,7 +340,8 @@ impl SkuState {
                 if let Some(existing) = self.reservations.get(c.reservation_id.as_str()) {
                     let identical = existing.quantity == c.quantity.get()
                         && existing.order_id == order_id
-                        && existing.ttl_seconds == ttl_seconds;
+                        && existing.ttl_seconds == ttl_seconds
+                        && c.allocation.admits(&existing.location);
                     return if identical {
                         Ok(Vec::new())
                     } else {
@@ -226,12 +354,7 @@ impl SkuState {
                     };
                 }
                 let requested = c.quantity.get();
-                if requested > self.available() {
-                    return Err(DomainError::InsufficientStock {
-                        requested,
-                        available: self.available(),
-                    });
-                }
+                let location = self.allocate(&c.allocation, requested)?;
                 let expires_at = ttl_seconds.map(|ttl| now + Duration::seconds(ttl as i64));
                 Ok(vec![SkuEvent::Reserved(StockReserved {
                     reservation_id: c.reservation_id.as_str().to_owned(),
@@ -239,6 +362,7 @@ impl SkuState {
                     quantity: requested,
                     ttl_seconds,
                     expires_at,
+                    location,
                 })])
             }
             SkuCommand::Release(c) => {
@@ -248,6 +372,7 @@ impl SkuState {
                     order_id: reservation.order_id.clone(),
                     quantity: reservation.quantity,
                     reason: c.reason.as_ref().map(|r| r.as_str().to_owned()),
+                    location: reservation.location.clone(),
                 })])
             }
             SkuCommand::Expire(c) => {
@@ -268,6 +393,7 @@ impl SkuState {
                     order_id: reservation.order_id.clone(),
                     quantity: reservation.quantity,
                     expires_at,
+                    location: reservation.location.clone(),
                 })])
             }
             SkuCommand::Confirm(c) => {
@@ -276,21 +402,25 @@ impl SkuState {
                     reservation_id: reservation.reservation_id.clone(),
                     order_id: reservation.order_id.clone(),
                     quantity: reservation.quantity,
+                    location: reservation.location.clone(),
                 })])
             }
             SkuCommand::Adjust(c) => {
                 let delta = c.delta.get();
-                let on_hand_after = self.on_hand as i64 + delta;
-                if on_hand_after < self.reserved as i64 {
+                let here = self.at(c.location.as_str());
+                let on_hand_after = here.on_hand as i64 + delta;
+                if on_hand_after < here.reserved as i64 {
                     return Err(DomainError::AdjustmentBelowReserved {
                         delta,
                         on_hand_after,
-                        reserved: self.reserved,
+                        reserved: here.reserved,
+                        location: Some(c.location.as_str().to_owned()),
                     });
                 }
-                if on_hand_after as u64 > ON_HAND_MAX {
+                let total_after = self.on_hand as i64 + delta;
+                if total_after as u64 > ON_HAND_MAX {
                     return Err(DomainError::OnHandLimitExceeded {
-                        on_hand_after: on_hand_after as u64,
+                        on_hand_after: total_after as u64,
                         limit: ON_HAND_MAX,
                     });
                 }
@@ -298,13 +428,56 @@ impl SkuState {
                     delta,
                     reason: c.reason.as_str().to_owned(),
                     reference: c.reference.as_ref().map(|r| r.as_str().to_owned()),
+                    location: c.location.as_str().to_owned(),
                 })])
             }
             SkuCommand::SetReorderPoint(c) => {
                 Ok(vec![SkuEvent::ReorderPointSet(ReorderPointSet {
                     reorder_point: c.reorder_point.get(),
-                    previous_reorder_point: self.reorder_point,
+                    previous_reorder_point: self.at(c.location.as_str()).reorder_point,
+                    location: c.location.as_str().to_owned(),
                 })])
+            }
+        }
+    }
+
+    /// The location a reserve of `requested` units holds them at, or why none can.
+    fn allocate(&self, allocation: &Allocation, requested: u64) -> Result<String, DomainError> {
+        let refused = |available: u64, location: Option<&str>| DomainError::InsufficientStock {
+            requested,
+            available,
+            location: location.map(str::to_owned),
+        };
+        match allocation {
+            Allocation::At(location) => {
+                let available = self.at(location.as_str()).available();
+                if requested > available {
+                    return Err(refused(available, Some(location.as_str())));
+                }
+                Ok(location.as_str().to_owned())
+            }
+            Allocation::Preference(locations) => {
+                let mut best = 0;
+                for location in locations {
+                    let available = self.at(location.as_str()).available();
+                    if requested <= available {
+                        return Ok(location.as_str().to_owned());
+                    }
+                    best = best.max(available);
+                }
+                Err(refused(best, None))
+            }
+            Allocation::MostAvailable => {
+                let mut best: Option<(&String, u64)> = None;
+                for (location, stock) in &self.locations {
+                    if best.is_none_or(|(_, most)| stock.available() > most) {
+                        best = Some((location, stock.available()));
+                    }
+                }
+                match best {
+                    Some((location, available)) if requested <= available => Ok(location.clone()),
+                    other => Err(refused(other.map_or(0, |(_, a)| a), None)),
+                }
             }
         }
     }

@@ -129,6 +129,64 @@ impl<'de> Deserialize<'de> for Sku {
     }
 }
 
+/// Longest location id: store and warehouse codes are short; the same bound as a SKU keeps
+/// read-model keys small.
+pub const LOCATION_LENGTH_MAX: usize = 64;
+
+/// The location of every movement that names none: a deployment that never speaks of
+/// locations keeps one balance per SKU, held here, and every event written before locations
+/// existed is read as having happened here.
+pub const DEFAULT_LOCATION: &str = "default";
+
+/// Most locations one reserve may list in its allocation preference.
+pub const ALLOCATION_LOCATIONS_MAX: usize = 32;
+
+/// A store, warehouse or other place that holds stock: 1 to [`LOCATION_LENGTH_MAX`] characters
+/// from the SKU alphabet (ASCII letters, digits, `-`, `_`, `.`), starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct LocationId(String);
+
+impl LocationId {
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        check_identifier(
+            "location",
+            value,
+            LOCATION_LENGTH_MAX,
+            Sku::CHARACTERS_EXTRA,
+        )?;
+        Ok(Self(value.to_owned()))
+    }
+
+    /// [`DEFAULT_LOCATION`].
+    pub fn default_location() -> Self {
+        Self(DEFAULT_LOCATION.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for LocationId {
+    fn default() -> Self {
+        Self::default_location()
+    }
+}
+
+impl fmt::Display for LocationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for LocationId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        Self::parse(&value).map_err(serde::de::Error::custom)
+    }
+}
+
 macro_rules! identifier {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
         $(#[$doc])*

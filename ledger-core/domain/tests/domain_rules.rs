@@ -8,13 +8,13 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledger_domain::{
-    AdjustStock, AdjustmentDelta, ConfirmReservation, DomainError, ExpireReservation, OrderId,
-    Quantity, Reason, Reference, ReleaseReservation, ReorderPoint, ReorderPointSet, ReplenishStock,
-    ReservationConfirmed, ReservationExpired, ReservationId, ReservationReleased,
-    ReservationStatus, ReserveStock, SetReorderPoint, Sku, SkuCommand, SkuEvent, SkuState,
-    StockAdjusted, StockReplenished, StockReserved, TtlSeconds, ValidationError,
-    IDENTIFIER_LENGTH_MAX, ON_HAND_MAX, QUANTITY_MAX, REASON_LENGTH_MAX, REFERENCE_LENGTH_MAX,
-    RESERVATION_TTL_SECONDS_MAX,
+    AdjustStock, AdjustmentDelta, Allocation, ConfirmReservation, DomainError, ExpireReservation,
+    LocationId, OrderId, Quantity, Reason, Reference, ReleaseReservation, ReorderPoint,
+    ReorderPointSet, ReplenishStock, ReservationConfirmed, ReservationExpired, ReservationId,
+    ReservationReleased, ReservationStatus, ReserveStock, SetReorderPoint, Sku, SkuCommand,
+    SkuEvent, SkuState, StockAdjusted, StockReplenished, StockReserved, TtlSeconds,
+    ValidationError, DEFAULT_LOCATION, IDENTIFIER_LENGTH_MAX, ON_HAND_MAX, QUANTITY_MAX,
+    REASON_LENGTH_MAX, REFERENCE_LENGTH_MAX, RESERVATION_TTL_SECONDS_MAX,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -78,6 +78,7 @@ fn replenish(quantity: u64) -> SkuCommand {
     SkuCommand::Replenish(ReplenishStock {
         quantity: Quantity::new(quantity).unwrap(),
         reference: None,
+        location: LocationId::default_location(),
     })
 }
 
@@ -96,6 +97,7 @@ fn reserve_request(
         order_id: order_id.map(|o| OrderId::parse(o).unwrap()),
         quantity: Quantity::new(quantity).unwrap(),
         ttl_seconds: ttl_seconds.map(|t| TtlSeconds::new(t).unwrap()),
+        allocation: Allocation::default(),
     })
 }
 
@@ -123,12 +125,14 @@ fn adjust(delta: i64) -> SkuCommand {
         delta: AdjustmentDelta::new(delta).unwrap(),
         reason: Reason::parse("cycle count").unwrap(),
         reference: Some(Reference::parse("COUNT-7").unwrap()),
+        location: LocationId::default_location(),
     })
 }
 
 fn set_reorder_point(reorder_point: i64) -> SkuCommand {
     SkuCommand::SetReorderPoint(SetReorderPoint {
         reorder_point: ReorderPoint::new(reorder_point).unwrap(),
+        location: LocationId::default_location(),
     })
 }
 
@@ -136,6 +140,7 @@ fn replenished(quantity: u64) -> SkuEvent {
     SkuEvent::Replenished(StockReplenished {
         quantity,
         reference: None,
+        location: DEFAULT_LOCATION.to_owned(),
     })
 }
 
@@ -146,6 +151,7 @@ fn reserved(reservation_id: &str, quantity: u64) -> SkuEvent {
         quantity,
         ttl_seconds: None,
         expires_at: None,
+        location: DEFAULT_LOCATION.to_owned(),
     })
 }
 
@@ -162,6 +168,7 @@ fn reserved_with_ttl(
         quantity,
         ttl_seconds: Some(ttl_seconds),
         expires_at: Some(expires_at),
+        location: DEFAULT_LOCATION.to_owned(),
     })
 }
 
@@ -171,6 +178,7 @@ fn released(reservation_id: &str, quantity: u64) -> SkuEvent {
         order_id: None,
         quantity,
         reason: None,
+        location: DEFAULT_LOCATION.to_owned(),
     })
 }
 
@@ -180,6 +188,7 @@ fn expired(reservation_id: &str, quantity: u64, expires_at: DateTime<Utc>) -> Sk
         order_id: None,
         quantity,
         expires_at,
+        location: DEFAULT_LOCATION.to_owned(),
     })
 }
 
@@ -188,6 +197,7 @@ fn confirmed(reservation_id: &str, quantity: u64) -> SkuEvent {
         reservation_id: reservation_id.to_owned(),
         order_id: None,
         quantity,
+        location: DEFAULT_LOCATION.to_owned(),
     })
 }
 
@@ -244,6 +254,7 @@ fn each_applied_event_raises_the_version_by_one_from_zero() {
     state.apply(&SkuEvent::ReorderPointSet(ReorderPointSet {
         reorder_point: 3,
         previous_reorder_point: 0,
+        location: DEFAULT_LOCATION.to_owned(),
     }));
 
     // An event that moves no stock is still a revision of the stream.
@@ -272,6 +283,7 @@ fn replenishing_records_its_reference() {
     let command = SkuCommand::Replenish(ReplenishStock {
         quantity: Quantity::new(3).unwrap(),
         reference: Some(Reference::parse("PO-2024-118").unwrap()),
+        location: LocationId::default_location(),
     });
 
     let events = when_accepted(&mut state, &command);
@@ -281,6 +293,7 @@ fn replenishing_records_its_reference() {
         vec![SkuEvent::Replenished(StockReplenished {
             quantity: 3,
             reference: Some("PO-2024-118".to_owned()),
+            location: DEFAULT_LOCATION.to_owned(),
         })]
     );
 }
@@ -333,6 +346,7 @@ fn reserving_holds_units_and_lowers_available() {
             quantity: 4,
             ttl_seconds: None,
             expires_at: None,
+            location: DEFAULT_LOCATION.to_owned(),
         })]
     );
     assert_eq!(state.on_hand, 10, "a reservation does not move units");
@@ -355,6 +369,7 @@ fn reserving_more_than_available_is_rejected_with_the_available_quantity() {
         DomainError::InsufficientStock {
             requested: 7,
             available: 6,
+            location: Some(DEFAULT_LOCATION.to_owned()),
         }
     );
     assert_eq!(error.code(), "insufficient-stock");
@@ -371,6 +386,7 @@ fn reserving_from_a_sku_without_stock_is_rejected() {
         DomainError::InsufficientStock {
             requested: 1,
             available: 0,
+            location: Some(DEFAULT_LOCATION.to_owned()),
         }
     );
 }
@@ -566,6 +582,7 @@ fn releasing_returns_units_to_available() {
             order_id: Some("order-9".to_owned()),
             quantity: 4,
             reason: Some("cart abandoned".to_owned()),
+            location: DEFAULT_LOCATION.to_owned(),
         })]
     );
     assert_eq!(state.on_hand, 10);
@@ -686,6 +703,7 @@ fn expiring_at_the_expiry_time_ends_the_reservation_and_records_its_expiry() {
             order_id: Some("order-9".to_owned()),
             quantity: 4,
             expires_at: now(),
+            location: DEFAULT_LOCATION.to_owned(),
         })]
     );
     assert_eq!(state.on_hand, 10);
@@ -789,6 +807,7 @@ fn adjusting_up_raises_on_hand() {
             delta: 3,
             reason: "cycle count".to_owned(),
             reference: Some("COUNT-7".to_owned()),
+            location: DEFAULT_LOCATION.to_owned(),
         })]
     );
     assert_eq!(state.on_hand, 13);
@@ -818,6 +837,7 @@ fn an_adjustment_that_would_take_on_hand_below_reserved_is_rejected_with_the_num
             delta: -5,
             on_hand_after: 5,
             reserved: 6,
+            location: Some(DEFAULT_LOCATION.to_owned()),
         }
     );
     assert_eq!(error.code(), "adjustment-below-reserved");
@@ -835,6 +855,7 @@ fn an_adjustment_below_zero_is_rejected_with_the_negative_balance() {
             delta: -4,
             on_hand_after: -1,
             reserved: 0,
+            location: Some(DEFAULT_LOCATION.to_owned()),
         }
     );
 }
@@ -880,6 +901,7 @@ fn setting_the_reorder_point_records_the_previous_one() {
         vec![SkuEvent::ReorderPointSet(ReorderPointSet {
             reorder_point: 5,
             previous_reorder_point: 0,
+            location: DEFAULT_LOCATION.to_owned(),
         })]
     );
     assert_eq!(
@@ -887,6 +909,7 @@ fn setting_the_reorder_point_records_the_previous_one() {
         vec![SkuEvent::ReorderPointSet(ReorderPointSet {
             reorder_point: 8,
             previous_reorder_point: 5,
+            location: DEFAULT_LOCATION.to_owned(),
         })]
     );
     assert_eq!(state.reorder_point, 8);

@@ -6,11 +6,11 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use jsonschema::Validator;
 use ledger_domain::{
-    AdjustStock, AdjustmentDelta, Balances, ConfirmReservation, DecodeError, ExpireReservation,
-    OrderId, Quantity, Reason, Reference, ReleaseReservation, ReorderPoint, ReplenishStock,
-    ReservationId, ReserveStock, SetReorderPoint, Sku, SkuCommand, SkuEvent, SkuState, TtlSeconds,
-    EVENT_TYPES, IDENTIFIER_LENGTH_MAX, QUANTITY_MAX, REASON_LENGTH_MAX, REFERENCE_LENGTH_MAX,
-    RESERVATION_TTL_SECONDS_MAX,
+    AdjustStock, AdjustmentDelta, Allocation, Balances, ConfirmReservation, DecodeError,
+    ExpireReservation, LocationId, OrderId, Quantity, Reason, Reference, ReleaseReservation,
+    ReorderPoint, ReplenishStock, ReservationId, ReserveStock, SetReorderPoint, Sku, SkuCommand,
+    SkuEvent, SkuState, TtlSeconds, EVENT_TYPES, IDENTIFIER_LENGTH_MAX, LOCATION_LENGTH_MAX,
+    QUANTITY_MAX, REASON_LENGTH_MAX, REFERENCE_LENGTH_MAX, RESERVATION_TTL_SECONDS_MAX,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -25,6 +25,9 @@ const SCHEMAS_DIRECTORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sche
 /// The prefix of every schema's `$id`. The `.invalid` top-level domain is reserved, so the id
 /// names the schema without pretending that anything can be fetched from it.
 const SCHEMA_ID_PREFIX: &str = "https://inventory-ledger.invalid/schemas/events/";
+
+/// The schema version every event type is written with today.
+const CURRENT_VERSION: u32 = 2;
 
 const JSON_SCHEMA_DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
@@ -352,6 +355,7 @@ fn replenish(quantity: u64, reference: Option<&str>) -> SkuCommand {
     SkuCommand::Replenish(ReplenishStock {
         quantity: Quantity::new(quantity).unwrap(),
         reference: reference.map(|value| Reference::parse(value).unwrap()),
+        location: LocationId::default_location(),
     })
 }
 
@@ -366,6 +370,7 @@ fn reserve(
         order_id: order_id.map(|value| OrderId::parse(value).unwrap()),
         quantity: Quantity::new(quantity).unwrap(),
         ttl_seconds: ttl_seconds.map(|value| TtlSeconds::new(value as i64).unwrap()),
+        allocation: Allocation::default(),
     })
 }
 
@@ -393,12 +398,14 @@ fn adjust(delta: i64, reason: &str, reference: Option<&str>) -> SkuCommand {
         delta: AdjustmentDelta::new(delta).unwrap(),
         reason: Reason::parse(reason).unwrap(),
         reference: reference.map(|value| Reference::parse(value).unwrap()),
+        location: LocationId::default_location(),
     })
 }
 
 fn set_reorder_point(reorder_point: u64) -> SkuCommand {
     SkuCommand::SetReorderPoint(SetReorderPoint {
         reorder_point: ReorderPoint::new(reorder_point as i64).unwrap(),
+        location: LocationId::default_location(),
     })
 }
 
@@ -561,15 +568,15 @@ fn a_payload_that_breaks_the_schema_is_refused_by_both() {
         }),
     ];
     for (event_type, field, break_payload) in cases {
-        let mut payload = ContractFile::example(event_type, 1).read_json();
+        let mut payload = ContractFile::example(event_type, CURRENT_VERSION).read_json();
         break_payload(&mut payload);
-        let violations = schema_violations(emitted_schema(event_type, 1), &payload);
+        let violations = schema_violations(emitted_schema(event_type, CURRENT_VERSION), &payload);
         assert!(
             violations.iter().any(|violation| violation.contains(field)),
             "{event_type} v1 with `{field}` broken ({payload}) should be refused by its schema \
              for `{field}`, but the schema reported: {violations:?}"
         );
-        let decoded = SkuEvent::decode(event_type, 1, &payload);
+        let decoded = SkuEvent::decode(event_type, CURRENT_VERSION, &payload);
         assert!(
             matches!(decoded, Err(DecodeError::Payload { .. })),
             "{event_type} v1 with `{field}` broken ({payload}) should be refused by \
@@ -582,9 +589,9 @@ fn a_payload_that_breaks_the_schema_is_refused_by_both() {
 /// `value`, or `None` when they agree. The rest of the payload is the valid example, so the
 /// field alone decides.
 fn disagreement(event_type: &str, field: &str, value: Value, code_accepts: bool) -> Option<String> {
-    let mut payload = ContractFile::example(event_type, 1).read_json();
+    let mut payload = ContractFile::example(event_type, CURRENT_VERSION).read_json();
     payload[field] = value.clone();
-    let schema = emitted_schema(event_type, 1);
+    let schema = emitted_schema(event_type, CURRENT_VERSION);
     let schema_accepts = schema.validator.is_valid(&payload);
     let verdict = |accepts: bool| if accepts { "accepts" } else { "refuses" };
     (schema_accepts != code_accepts).then(|| {
@@ -706,6 +713,19 @@ fn the_schemas_accept_exactly_the_values_that_commands_accept() {
     for ttl in [-1, 0, 1, ttl_max, ttl_max + 1] {
         let accepts = TtlSeconds::new(ttl).is_ok();
         check("StockReserved", "ttl_seconds", json!(ttl), accepts);
+    }
+    for identifier in identifiers.clone() {
+        let location_accepted = LocationId::parse(&identifier).is_ok();
+        for &(event_type, _) in EVENT_TYPES {
+            check(event_type, "location", json!(identifier), location_accepted);
+        }
+    }
+    for location in [
+        "A".repeat(LOCATION_LENGTH_MAX),
+        "A".repeat(LOCATION_LENGTH_MAX + 1),
+    ] {
+        let accepted = LocationId::parse(&location).is_ok();
+        check("StockReplenished", "location", json!(location), accepted);
     }
     for identifier in identifiers {
         let reservation_id_accepted = ReservationId::parse(&identifier).is_ok();
@@ -842,15 +862,47 @@ fn delta_strategy() -> impl Strategy<Value = AdjustmentDelta> {
     })
 }
 
+/// A few locations, so that random commands meet at one often and spread over several.
+fn location_strategy() -> impl Strategy<Value = LocationId> {
+    proptest::sample::select(vec!["default", "store-12", "wh-1"])
+        .prop_map(|name| LocationId::parse(name).unwrap())
+}
+
+fn allocation_strategy() -> impl Strategy<Value = Allocation> {
+    prop_oneof![
+        4 => location_strategy().prop_map(Allocation::At),
+        1 => proptest::sample::subsequence(vec!["wh-1", "store-12", "default"], 1..=3)
+            .prop_shuffle()
+            .prop_map(|names| Allocation::preference(
+                names.into_iter().map(|n| LocationId::parse(n).unwrap()).collect()
+            ).unwrap()),
+        1 => Just(Allocation::MostAvailable),
+    ]
+}
+
 fn command_strategy() -> impl Strategy<Value = SkuCommand> {
     let reorder_point_max = QUANTITY_MAX as i64;
     prop_oneof![
-        3 => (quantity_strategy(), reference_strategy()).prop_map(|(quantity, reference)| {
-            SkuCommand::Replenish(ReplenishStock { quantity, reference })
-        }),
-        4 => (reservation_id_strategy(), order_id_strategy(), quantity_strategy(), ttl_strategy())
-            .prop_map(|(reservation_id, order_id, quantity, ttl_seconds)| {
-                SkuCommand::Reserve(ReserveStock { reservation_id, order_id, quantity, ttl_seconds })
+        3 => (quantity_strategy(), reference_strategy(), location_strategy()).prop_map(
+            |(quantity, reference, location)| {
+                SkuCommand::Replenish(ReplenishStock { quantity, reference, location })
+            }
+        ),
+        4 => (
+            reservation_id_strategy(),
+            order_id_strategy(),
+            quantity_strategy(),
+            ttl_strategy(),
+            allocation_strategy(),
+        )
+            .prop_map(|(reservation_id, order_id, quantity, ttl_seconds, allocation)| {
+                SkuCommand::Reserve(ReserveStock {
+                    reservation_id,
+                    order_id,
+                    quantity,
+                    ttl_seconds,
+                    allocation,
+                })
             }),
         2 => (reservation_id_strategy(), proptest::option::of(reason_strategy())).prop_map(
             |(reservation_id, reason)| {
@@ -861,16 +913,18 @@ fn command_strategy() -> impl Strategy<Value = SkuCommand> {
             .prop_map(|reservation_id| SkuCommand::Expire(ExpireReservation { reservation_id })),
         2 => reservation_id_strategy()
             .prop_map(|reservation_id| SkuCommand::Confirm(ConfirmReservation { reservation_id })),
-        2 => (delta_strategy(), reason_strategy(), reference_strategy()).prop_map(
-            |(delta, reason, reference)| {
-                SkuCommand::Adjust(AdjustStock { delta, reason, reference })
-            }
-        ),
-        1 => prop_oneof![0..=100i64, 0..=reorder_point_max, Just(reorder_point_max)].prop_map(
-            |value| SkuCommand::SetReorderPoint(SetReorderPoint {
+        2 => (delta_strategy(), reason_strategy(), reference_strategy(), location_strategy())
+            .prop_map(|(delta, reason, reference, location)| {
+                SkuCommand::Adjust(AdjustStock { delta, reason, reference, location })
+            }),
+        1 => (
+            prop_oneof![0..=100i64, 0..=reorder_point_max, Just(reorder_point_max)],
+            location_strategy(),
+        )
+            .prop_map(|(value, location)| SkuCommand::SetReorderPoint(SetReorderPoint {
                 reorder_point: ReorderPoint::new(value).unwrap(),
-            })
-        ),
+                location,
+            })),
     ]
 }
 

@@ -8,12 +8,16 @@
 //! byte 0 or 1 and then T):
 //! - sku: str, on_hand: u64, reserved: u64, reorder_point: u64, version: opt<u64>,
 //!   open_reservation_count: u64
+//! - locations: u32 count, then in name order: name: str, on_hand: u64, reserved: u64,
+//!   reorder_point: u64
 //! - reservations: u32 count, then in id order: id: str, order_id: opt<str>, quantity: u64,
-//!   ttl_seconds: opt<u64>, expires_at: opt<i64 microseconds since the epoch>, status: u8
+//!   ttl_seconds: opt<u64>, expires_at: opt<i64 microseconds since the epoch>, status: u8,
+//!   location: u32 index into the locations above (a hot SKU has many reservations and few
+//!   locations)
 //! - recent keys: u32 count, then key: str, first: u64, last: u64.
 
 use chrono::{DateTime, Utc};
-use ledger_domain::{Reservation, ReservationStatus, Sku, SkuState};
+use ledger_domain::{LocationStock, Reservation, ReservationStatus, Sku, SkuState};
 use std::collections::BTreeMap;
 
 /// A snapshot body as its two parts.
@@ -35,6 +39,15 @@ pub fn encode(
     put_u64(&mut out, state.reorder_point);
     put_option(&mut out, state.version, put_u64);
     put_u64(&mut out, state.open_reservation_count);
+    put_u32(&mut out, state.locations.len());
+    let mut index = std::collections::HashMap::with_capacity(state.locations.len());
+    for (position, (name, stock)) in state.locations.iter().enumerate() {
+        index.insert(name.as_str(), position);
+        put_str(&mut out, name);
+        put_u64(&mut out, stock.on_hand);
+        put_u64(&mut out, stock.reserved);
+        put_u64(&mut out, stock.reorder_point);
+    }
     put_u32(&mut out, state.reservations.len());
     for reservation in state.reservations.values() {
         put_str(&mut out, &reservation.reservation_id);
@@ -49,6 +62,11 @@ pub fn encode(
             |out, micros| out.extend_from_slice(&micros.to_le_bytes()),
         );
         out.push(status_byte(reservation.status));
+        let location = index
+            .get(reservation.location.as_str())
+            .copied()
+            .expect("a reservation's location has balances in the state");
+        put_u32(&mut out, location);
     }
     put_u32(&mut out, recent_keys.len());
     for (key, first, last) in recent_keys {
@@ -76,6 +94,18 @@ pub fn decode(bytes: &[u8]) -> Option<SnapshotBody> {
     state.version = input.option(Input::u64)?;
     state.open_reservation_count = input.u64()?;
     let count = input.u32()?;
+    let mut names = Vec::with_capacity(count.min(bytes.len()));
+    for _ in 0..count {
+        let name = input.str()?.to_owned();
+        let stock = LocationStock {
+            on_hand: input.u64()?,
+            reserved: input.u64()?,
+            reorder_point: input.u64()?,
+        };
+        state.locations.insert(name.clone(), stock);
+        names.push(name);
+    }
+    let count = input.u32()?;
     let mut reservations = Vec::with_capacity(count.min(bytes.len()));
     for _ in 0..count {
         let reservation_id = input.str()?.to_owned();
@@ -89,6 +119,7 @@ pub fn decode(bytes: &[u8]) -> Option<SnapshotBody> {
                 DateTime::<Utc>::from_timestamp_micros(micros)
             })?,
             status: status_of(input.byte()?)?,
+            location: names.get(input.u32()?)?.clone(),
         };
         reservations.push((reservation_id, reservation));
     }
@@ -206,6 +237,16 @@ mod tests {
         state.reorder_point = 2;
         state.version = Some(7);
         state.open_reservation_count = 1;
+        for (name, on_hand, reserved) in [("default", 4, 3), ("store-12", 6, 0)] {
+            state.locations.insert(
+                name.to_owned(),
+                ledger_domain::LocationStock {
+                    on_hand,
+                    reserved,
+                    reorder_point: 1,
+                },
+            );
+        }
         for (index, status) in [
             ReservationStatus::Open,
             ReservationStatus::Released,
@@ -226,6 +267,7 @@ mod tests {
                     expires_at: (index != 1)
                         .then(|| Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap()),
                     status,
+                    location: if index == 0 { "default" } else { "store-12" }.to_owned(),
                 },
             );
         }

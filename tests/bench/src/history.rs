@@ -122,6 +122,7 @@ impl SkuHistory {
             None => self.replenish(n),
             Some(0) => SkuCommand::SetReorderPoint(SetReorderPoint {
                 reorder_point: ReorderPoint::new(REORDER_POINT).expect("a valid reorder point"),
+                location: ledger_domain::LocationId::default_location(),
             }),
             Some(_) => {
                 let roll = self.random.between(0, 99);
@@ -151,6 +152,7 @@ impl SkuHistory {
                         reference: Some(
                             Reference::parse(&format!("COUNT-{n}")).expect("a valid reference"),
                         ),
+                        location: ledger_domain::LocationId::default_location(),
                     })
                 } else {
                     let reservation = format!("r{n}");
@@ -166,6 +168,7 @@ impl SkuHistory {
                         ),
                         quantity: Quantity::new(quantity).expect("a valid quantity"),
                         ttl_seconds: None,
+                        allocation: ledger_domain::Allocation::default(),
                     })
                 }
             }
@@ -177,6 +180,7 @@ impl SkuHistory {
         SkuCommand::Replenish(ReplenishStock {
             quantity: Quantity::new(self.random.between(500, 1_000)).expect("a valid quantity"),
             reference: Some(Reference::parse(&format!("PO-{n}")).expect("a valid reference")),
+            location: ledger_domain::LocationId::default_location(),
         })
     }
 }

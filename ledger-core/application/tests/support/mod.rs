@@ -149,6 +149,7 @@ impl PlainCommand {
             Self::Replenish { quantity } => SkuCommand::Replenish(ReplenishStock {
                 quantity: Quantity::new(*quantity).unwrap(),
                 reference: None,
+                location: ledger_domain::LocationId::default_location(),
             }),
             Self::Reserve(request) => SkuCommand::Reserve(ReserveStock {
                 reservation_id: id(&request.reservation_id),
@@ -160,6 +161,7 @@ impl PlainCommand {
                 ttl_seconds: request
                     .ttl_seconds
                     .map(|t| TtlSeconds::new(t as i64).unwrap()),
+                allocation: ledger_domain::Allocation::default(),
             }),
             Self::Release { reservation_id } => SkuCommand::Release(ReleaseReservation {
                 reservation_id: id(reservation_id),
@@ -175,10 +177,12 @@ impl PlainCommand {
                 delta: AdjustmentDelta::new(*delta).unwrap(),
                 reason: Reason::parse(ADJUSTMENT_REASON).unwrap(),
                 reference: None,
+                location: ledger_domain::LocationId::default_location(),
             }),
             Self::SetReorderPoint { reorder_point } => {
                 SkuCommand::SetReorderPoint(SetReorderPoint {
                     reorder_point: ReorderPoint::new(*reorder_point as i64).unwrap(),
+                    location: ledger_domain::LocationId::default_location(),
                 })
             }
         }
@@ -238,7 +242,7 @@ pub fn plain_command() -> impl Strategy<Value = PlainCommand> {
         4 => reservation_id().prop_map(|reservation_id| PlainCommand::Expire { reservation_id }),
         2 => reservation_id().prop_map(|reservation_id| PlainCommand::Confirm { reservation_id }),
         2 => prop_oneof![-6i64..=-1, 1i64..=6].prop_map(|delta| PlainCommand::Adjust { delta }),
-        1 => (0u64..=8).prop_map(|reorder_point| PlainCommand::SetReorderPoint { reorder_point }),
+        1 => (0u64..=8).prop_map(|reorder_point| PlainCommand::SetReorderPoint { reorder_point,}),
     ]
 }
 
@@ -439,6 +443,7 @@ impl Model {
                 Ok(Expected::Appends(SkuEvent::Replenished(StockReplenished {
                     quantity: *quantity,
                     reference: None,
+                    location: ledger_domain::DEFAULT_LOCATION.to_owned(),
                 })))
             }
             PlainCommand::Reserve(request) => {
@@ -462,6 +467,7 @@ impl Model {
                     return Err(DomainError::InsufficientStock {
                         requested: request.quantity,
                         available,
+                        location: Some(ledger_domain::DEFAULT_LOCATION.to_owned()),
                     });
                 }
                 let expires_at = request
@@ -484,6 +490,7 @@ impl Model {
                     quantity: request.quantity,
                     ttl_seconds: request.ttl_seconds,
                     expires_at,
+                    location: ledger_domain::DEFAULT_LOCATION.to_owned(),
                 })))
             }
             PlainCommand::Release { reservation_id } => {
@@ -493,6 +500,7 @@ impl Model {
                     order_id,
                     quantity,
                     reason: Some(RELEASE_REASON.to_owned()),
+                    location: ledger_domain::DEFAULT_LOCATION.to_owned(),
                 })))
             }
             PlainCommand::Expire { reservation_id } => {
@@ -517,6 +525,7 @@ impl Model {
                     order_id,
                     quantity,
                     expires_at,
+                    location: ledger_domain::DEFAULT_LOCATION.to_owned(),
                 })))
             }
             PlainCommand::Confirm { reservation_id } => {
@@ -528,6 +537,7 @@ impl Model {
                         reservation_id: reservation_id.clone(),
                         order_id,
                         quantity,
+                        location: ledger_domain::DEFAULT_LOCATION.to_owned(),
                     },
                 )))
             }
@@ -538,6 +548,7 @@ impl Model {
                         delta: *delta,
                         on_hand_after,
                         reserved: self.reserved,
+                        location: Some(ledger_domain::DEFAULT_LOCATION.to_owned()),
                     });
                 }
                 if on_hand_after as u64 > ON_HAND_MAX {
@@ -551,6 +562,7 @@ impl Model {
                     delta: *delta,
                     reason: ADJUSTMENT_REASON.to_owned(),
                     reference: None,
+                    location: ledger_domain::DEFAULT_LOCATION.to_owned(),
                 })))
             }
             PlainCommand::SetReorderPoint { reorder_point } => {
@@ -560,6 +572,7 @@ impl Model {
                     ReorderPointSet {
                         reorder_point: *reorder_point,
                         previous_reorder_point,
+                        location: ledger_domain::DEFAULT_LOCATION.to_owned(),
                     },
                 )))
             }
