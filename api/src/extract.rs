@@ -2,8 +2,8 @@
 //! a problem that names what was wrong. A route's handler then only builds its command or query.
 //! - [`Authorized`]: the principal, checked for the permission the route's type names.
 //! - [`SkuTarget`]: the SKU (and reservation) the path names, validated.
-//! - [`JsonBody`]: the JSON body (syntax, types, unknown fields, ranges, size) and its
-//!   canonical form.
+//! - [`JsonBody`]: the JSON body (an object; syntax, types, unknown fields, ranges, size) and
+//!   its canonical form.
 //! - [`Query`]: the query string (types, ranges, unknown parameters), refused as a problem
 //!   instead of axum's plain-text rejection.
 //! - [`RequestContext`]: request id, correlation id, idempotency key, If-Match.
@@ -136,6 +136,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             Problem::bad_request("malformed-json", format!("the body is not valid JSON: {e}"))
         })?;
         integral_numbers(&mut parsed);
+        // Every body is an object. Serde would also read a struct from an array of its fields
+        // in order (`[5, null]` as a replenishment), which no client is told to send.
+        if !parsed.is_object() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation-failed",
+                "The request is not valid",
+                "the body must be a JSON object",
+            )
+            .with("field", ""));
+        }
         let canonical = parsed.to_string();
         let value = serde_path_to_error::deserialize(parsed).map_err(|e| {
             let field = e.path().to_string();

@@ -291,3 +291,42 @@ async fn if_match_is_read_only_as_an_entity_tag() {
     assert_eq!(body["current_version"], 1);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_must_be_a_json_object() {
+    // Serde reads a struct from an array of its fields too; the contract says object.
+    let server = TestServer::start().await;
+    let (status, body, _) = server
+        .post("/v1/skus/B-1/replenishments", json!([5, null]))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["type"],
+        "urn:inventory-ledger:problem:validation-failed"
+    );
+    let (status, body, _) = server
+        .post("/v1/skus/B-1/replenishments", json!({"quantity": 5}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = server
+        .post(
+            "/v1/skus/B-1/reservations",
+            json!({"reservation_id": "r1", "quantity": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for array in [json!([]), json!([null])] {
+        let (status, body, headers) = server
+            .post("/v1/skus/B-1/reservations/r1/release", array.clone())
+            .await;
+        assert_eq!(status, 422, "{array}: {body}");
+        assert_eq!(content_type(&headers), PROBLEM);
+    }
+    let (status, body, _) = server
+        .post("/v1/skus/B-1/reservations/r1/confirm", json!([]))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let state = server.get("/v1/skus/B-1").await.1;
+    assert_eq!(state["reserved"], 1, "{state}");
+    server.stop().await;
+}
