@@ -784,7 +784,8 @@ mod tests {
         fn the_identifier_schema_accepts_what_the_domain_accepts(
             value in mixed(IDENTIFIER_LENGTH_MAX + 2),
         ) {
-            let pattern = identifier_pattern(ReservationId::CHARACTERS_EXTRA, IDENTIFIER_LENGTH_MAX);
+            let pattern =
+                identifier_pattern(ReservationId::CHARACTERS_EXTRA, IDENTIFIER_LENGTH_MAX);
             let stated = regex(&pattern).is_match(&value) && within(&value, IDENTIFIER_LENGTH_MAX);
             prop_assert_eq!(stated, ReservationId::parse(&value).is_ok(), "{:?}", value);
             prop_assert_eq!(stated, OrderId::parse(&value).is_ok(), "{:?}", value);
