@@ -2,15 +2,21 @@
 //! a problem that names what was wrong. A route's handler then only builds its command or query.
 //! - [`Authorized`]: the principal, checked for the permission the route's type names.
 //! - [`SkuTarget`]: the SKU (and reservation) the path names, validated.
-//! - [`JsonBody`]: the JSON body (syntax, types, unknown fields, ranges, size) and its
-//!   canonical form.
+//! - [`JsonBody`]: the JSON body (an object; syntax, types, unknown fields, ranges, size) and
+//!   its canonical form.
+//! - [`Query`]: the query string (types, ranges, unknown parameters), refused as a problem
+//!   instead of axum's plain-text rejection.
 //! - [`RequestContext`]: request id, correlation id, idempotency key, If-Match.
 //! - [`CommandRequest`]: all a command needs from the request: context, method, path, body.
+//!
+//! What each of them accepts is stated in the OpenAPI description by [`crate::contract`], from
+//! the same constants.
 
 use crate::auth::{Permission, Principal};
 use crate::problem::Problem;
 use crate::state::SharedState;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -24,6 +30,51 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024;
 
 /// Longest accepted request id, correlation id or idempotency key header.
 pub const HEADER_IDENTIFIER_LENGTH_MAX: usize = 128;
+
+/// Most digits of the version an `If-Match` names. Every 19-digit number fits a `u64`, and no
+/// stream comes anywhere near 10^19 events; a fixed bound keeps the header's grammar (and its
+/// pattern in the OpenAPI description) exact.
+pub const VERSION_DIGITS_MAX: usize = 19;
+
+/// The version an `If-Match` value names: an entity-tag as `ETag` sends it, `"7"` (`W/"7"`
+/// reads the same), in canonical decimal (no sign, no leading zero) of at most
+/// [`VERSION_DIGITS_MAX`] digits. Nothing else is read as a version: a lenient reading would
+/// accept values the published grammar refuses.
+pub fn if_match_version(value: &str) -> Option<u64> {
+    let tag = value.strip_prefix("W/").unwrap_or(value);
+    let digits = tag.strip_prefix('"')?.strip_suffix('"')?;
+    let canonical = digits == "0" || !digits.starts_with('0');
+    let well_formed = (1..=VERSION_DIGITS_MAX).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    if canonical && well_formed {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Turns a JSON number with an integral value written as a float (`2.0`, `1e3`) into the
+/// integer it equals. JSON Schema (and so the OpenAPI description) counts such numbers as
+/// integers, so a client may send them wherever an integer is expected; canonical bodies then
+/// also agree whichever way a retry writes the number. Only values an `i64` holds exactly are
+/// converted; anything else stays a float and is refused by the field that expects an integer.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64()) {
+                // 2^63 as an f64: the first value past `i64::MAX`.
+                const I64_END: f64 = 9_223_372_036_854_775_808.0;
+                if float.fract() == 0.0 && (-I64_END..I64_END).contains(&float) {
+                    *value = Value::from(float as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(members) => members.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
 
 /// A JSON body, deserialised with the path of the offending field on failure.
 pub struct JsonBody<T> {
@@ -46,14 +97,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 let v = v.trim();
                 v.eq_ignore_ascii_case("application/json") || v.ends_with("+json")
             });
-        let bytes = Bytes::from_request(request, state).await.map_err(|_| {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Request body too large",
-                format!("request bodies are limited to {REQUEST_BODY_BYTES_MAX} bytes"),
-            )
-        })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection {
+                    BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                        Problem::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "body-too-large",
+                            "Request body too large",
+                            format!("request bodies are limited to {REQUEST_BODY_BYTES_MAX} bytes"),
+                        )
+                    }
+                    other => Problem::bad_request(
+                        "unreadable-body",
+                        format!("the request body could not be read: {other}"),
+                    ),
+                })?;
         // The JSON content type is required even for an empty body: a web page can only send
         // a form's content types without asking first (a CORS preflight, which this API never
         // grants), so requiring JSON keeps other sites from posting to a local API.
@@ -72,9 +132,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         } else {
             bytes
         };
-        let parsed: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        let mut parsed: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             Problem::bad_request("malformed-json", format!("the body is not valid JSON: {e}"))
         })?;
+        integral_numbers(&mut parsed);
+        // Every body is an object. Serde would also read a struct from an array of its fields
+        // in order (`[5, null]` as a replenishment), which no client is told to send.
+        if !parsed.is_object() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation-failed",
+                "The request is not valid",
+                "the body must be a JSON object",
+            )
+            .with("field", ""));
+        }
         let canonical = parsed.to_string();
         let value = serde_path_to_error::deserialize(parsed).map_err(|e| {
             let field = e.path().to_string();
@@ -96,6 +168,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// The query string's parameters, deserialised into `T` (which refuses unknown parameters).
+/// A query string that does not fit is a 400 problem (`invalid-query`) naming the parameter,
+/// like every other refusal, instead of axum's plain-text rejection.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        let value = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            let message = e.inner().to_string();
+            let (detail, field) = if field == "." {
+                (message, String::new())
+            } else {
+                (format!("{field}: {message}"), field)
+            };
+            Problem::bad_request(
+                "invalid-query",
+                format!("the query string is not valid: {detail}"),
+            )
+            .with("field", field)
+        })?;
+        Ok(Self(value))
+    }
+}
+
 /// The headers that shape how a command is carried out and recorded.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -110,6 +212,15 @@ pub struct RequestContext {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// Whether `value` is a well-formed request id, correlation id or idempotency key: 1 to
+/// [`HEADER_IDENTIFIER_LENGTH_MAX`] visible ASCII characters. (The HTTP parser has already
+/// removed the whitespace around a header's value.)
+pub fn is_header_identifier(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= HEADER_IDENTIFIER_LENGTH_MAX
+        && value.bytes().all(|b| b.is_ascii_graphic())
+}
+
 fn identifier_header(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get(name) else {
         return Ok(None);
@@ -117,12 +228,7 @@ fn identifier_header(headers: &HeaderMap, name: &'static str) -> Result<Option<S
     let text = value
         .to_str()
         .ok()
-        .map(str::trim)
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= HEADER_IDENTIFIER_LENGTH_MAX
-                && v.bytes().all(|b| b.is_ascii_graphic())
-        })
+        .filter(|v| is_header_identifier(v))
         .ok_or_else(|| {
             Problem::bad_request(
                 "invalid-header",
@@ -153,8 +259,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
                 let version = value
                     .to_str()
                     .ok()
-                    .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-                    .and_then(|v| v.parse::<u64>().ok())
+                    .and_then(if_match_version)
                     .ok_or_else(|| {
                         Problem::bad_request(
                             "invalid-if-match",

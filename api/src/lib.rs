@@ -8,6 +8,9 @@
 //!   OpenAPI router so the description cannot drift from the served API.
 //! - [`auth`], [`extract`], [`answer`], [`problem`]: what every command shares — tokens and
 //!   roles, strict input parsing, rendered answers and request fingerprints, RFC 9457 errors.
+//! - [`contract`]: what the OpenAPI description states beyond the handlers' types — the
+//!   input rules as schemas built from the same constants the extractors and the domain
+//!   check, and every problem response — so that the description matches what is enforced.
 //! - [`server`], [`protection`]: the HTTP server loop (header timeout, connection cap,
 //!   graceful shutdown) and the limits in front of the routes (host check, rate limit, load
 //!   shedding, request timeout).
@@ -17,6 +20,7 @@
 pub mod answer;
 pub mod auth;
 pub mod config;
+pub mod contract;
 pub mod expiry;
 pub mod extract;
 pub mod problem;

@@ -1,19 +1,19 @@
 //! RFC 9457 problem details: the one place where errors become HTTP responses. 4xx bodies
 //! explain what was wrong and how to fix it; 5xx bodies reveal nothing, and the cause goes to
-//! the log with the request id.
+//! the log with the request id. The document's schema in the OpenAPI description is
+//! [`crate::contract::problem`].
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ledger_application::command::CommandError;
 use ledger_application::store::StoreError;
 use ledger_domain::{DomainError, ValidationError};
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// Problem types are URNs: stable identifiers a client can switch on.
-const PROBLEM_TYPE_PREFIX: &str = "urn:inventory-ledger:problem:";
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:inventory-ledger:problem:";
 
 #[derive(Debug, Clone)]
 pub struct Problem {
@@ -22,19 +22,6 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     pub extensions: Map<String, Value>,
-}
-
-/// The document shape, for the OpenAPI description.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ProblemDocument {
-    /// A URN naming the kind of problem, e.g. `urn:inventory-ledger:problem:insufficient-stock`.
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    /// For validation problems: the offending field.
-    pub field: Option<String>,
 }
 
 impl Problem {

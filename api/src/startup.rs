@@ -103,6 +103,16 @@ async fn not_found() -> Problem {
     )
 }
 
+/// A known path with a method it does not serve; the router adds the `Allow` header.
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this path does not serve this method; `Allow` lists those it does",
+    )
+}
+
 /// Build the HTTP application over the given state: routes, body limit, observation.
 pub fn application(state: SharedState) -> axum::Router {
     let (router, api) = routes::router(state.clone());
@@ -111,6 +121,7 @@ pub fn application(state: SharedState) -> axum::Router {
         .set(serde_json::to_string_pretty(&api).expect("the OpenAPI description serialises"));
     router
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(
             state,

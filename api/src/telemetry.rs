@@ -2,7 +2,7 @@
 //! every request an id, a span and its rate and latency metrics. (Logging is set up by
 //! `ledger_startup::init_logging`, the same for every binary.)
 
-use crate::extract::{RequestId, HEADER_IDENTIFIER_LENGTH_MAX};
+use crate::extract::{is_header_identifier, RequestId};
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -47,11 +47,7 @@ fn request_id(request: &Request) -> String {
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= HEADER_IDENTIFIER_LENGTH_MAX
-                && v.bytes().all(|b| b.is_ascii_graphic())
-        })
+        .filter(|v| is_header_identifier(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }

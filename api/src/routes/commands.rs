@@ -5,10 +5,14 @@
 use super::{etag, SkuStateBody};
 use crate::answer::{fingerprint, RenderedAnswer};
 use crate::auth::{Permission, Principal};
+use crate::contract::{
+    self, CommandHeaders, CommandProblems, Conflict, EntityTag, Guarded, ReservationNotFound,
+    ReservationPath, SkuPath,
+};
 use crate::extract::{
     Authorized, CommandRequest, Managing, RequestContext, Requirement, Reserving, SkuTarget,
 };
-use crate::problem::{Problem, ProblemDocument};
+use crate::problem::Problem;
 use crate::state::SharedState;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
@@ -21,10 +25,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplenishRequest {
-    #[schema(value_type = u64, minimum = 1, maximum = 1_000_000_000)]
+    #[schema(schema_with = contract::quantity)]
     pub quantity: Quantity,
     /// The delivery's document: purchase order, receipt, transfer number.
-    #[schema(value_type = Option<String>, max_length = 128)]
+    #[schema(schema_with = contract::reference_or_null)]
     pub reference: Option<Reference>,
     /// Where: a store or warehouse id (1–64 of A–Z a–z 0–9 . _ -); `default` when absent.
     #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -35,15 +39,16 @@ pub struct ReplenishRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
-    /// Your id for this hold; makes the request safe to retry. Generated when absent.
-    #[schema(value_type = Option<String>, max_length = 128, pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+    /// Your id for this hold; makes the request safe to retry (the same id with a different
+    /// request is refused, 422 `idempotency-key-reused`). Generated when absent.
+    #[schema(schema_with = contract::reservation_id_or_null)]
     pub reservation_id: Option<ReservationId>,
-    #[schema(value_type = Option<String>, max_length = 128, pattern = "^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+    #[schema(schema_with = contract::order_id_or_null)]
     pub order_id: Option<OrderId>,
-    #[schema(value_type = u64, minimum = 1, maximum = 1_000_000_000)]
+    #[schema(schema_with = contract::quantity)]
     pub quantity: Quantity,
     /// Seconds until the hold expires by itself; no expiry when absent.
-    #[schema(value_type = Option<u64>, minimum = 1, maximum = 2_592_000)]
+    #[schema(schema_with = contract::ttl_seconds_or_null)]
     pub ttl_seconds: Option<TtlSeconds>,
     /// Hold the units at this location only (a store's sale); `default` when neither this nor
     /// `allocation` is given.
@@ -72,7 +77,7 @@ pub enum AllocationRequest {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
-    #[schema(value_type = Option<String>, max_length = 500)]
+    #[schema(schema_with = contract::reason_or_null)]
     pub reason: Option<Reason>,
 }
 
@@ -84,11 +89,11 @@ pub struct ConfirmRequest {}
 #[serde(deny_unknown_fields)]
 pub struct AdjustRequest {
     /// Signed correction of on hand, e.g. -3 after a cycle count found three fewer.
-    #[schema(value_type = i64, minimum = -1_000_000_000, maximum = 1_000_000_000)]
+    #[schema(schema_with = contract::adjustment_delta)]
     pub delta: AdjustmentDelta,
-    #[schema(value_type = String, max_length = 500)]
+    #[schema(schema_with = contract::reason)]
     pub reason: Reason,
-    #[schema(value_type = Option<String>, max_length = 128)]
+    #[schema(schema_with = contract::reference_or_null)]
     pub reference: Option<Reference>,
     /// Where: a store or warehouse id (1–64 of A–Z a–z 0–9 . _ -); `default` when absent.
     #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -99,7 +104,7 @@ pub struct AdjustRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReorderPointRequest {
-    #[schema(value_type = u64, minimum = 0, maximum = 1_000_000_000)]
+    #[schema(schema_with = contract::reorder_point)]
     pub reorder_point: ReorderPoint,
     /// Where: a store or warehouse id (1–64 of A–Z a–z 0–9 . _ -); `default` when absent.
     #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -389,12 +394,11 @@ fn success(command: Command, outcome: CommandOutcome) -> RenderedAnswer {
 
 #[utoipa::path(
     post, path = "/v1/skus/{sku}/replenishments", tag = "commands",
-    params(("sku" = String, Path, description = "The SKU"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the original answer"),
-           ("If-Match" = Option<String>, Header, description = "Append only if the SKU is still at this version")),
-    request_body = ReplenishRequest,
-    responses((status = 200, description = "Stock added", body = CommandResultBody),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+    params(SkuPath, CommandHeaders),
+    request_body(content = ReplenishRequest, description = contract::body_limits()),
+    responses((status = 200, description = "Stock added", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"))),
+              CommandProblems, Guarded)
 )]
 pub async fn replenish(
     State(state): State<SharedState>,
@@ -405,13 +409,12 @@ pub async fn replenish(
 
 #[utoipa::path(
     post, path = "/v1/skus/{sku}/reservations", tag = "commands",
-    params(("sku" = String, Path, description = "The SKU"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the original answer; the reservation id does too"),
-           ("If-Match" = Option<String>, Header, description = "Append only if the SKU is still at this version")),
-    request_body = ReserveRequest,
-    responses((status = 201, description = "Units held", body = CommandResultBody),
-              (status = 409, description = "Insufficient stock (the problem carries `available`)", body = ProblemDocument, content_type = "application/problem+json"),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+    params(SkuPath, CommandHeaders),
+    request_body(content = ReserveRequest, description = contract::body_limits()),
+    responses((status = 201, description = "Units held", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"),
+                       ("Location" = String, description = "The reservation's path"))),
+              Conflict, CommandProblems, Guarded)
 )]
 pub async fn reserve(
     State(state): State<SharedState>,
@@ -422,12 +425,11 @@ pub async fn reserve(
 
 #[utoipa::path(
     post, path = "/v1/skus/{sku}/reservations/{reservation_id}/release", tag = "commands",
-    params(("sku" = String, Path, description = "The SKU"),
-           ("reservation_id" = String, Path, description = "The reservation to end"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the original answer")),
-    request_body(content = ReleaseRequest, description = "Optional; an empty body is allowed"),
-    responses((status = 200, description = "Units returned to available", body = CommandResultBody),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+    params(ReservationPath, CommandHeaders),
+    request_body(content = ReleaseRequest, description = contract::body_limits()),
+    responses((status = 200, description = "Units returned to available", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"))),
+              ReservationNotFound, Conflict, CommandProblems, Guarded)
 )]
 pub async fn release(
     State(state): State<SharedState>,
@@ -438,12 +440,11 @@ pub async fn release(
 
 #[utoipa::path(
     post, path = "/v1/skus/{sku}/reservations/{reservation_id}/confirm", tag = "commands",
-    params(("sku" = String, Path, description = "The SKU"),
-           ("reservation_id" = String, Path, description = "The reservation whose units leave the building"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the original answer")),
-    request_body(content = ConfirmRequest, description = "Optional; an empty body is allowed"),
-    responses((status = 200, description = "On hand and reserved both dropped", body = CommandResultBody),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+    params(ReservationPath, CommandHeaders),
+    request_body(content = ConfirmRequest, description = contract::body_limits()),
+    responses((status = 200, description = "On hand and reserved both dropped", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"))),
+              ReservationNotFound, Conflict, CommandProblems, Guarded)
 )]
 pub async fn confirm(
     State(state): State<SharedState>,
@@ -454,12 +455,11 @@ pub async fn confirm(
 
 #[utoipa::path(
     post, path = "/v1/skus/{sku}/adjustments", tag = "commands",
-    params(("sku" = String, Path, description = "The SKU"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the original answer"),
-           ("If-Match" = Option<String>, Header, description = "Append only if the SKU is still at this version")),
-    request_body = AdjustRequest,
-    responses((status = 200, description = "On hand corrected", body = CommandResultBody),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+    params(SkuPath, CommandHeaders),
+    request_body(content = AdjustRequest, description = contract::body_limits()),
+    responses((status = 200, description = "On hand corrected", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"))),
+              Conflict, CommandProblems, Guarded)
 )]
 pub async fn adjust(
     State(state): State<SharedState>,
@@ -470,12 +470,11 @@ pub async fn adjust(
 
 #[utoipa::path(
     put, path = "/v1/skus/{sku}/reorder-point", tag = "commands",
-    params(("sku" = String, Path, description = "The SKU"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the original answer"),
-           ("If-Match" = Option<String>, Header, description = "Append only if the SKU is still at this version")),
-    request_body = ReorderPointRequest,
-    responses((status = 200, description = "Reorder point set", body = CommandResultBody),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+    params(SkuPath, CommandHeaders),
+    request_body(content = ReorderPointRequest, description = contract::body_limits()),
+    responses((status = 200, description = "Reorder point set", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"))),
+              CommandProblems, Guarded)
 )]
 pub async fn set_reorder_point(
     State(state): State<SharedState>,

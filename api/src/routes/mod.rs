@@ -7,6 +7,7 @@ pub mod commands;
 pub mod operations;
 pub mod queries;
 
+use crate::contract::Contract;
 use crate::state::SharedState;
 use ledger_domain::SkuSummary;
 use serde::Serialize;
@@ -19,9 +20,11 @@ use utoipa_axum::routes;
     info(
         title = "Inventory ledger API",
         description = "Reserve, release, confirm, replenish and adjust stock; every movement is an \
-                       immutable event in the SKU's stream. Errors are RFC 9457 problem documents."
+                       immutable event in the SKU's stream. Errors are RFC 9457 problem documents \
+                       (`application/problem+json`) whose `type` is a stable URN. Every operation \
+                       under `/v1` needs a bearer token unless the server runs open."
     ),
-    components(schemas(crate::problem::ProblemDocument)),
+    modifiers(&Contract),
     tags(
         (name = "commands", description = "Change stock; each success appends events"),
         (name = "queries", description = "Read stock, reservations, history and alerts"),

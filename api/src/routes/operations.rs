@@ -2,6 +2,7 @@
 //! needs a token, so that orchestrators and scrapers work without credentials; none reveals
 //! stock data.
 
+use crate::contract::HostProblems;
 use crate::state::SharedState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -20,7 +21,8 @@ pub struct HealthBody {
 
 #[utoipa::path(
     get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "The process is alive", body = HealthBody))
+    security(()),
+    responses((status = 200, description = "The process is alive", body = HealthBody), HostProblems)
 )]
 pub async fn healthz() -> Json<HealthBody> {
     Json(HealthBody { status: "ok" })
@@ -62,8 +64,10 @@ where
 
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
+    security(()),
     responses((status = 200, description = "The event store and the database answer", body = ReadinessBody),
-              (status = 503, description = "A dependency is down; the body names it", body = ReadinessBody))
+              (status = 503, description = "A dependency is down; the body names it", body = ReadinessBody),
+              HostProblems)
 )]
 pub async fn readyz(State(state): State<SharedState>) -> Response {
     let (store, database) = tokio::join!(
@@ -99,7 +103,9 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
 
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"))
+    security(()),
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+              HostProblems)
 )]
 pub async fn metrics(State(state): State<SharedState>) -> Response {
     (
@@ -111,7 +117,8 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
 
 #[utoipa::path(
     get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "This API's OpenAPI 3.1 description", body = Object))
+    security(()),
+    responses((status = 200, description = "This API's OpenAPI 3.1 description", body = Object), HostProblems)
 )]
 pub async fn openapi(State(state): State<SharedState>) -> Response {
     (

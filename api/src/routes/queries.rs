@@ -5,10 +5,13 @@
 
 use super::bodies::{self, bodies};
 use super::{etag, SkuStateBody};
-use crate::extract::{Auditing, Authorized, Reading, SkuTarget};
-use crate::problem::{Problem, ProblemDocument};
+use crate::contract::{
+    self, EntityTag, Guarded, PathProblems, QueryProblems, SkuPath, SkuQueryProblems,
+};
+use crate::extract::{Auditing, Authorized, Query, Reading, SkuTarget};
+use crate::problem::Problem;
 use crate::state::SharedState;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -48,9 +51,10 @@ fn with_etag(body: SkuStateBody) -> Response {
 
 #[utoipa::path(
     get, path = "/v1/skus/{sku}", tag = "queries",
-    params(("sku" = String, Path, description = "The SKU")),
-    responses((status = 200, description = "The SKU's balances; a SKU with no movements reads as zero", body = SkuStateBody),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+    params(SkuPath),
+    responses((status = 200, description = "The SKU's balances; a SKU with no movements reads as zero", body = SkuStateBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version; absent before its first event"))),
+              PathProblems, Guarded)
 )]
 pub async fn sku_state(
     State(state): State<SharedState>,
@@ -86,16 +90,18 @@ impl StatusFilter {
 #[serde(deny_unknown_fields)]
 pub struct ReservationsQuery {
     /// Only reservations in this status.
+    #[param(inline)]
     pub status: Option<StatusFilter>,
-    /// Most reservations to list (1 to 1000, default 1000).
+    /// Most reservations to list (default: the largest page).
+    #[param(value_type = Option<contract::PageLimit>, inline)]
     pub limit: Option<usize>,
 }
 
 #[utoipa::path(
     get, path = "/v1/skus/{sku}/reservations", tag = "queries",
-    params(("sku" = String, Path, description = "The SKU"), ReservationsQuery),
+    params(SkuPath, ReservationsQuery),
     responses((status = 200, description = "The SKU's reservations from the reservations read model", body = Vec<bodies::ReservationRow>),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+              PathProblems, QueryProblems, Guarded)
 )]
 pub async fn reservations(
     State(state): State<SharedState>,
@@ -128,17 +134,23 @@ fn page_limit(requested: Option<usize>, max: usize) -> Result<usize, Problem> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// Only movements recorded at or after this moment (RFC 3339).
+    /// Only movements recorded at or after this moment (RFC 3339); before `to` when both are
+    /// given (400 `invalid-range` otherwise).
     pub from: Option<DateTime<Utc>>,
     /// Only movements recorded before this moment (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// Page on: only movements after this version (the previous page's `next_after_version`).
+    #[param(value_type = Option<contract::Version>, inline)]
     pub after_version: Option<u64>,
-    /// Most movements per page (1 to 1000, default 100).
+    /// Most movements per page (default 100).
+    #[param(value_type = Option<contract::HistoryPageLimit>, inline)]
     pub limit: Option<u64>,
-    /// Also return the SKU's state as of this moment (RFC 3339), replayed from the stream.
+    /// Also return the SKU's state as of this moment (RFC 3339), replayed from the stream. Not
+    /// together with `at_version` (400 `conflicting-parameters`).
     pub as_of: Option<DateTime<Utc>>,
-    /// Also return the SKU's state right after this version, replayed from the stream.
+    /// Also return the SKU's state right after this version, replayed from the stream. Not
+    /// together with `as_of`.
+    #[param(value_type = Option<contract::Version>, inline)]
     pub at_version: Option<u64>,
 }
 
@@ -156,9 +168,9 @@ pub struct HistoryBody {
 
 #[utoipa::path(
     get, path = "/v1/skus/{sku}/history", tag = "queries",
-    params(("sku" = String, Path, description = "The SKU"), HistoryQuery),
+    params(SkuPath, HistoryQuery),
     responses((status = 200, description = "Movements replayed from the event store", body = HistoryBody),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+              PathProblems, QueryProblems, Guarded)
 )]
 pub async fn history(
     State(state): State<SharedState>,
@@ -242,8 +254,10 @@ impl From<ledger_projections::ProjectionError> for Problem {
 #[serde(deny_unknown_fields)]
 pub struct SkuPageQuery {
     /// Page on: only SKUs after this one (the last SKU of the previous page).
+    #[param(value_type = Option<contract::SkuValue>, inline)]
     pub after_sku: Option<String>,
-    /// Most rows per page (1 to 1000, default 1000).
+    /// Most rows per page (default: the largest page).
+    #[param(value_type = Option<contract::PageLimit>, inline)]
     pub limit: Option<usize>,
 }
 
@@ -261,7 +275,7 @@ fn sku_page(query: &SkuPageQuery) -> Result<(u64, Option<ledger_domain::Sku>), P
     get, path = "/v1/low-stock", tag = "queries",
     params(SkuPageQuery),
     responses((status = 200, description = "SKUs whose available stock is below their reorder point, by SKU", body = Vec<bodies::StockLevel>),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+              SkuQueryProblems, Guarded)
 )]
 pub async fn low_stock(
     State(state): State<SharedState>,
@@ -280,7 +294,7 @@ pub async fn low_stock(
     get, path = "/v1/alerts", tag = "queries",
     params(SkuPageQuery),
     responses((status = 200, description = "Open low-stock alerts, by SKU", body = Vec<bodies::LowStockAlert>),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+              SkuQueryProblems, Guarded)
 )]
 pub async fn open_alerts(
     State(state): State<SharedState>,
@@ -296,15 +310,16 @@ pub async fn open_alerts(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
-    /// Most rows (1 to 1000, default 1000).
+    /// Most rows (default: the largest page).
+    #[param(value_type = Option<contract::PageLimit>, inline)]
     pub limit: Option<usize>,
 }
 
 #[utoipa::path(
     get, path = "/v1/skus/{sku}/alerts", tag = "queries",
-    params(("sku" = String, Path, description = "The SKU"), LimitQuery),
+    params(SkuPath, LimitQuery),
     responses((status = 200, description = "The SKU's low-stock alerts, open and closed, newest first", body = Vec<bodies::LowStockAlert>),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+              PathProblems, QueryProblems, Guarded)
 )]
 pub async fn sku_alerts(
     State(state): State<SharedState>,
@@ -326,16 +341,18 @@ pub struct MovementsQuery {
     /// Only movements recorded before this moment (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// Page on: only movements after this version.
+    #[param(value_type = Option<contract::Version>, inline)]
     pub after_version: Option<u64>,
-    /// Most movements per page (1 to 1000, default 100).
+    /// Most movements per page (default 100).
+    #[param(value_type = Option<contract::PageLimit>, inline)]
     pub limit: Option<usize>,
 }
 
 #[utoipa::path(
     get, path = "/v1/skus/{sku}/movements", tag = "queries",
-    params(("sku" = String, Path, description = "The SKU"), MovementsQuery),
+    params(SkuPath, MovementsQuery),
     responses((status = 200, description = "The SKU's rows of the movement ledger (a read model), in version order", body = Vec<bodies::Movement>),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+              PathProblems, QueryProblems, Guarded)
 )]
 pub async fn movements(
     State(state): State<SharedState>,
@@ -360,7 +377,7 @@ pub async fn movements(
 #[utoipa::path(
     get, path = "/v1/projections", tag = "queries",
     responses((status = 200, description = "Each projection's checkpoint, the store's head, lag and last error", body = Vec<bodies::ProjectionStatus>),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+              Guarded)
 )]
 pub async fn projection_status(
     State(state): State<SharedState>,
@@ -375,8 +392,10 @@ pub async fn projection_status(
 #[serde(deny_unknown_fields)]
 pub struct NotificationsQuery {
     /// Only notifications with a larger id: the last id you processed (0 to start).
+    #[param(value_type = Option<contract::NotificationId>, inline)]
     pub after_id: Option<i64>,
-    /// Most notifications (1 to 1000, default 1000).
+    /// Most notifications (default: the largest page).
+    #[param(value_type = Option<contract::PageLimit>, inline)]
     pub limit: Option<usize>,
 }
 
@@ -384,7 +403,7 @@ pub struct NotificationsQuery {
     get, path = "/v1/notifications", tag = "queries",
     params(NotificationsQuery),
     responses((status = 200, description = "The low-stock outbox in id order; consume exactly once by remembering the last id", body = Vec<bodies::Notification>),
-              (status = "4XX", description = "Refused; the problem says why", body = ProblemDocument, content_type = "application/problem+json"))
+              QueryProblems, Guarded)
 )]
 pub async fn notifications(
     State(state): State<SharedState>,

@@ -363,6 +363,14 @@ impl<'de> Deserialize<'de> for TtlSeconds {
     }
 }
 
+/// Whether free text (a reason, a reference) may contain `c`: anything but control characters
+/// and the Unicode line and paragraph separators. U+2028/U+2029 are not control characters to
+/// Unicode, yet they break lines in logs and terminals just the same. Text must also hold at
+/// least one character that is not [`char::is_whitespace`].
+pub fn is_text_character(c: char) -> bool {
+    !(c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+}
+
 fn check_text(field: &'static str, value: &str, length_max: usize) -> Result<(), ValidationError> {
     if value.trim().is_empty() {
         return Err(ValidationError::new(field, "must not be empty or blank"));
@@ -374,12 +382,7 @@ fn check_text(field: &'static str, value: &str, length_max: usize) -> Result<(),
             format!("is {length} characters long; at most {length_max} are allowed"),
         ));
     }
-    // U+2028/U+2029 are not control characters to Unicode, yet they break lines in logs and
-    // terminals just the same.
-    if value
-        .chars()
-        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
-    {
+    if !value.chars().all(is_text_character) {
         return Err(ValidationError::new(
             field,
             "must not contain control characters (line breaks, tabs, NUL)",
