@@ -9,6 +9,8 @@ Negative cases are left as generated, and no check is changed.
   Such an optional header is left out of the case (which stays a valid request, so the rest of
   it, the body's boundary values say, is still tried); a required one drops the case.
 - `history`: `as_of` and `at_version` are exclusive, and `from` must be before `to`.
+- A reserve names either a `location` or an `allocation`, not both: a positive case with both
+  keeps the allocation.
 - An idempotency key names one request of its principal (the same key with another request is
   refused, 422): each positive request gets a key of its own, and so does a reserve's
   reservation id, which is its implicit key.
@@ -91,4 +93,12 @@ def map_case(context, case):
         and isinstance(body.get("reservation_id"), str)
     ):
         body["reservation_id"] = str(uuid.uuid4())
+    if (
+        case.method.upper() == "POST"
+        and case.path.endswith("/reservations")
+        and isinstance(body, dict)
+        and "location" in body
+        and "allocation" in body
+    ):
+        del body["location"]
     return case

@@ -18,8 +18,9 @@ use crate::extract::{HEADER_IDENTIFIER_LENGTH_MAX, REQUEST_BODY_BYTES_MAX, VERSI
 use crate::problem::{PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX};
 use ledger_application::history::HISTORY_PAGE_ENTRIES_MAX;
 use ledger_domain::{
-    is_text_character, OrderId, ReservationId, Sku, IDENTIFIER_LENGTH_MAX, QUANTITY_MAX,
-    REASON_LENGTH_MAX, REFERENCE_LENGTH_MAX, RESERVATION_TTL_SECONDS_MAX, SKU_LENGTH_MAX,
+    is_text_character, OrderId, ReservationId, Sku, ALLOCATION_LOCATIONS_MAX,
+    IDENTIFIER_LENGTH_MAX, LOCATION_LENGTH_MAX, QUANTITY_MAX, REASON_LENGTH_MAX,
+    REFERENCE_LENGTH_MAX, RESERVATION_TTL_SECONDS_MAX, SKU_LENGTH_MAX,
 };
 use ledger_projections::PAGE_SIZE_MAX;
 use std::collections::BTreeMap;
@@ -206,6 +207,79 @@ pub fn reference_or_null() -> Object {
         ),
         Type::String,
     )
+}
+
+fn location_schema(description: &str) -> ObjectBuilder {
+    string(
+        LOCATION_LENGTH_MAX,
+        &identifier_pattern(Sku::CHARACTERS_EXTRA, LOCATION_LENGTH_MAX),
+        description,
+    )
+}
+
+/// An optional location of a command body.
+pub fn location_or_null() -> Object {
+    or_null(
+        location_schema(
+            "Where: a store or warehouse id (the SKU alphabet: ASCII letters, digits, `-`, `_` \
+             and `.`, starting with a letter or digit); `default` when absent.",
+        ),
+        Type::String,
+    )
+}
+
+/// A reserve's allocation preference list.
+pub fn allocation_locations() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(location_schema("A location, in order of preference."))
+        .min_items(Some(1))
+        .max_items(Some(ALLOCATION_LOCATIONS_MAX))
+        .unique_items(true)
+        .description(Some(
+            "Where the units may be held, in order of preference; the first with the whole \
+             quantity available holds it. No location twice.",
+        ))
+        .build()
+}
+
+/// A reserve's optional allocation: one object per policy, each closed (the server refuses
+/// unknown members), or `null`.
+pub fn allocation_or_null() -> Schema {
+    let policy = |name: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some([name]))
+            .description(Some("How the location is chosen."))
+    };
+    let closed = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ))
+    };
+    let preference = closed()
+        .property("policy", policy("preference"))
+        .required("policy")
+        .property("locations", allocation_locations())
+        .required("locations")
+        .description(Some(
+            "At the first of `locations` that has the whole quantity available.",
+        ));
+    let most_available = closed()
+        .property("policy", policy("most_available"))
+        .required("policy")
+        .description(Some("At the location with the most units available."));
+    OneOfBuilder::new()
+        .item(preference)
+        .item(most_available)
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "Let the ledger choose the location (instead of `location`, not with it). The whole \
+             quantity is held at one location; the answer's `location` says which.",
+        ))
+        .build()
+        .into()
 }
 
 pub fn quantity() -> Object {

@@ -30,8 +30,7 @@ pub struct ReplenishRequest {
     /// The delivery's document: purchase order, receipt, transfer number.
     #[schema(schema_with = contract::reference_or_null)]
     pub reference: Option<Reference>,
-    /// Where: a store or warehouse id (1–64 of A–Z a–z 0–9 . _ -); `default` when absent.
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    #[schema(schema_with = contract::location_or_null)]
     #[serde(default)]
     pub location: Option<LocationId>,
 }
@@ -52,24 +51,22 @@ pub struct ReserveRequest {
     pub ttl_seconds: Option<TtlSeconds>,
     /// Hold the units at this location only (a store's sale); `default` when neither this nor
     /// `allocation` is given.
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    #[schema(schema_with = contract::location_or_null)]
     #[serde(default)]
     pub location: Option<LocationId>,
     /// Let the ledger choose the location (instead of `location`). The whole quantity is held
     /// at one location; the answer's `location` says which.
+    #[schema(schema_with = contract::allocation_or_null)]
     #[serde(default)]
     pub allocation: Option<AllocationRequest>,
 }
 
-/// How a reserve may choose its location.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// How a reserve may choose its location (described by `contract::allocation_or_null`).
+#[derive(Debug, Deserialize)]
 #[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AllocationRequest {
     /// The first of `locations` (1 to 32, no repeats) with the whole quantity available.
-    Preference {
-        #[schema(value_type = Vec<String>, min_items = 1, max_items = 32)]
-        locations: Vec<LocationId>,
-    },
+    Preference { locations: Vec<LocationId> },
     /// The location with the most units available.
     MostAvailable,
 }
@@ -95,8 +92,7 @@ pub struct AdjustRequest {
     pub reason: Reason,
     #[schema(schema_with = contract::reference_or_null)]
     pub reference: Option<Reference>,
-    /// Where: a store or warehouse id (1–64 of A–Z a–z 0–9 . _ -); `default` when absent.
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    #[schema(schema_with = contract::location_or_null)]
     #[serde(default)]
     pub location: Option<LocationId>,
 }
@@ -106,8 +102,7 @@ pub struct AdjustRequest {
 pub struct ReorderPointRequest {
     #[schema(schema_with = contract::reorder_point)]
     pub reorder_point: ReorderPoint,
-    /// Where: a store or warehouse id (1–64 of A–Z a–z 0–9 . _ -); `default` when absent.
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    #[schema(schema_with = contract::location_or_null)]
     #[serde(default)]
     pub location: Option<LocationId>,
 }
