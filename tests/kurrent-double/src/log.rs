@@ -373,22 +373,21 @@ impl Inner {
         events: Vec<Proposed>,
     ) -> AppendOutcome {
         let created_ticks = created_ticks_now().to_string();
-        // As in a real log, the events' records come first and the commit record after them:
-        // every event of one append shares the commit position, and each has its own prepare
-        // position below it.
+        // As a real server writes an append (an implicit transaction): each event is a record
+        // of its own in the log, and its `$all` position is that record's offset, as both the
+        // commit and the prepare position. Only explicit transactions, which the ledger never
+        // uses, give events a commit position other than their prepare position.
         let mut offset = self.next_offset;
-        let mut prepares = Vec::with_capacity(events.len());
+        let mut offsets = Vec::with_capacity(events.len());
         for event in &events {
-            prepares.push(offset);
+            offsets.push(offset);
             offset += RECORD_OVERHEAD_BYTES
                 + event.data.len() as u64
                 + event.custom_metadata.len() as u64;
         }
-        let commit = offset;
-        self.next_offset = commit + RECORD_OVERHEAD_BYTES;
+        self.next_offset = offset;
         let first_revision = current.map_or(0, |r| r + 1);
-        for (revision, (event, prepare)) in (first_revision..).zip(events.into_iter().zip(prepares))
-        {
+        for (revision, (event, offset)) in (first_revision..).zip(events.into_iter().zip(offsets)) {
             let mut metadata = event.metadata;
             metadata.insert("created".to_owned(), created_ticks.clone());
             let index = self.events.len();
@@ -396,8 +395,8 @@ impl Inner {
                 id: event.id,
                 stream: stream.clone(),
                 revision,
-                commit,
-                prepare,
+                commit: offset,
+                prepare: offset,
                 metadata,
                 custom_metadata: event.custom_metadata,
                 data: event.data,
