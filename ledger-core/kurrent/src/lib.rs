@@ -81,6 +81,12 @@ const RETRY_SCAN_PAGE_EVENTS: u64 = 256;
 /// a long stream.
 const RETRY_SCAN_EVENTS_MAX: u64 = 4_096;
 
+/// Most events of `$all` (filtered to names starting with the stream's) read backwards to find a
+/// retried append's log position on servers whose stream reads carry none. A retry recognised
+/// at all lies within the stream's last [`RETRY_SCAN_EVENTS_MAX`] events; twice that leaves room
+/// for streams whose names extend this one's.
+const LOCATE_SCAN_EVENTS_MAX: u64 = 2 * RETRY_SCAN_EVENTS_MAX;
+
 /// Event ids this process has appended, remembered with their stream, to refuse an id reused
 /// for another stream. The server deduplicates per stream only, and a global index of event ids
 /// would cost a write per event; event ids derive from the stream name, so reuse across streams
@@ -447,13 +453,25 @@ impl KurrentStore {
         backwards: bool,
         count: u64,
     ) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
+        self.read_filtered_raw(self.filter(), from, backwards, count)
+            .await
+    }
+
+    /// Up to `count` raw events of `$all` that `filter` keeps.
+    async fn read_filtered_raw(
+        &self,
+        filter: SubscriptionFilter,
+        from: StreamPosition<kurrentdb::Position>,
+        backwards: bool,
+        count: u64,
+    ) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
         let base = ReadAllOptions::default().position(from);
         let options = if backwards {
             base.backwards()
         } else {
             base.forwards()
         }
-        .filter(self.filter())
+        .filter(filter)
         .max_count(count as usize)
         .deadline(self.deadline());
         self.call(|client| {
@@ -539,12 +557,52 @@ impl KurrentStore {
             .last()
             .and_then(Option::as_ref)
             .expect("every id was found");
+        let mut position = position_from(last.position);
+        if !position.is_known() {
+            position = self.locate(stream, last.id).await?;
+        }
         let original = AppendResult {
             version: last.revision,
-            position: position_from(last.position),
+            position,
             deduplicated: true,
         };
         Ok((Some(original), head))
+    }
+
+    /// The `$all` position of event `event_id` of `stream`, for servers whose stream reads carry
+    /// no positions. Reads `$all` backwards, filtered server-side to stream names starting with
+    /// `stream`, at most [`LOCATE_SCAN_EVENTS_MAX`] events. An event further back than that
+    /// gets the head of the filtered log instead: a position at or after the event, which
+    /// keeps what a command's answer promises with it (read models that reach it include the
+    /// command).
+    async fn locate(&self, stream: &str, event_id: Uuid) -> Result<Position, StoreError> {
+        let filter = SubscriptionFilter::on_stream_name().add_prefix(stream);
+        let mut from = StreamPosition::End;
+        let mut scanned = 0;
+        while scanned < LOCATE_SCAN_EVENTS_MAX {
+            let page = self
+                .read_filtered_raw(filter.clone(), from, true, RETRY_SCAN_PAGE_EVENTS)
+                .await?;
+            let Some(last) = page.last() else { break };
+            if let Some(found) = page
+                .iter()
+                .find(|event| event.id == event_id && event.stream_id() == stream)
+            {
+                return Ok(position_from(found.position));
+            }
+            scanned += page.len() as u64;
+            // Whether a backwards read from a position includes the event at it or not, going
+            // on from the page's last event never skips one; a page that brings nothing new
+            // is the start of the log.
+            if page.len() == 1 && from == StreamPosition::Position(last.position) {
+                break;
+            }
+            from = StreamPosition::Position(last.position);
+        }
+        tracing::warn!(%stream, %event_id, "event not found near the log's head; answering with the head");
+        self.head_position()
+            .await?
+            .ok_or_else(|| StoreError::backend_because(format!("{stream}: the log is empty")))
     }
 
     /// The append after the retry checks: write with the expected stream state.
@@ -591,16 +649,9 @@ impl KurrentStore {
                 prepare: 0,
             })
         {
-            // The server may answer without a position; the stored event has it.
-            let last = self
-                .read_raw(stream, StreamPosition::Position(version), false, 1)
-                .await?;
-            position = last
-                .first()
-                .map(|event| position_from(event.position))
-                .ok_or_else(|| {
-                    StoreError::backend_because(format!("{stream}: version {version} not readable"))
-                })?;
+            // The server may answer without a position; the log has it.
+            let last = events.last().expect("an append carries events");
+            position = self.locate(stream, last.event_id).await?;
         }
         Ok(Ok(AppendResult {
             version,

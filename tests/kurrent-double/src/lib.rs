@@ -63,10 +63,42 @@ pub enum AppendStall {
     AfterWrite(Duration),
 }
 
+/// Which server generation the double answers as, where their answers differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerGeneration {
+    /// Current servers (the protocol of 24.x): every event read from a stream carries its
+    /// `$all` position.
+    Current,
+    /// The oldest gRPC servers (20.x): events read from a stream carry no position (the
+    /// maximum value in both parts, and "no position" on the read), while `$all` reads,
+    /// subscriptions and append answers still carry real ones.
+    NoStreamReadPositions,
+}
+
+impl ServerGeneration {
+    /// The version the double reports for this generation.
+    pub(crate) fn version(self) -> &'static str {
+        match self {
+            Self::Current => "24.10.0-double",
+            Self::NoStreamReadPositions => "20.10.0-double",
+        }
+    }
+}
+
 /// Test controls shared by every incarnation of the server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Controls {
     pub(crate) append_stall: Option<AppendStall>,
+    pub(crate) generation: ServerGeneration,
+}
+
+impl Default for Controls {
+    fn default() -> Self {
+        Self {
+            append_stall: None,
+            generation: ServerGeneration::Current,
+        }
+    }
 }
 
 /// State that outlives a restart: the stored events and the test controls.
@@ -191,6 +223,11 @@ impl EventStoreDouble {
 
     pub fn clear_append_stall(&self) {
         self.controls().append_stall = None;
+    }
+
+    /// Answer from now on as a server of `generation` does.
+    pub fn answer_as(&self, generation: ServerGeneration) {
+        self.controls().generation = generation;
     }
 
     /// The stored events of `stream`, as event ids in revision order; for tests that check for

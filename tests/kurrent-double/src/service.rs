@@ -11,7 +11,7 @@ use crate::proto::shared::{self, uuid as proto_uuid, StreamIdentifier};
 use crate::proto::streams::streams_server::{Streams, StreamsServer};
 use crate::proto::streams::{append_req, append_resp, read_req, read_resp};
 use crate::proto::streams::{AppendReq, AppendResp, ReadReq, ReadResp};
-use crate::{AppendStall, Shared};
+use crate::{AppendStall, ServerGeneration, Shared};
 use futures::Stream;
 use std::io;
 use std::net::SocketAddr;
@@ -19,9 +19,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
-
-/// The server version the double reports: the protocol it follows is that of 24.x servers.
-const SERVER_VERSION: &str = "24.10.0-double";
 
 /// Most events one append may carry; a real server limits an append's size too. Far above the
 /// adapter's own bound, so only a broken client reaches it.
@@ -98,6 +95,15 @@ struct Service {
     shared: Arc<Shared>,
 }
 
+impl Service {
+    fn controls(&self) -> std::sync::MutexGuard<'_, crate::Controls> {
+        self.shared
+            .controls
+            .lock()
+            .expect("double controls lock poisoned")
+    }
+}
+
 #[tonic::async_trait]
 impl ServerFeatures for Service {
     async fn get_supported_methods(
@@ -115,7 +121,7 @@ impl ServerFeatures for Service {
             .collect();
         Ok(Response::new(SupportedMethods {
             methods,
-            event_store_server_version: SERVER_VERSION.to_owned(),
+            event_store_server_version: self.controls().generation.version().to_owned(),
         }))
     }
 }
@@ -173,10 +179,19 @@ impl Streams for Service {
                             },
                         )),
                     })],
-                    StreamRead::Events(events) => events
-                        .iter()
-                        .map(|e| Ok(event_message(e, ids_as_text)))
-                        .collect(),
+                    StreamRead::Events(events) => {
+                        let positioned = self.controls().generation == ServerGeneration::Current;
+                        events
+                            .iter()
+                            .map(|e| {
+                                Ok(if positioned {
+                                    event_message(e, ids_as_text)
+                                } else {
+                                    unpositioned_event_message(e, ids_as_text)
+                                })
+                            })
+                            .collect()
+                    }
                 }
             }
             read_req::options::StreamOption::All(options) => {
@@ -424,6 +439,21 @@ fn event_message(event: &Stored, ids_as_text: bool) -> ReadResp {
             )),
         })),
     }
+}
+
+/// An event read from a stream as the oldest gRPC servers send it: without its log position.
+fn unpositioned_event_message(event: &Stored, ids_as_text: bool) -> ReadResp {
+    let mut message = event_message(event, ids_as_text);
+    if let Some(read_resp::Content::Event(read)) = &mut message.content {
+        if let Some(recorded) = &mut read.event {
+            recorded.commit_position = u64::MAX;
+            recorded.prepare_position = u64::MAX;
+        }
+        read.position = Some(read_resp::read_event::Position::NoPosition(
+            shared::Empty {},
+        ));
+    }
+    message
 }
 
 fn append_response(outcome: AppendOutcome) -> AppendResp {
