@@ -6,8 +6,8 @@ use futures::StreamExt;
 use ledger_application::store::{EventStore, ExpectedVersion, StoreError};
 use ledger_domain::envelope::Position;
 use ledger_domain::envelope::{Metadata, NewEvent};
-use ledger_kurrent::{KurrentOptions, KurrentStore};
-use ledger_kurrent_double::{AppendStall, EventStoreDouble, ServerGeneration};
+use ledger_kurrent::{EventStoreCredentials, KurrentOptions, KurrentStore};
+use ledger_kurrent_double::{AppendStall, EventStoreDouble, ServerGeneration, User};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -165,4 +165,138 @@ async fn on_a_server_without_stream_read_positions_a_retry_still_reports_the_rea
         .unwrap();
     assert_eq!(retried.position, last_of_batch.position);
     assert!(retried.position.is_known());
+}
+
+fn users() -> Vec<User> {
+    vec![
+        User {
+            name: "ledger".into(),
+            password: "ledger-secret".into(),
+            reads_all: true,
+        },
+        User {
+            name: "writer".into(),
+            password: "writer-secret".into(),
+            reads_all: false,
+        },
+    ]
+}
+
+/// A connection string naming `user` for the double, as for a secure server.
+fn url_with_user(double: &EventStoreDouble, user: &str, password: &str) -> String {
+    format!("esdb://{user}:{password}@{}?tls=false", double.address())
+}
+
+fn backend_message(result: Result<impl std::fmt::Debug, StoreError>) -> String {
+    match result {
+        Err(StoreError::Backend { message, .. }) => message,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_server_refuses_calls_without_credentials_and_says_how_to_give_them() {
+    let double = EventStoreDouble::start().unwrap();
+    double.require_credentials(users());
+    let store = KurrentStore::connect(&double.url(), options())
+        .await
+        .unwrap();
+    let stream = sku_stream();
+    let message = backend_message(
+        store
+            .append(&stream, ExpectedVersion::NoStream, movements(1))
+            .await,
+    );
+    assert!(message.contains("without credentials"), "{message}");
+    assert!(message.contains("EVENTSTORE_USERNAME"), "{message}");
+    assert!(double.stream_event_ids(&stream).is_empty());
+    let message = backend_message(store.read_all(None, 10).await);
+    assert!(message.contains("read $all"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_the_connection_string_or_the_options_reach_the_server() {
+    let double = EventStoreDouble::start().unwrap();
+    double.require_credentials(users());
+    let from_url = KurrentStore::connect(
+        &url_with_user(&double, "ledger", "ledger-secret"),
+        options(),
+    )
+    .await
+    .unwrap();
+    let stream = sku_stream();
+    from_url
+        .append(&stream, ExpectedVersion::NoStream, movements(2))
+        .await
+        .unwrap();
+    assert_eq!(from_url.read_all(None, 10).await.unwrap().len(), 2);
+    let from_options = KurrentStore::connect(
+        &double.url(),
+        KurrentOptions {
+            credentials: Some(EventStoreCredentials {
+                username: "ledger".into(),
+                password: "ledger-secret".into(),
+            }),
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    from_options
+        .append(&stream, ExpectedVersion::Exact(1), movements(1))
+        .await
+        .unwrap();
+    let mut subscription = from_options.subscribe_all(None);
+    let first = tokio::time::timeout(
+        Duration::from_millis(DELIVERY_DEADLINE_MS),
+        subscription.next(),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert_eq!(first.version, 0);
+    // A wrong password is refused, naming the user.
+    let wrong = KurrentStore::connect(&url_with_user(&double, "ledger", "guess"), options())
+        .await
+        .unwrap();
+    let message = backend_message(wrong.read_stream(&stream, 0, 10).await);
+    assert!(message.contains("\"ledger\""), "{message}");
+    assert!(message.contains("password is wrong"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_the_right_to_read_all_is_told_which_right_is_missing() {
+    let double = EventStoreDouble::start().unwrap();
+    double.require_credentials(users());
+    let store = KurrentStore::connect(
+        &url_with_user(&double, "writer", "writer-secret"),
+        options(),
+    )
+    .await
+    .unwrap();
+    let stream = sku_stream();
+    // Streams are open to every user, as the default ACL has it.
+    store
+        .append(&stream, ExpectedVersion::NoStream, movements(1))
+        .await
+        .unwrap();
+    assert_eq!(store.read_stream(&stream, 0, 10).await.unwrap().len(), 1);
+    let message = backend_message(store.read_all(None, 10).await);
+    assert!(
+        message.contains("\"writer\" may not read $all"),
+        "{message}"
+    );
+    assert!(message.contains("$admins"), "{message}");
+    assert!(message.contains("read ACL of $all"), "{message}");
+    let mut subscription = store.subscribe_all(None);
+    let refused = tokio::time::timeout(
+        Duration::from_millis(DELIVERY_DEADLINE_MS),
+        subscription.next(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let message = backend_message(refused);
+    assert!(message.contains("may not read $all"), "{message}");
 }

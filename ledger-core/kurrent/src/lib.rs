@@ -107,6 +107,33 @@ pub struct KurrentOptions {
     pub operation_deadline_ms: u64,
     /// How long `connect` keeps trying.
     pub connect_timeout_ms: u64,
+    /// The user every call runs as, when it is not in the connection string (a secure server
+    /// refuses calls without one). Credentials given here win over the connection string's.
+    pub credentials: Option<EventStoreCredentials>,
+}
+
+/// A user name and password for a secure server. The password never shows in `Debug`.
+#[derive(Clone)]
+pub struct EventStoreCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EventStoreCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStoreCredentials")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .finish()
+    }
+}
+
+/// What a call needs the server to allow, so that a refusal names the missing right.
+#[derive(Debug, Clone, Copy)]
+enum Right<'a> {
+    ReadStream(&'a str),
+    WriteStream(&'a str),
+    ReadAll,
 }
 
 impl Default for KurrentOptions {
@@ -115,6 +142,7 @@ impl Default for KurrentOptions {
             stream_prefix: SKU_STREAM_PREFIX.to_owned(),
             operation_deadline_ms: OPERATION_DEADLINE_MS,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            credentials: None,
         }
     }
 }
@@ -132,6 +160,8 @@ struct StoredMetadata {
 pub struct KurrentStore {
     connection: Arc<Connection>,
     options: Arc<KurrentOptions>,
+    /// The user named in the connection string, for naming it when the server refuses a call.
+    url_user: Option<String>,
     /// See [`RECENT_EVENT_IDS_MAX`].
     recent_ids: Arc<Mutex<RecentIds>>,
     /// Where answers of keyed commands are kept: the server cannot keep them in the append's
@@ -253,6 +283,15 @@ fn explicit_settings(options: &KurrentOptions) -> [(&'static str, u64); 6] {
     ]
 }
 
+/// The user name of a connection string's `USER:PASSWORD@`, if it has one.
+fn user_in(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let user = userinfo.split(':').next()?;
+    (!user.is_empty()).then(|| user.to_owned())
+}
+
 /// Parse `url`, insisting that it states TLS either way and filling in the timeouts it does
 /// not state.
 fn settings_from(url: &str, options: &KurrentOptions) -> Result<ClientSettings, StoreError> {
@@ -299,6 +338,7 @@ impl KurrentStore {
         let store = Self {
             connection: Arc::new(Connection::new(settings)?),
             options: Arc::new(options),
+            url_user: user_in(url),
             recent_ids: Arc::new(Mutex::new(RecentIds::default())),
             answers: Arc::new(MemoryAnswers::new()),
         };
@@ -349,9 +389,62 @@ impl KurrentStore {
         SubscriptionFilter::on_stream_name().add_prefix(&self.options.stream_prefix)
     }
 
-    fn store_error(&self, error: kurrentdb::Error) -> StoreError {
+    /// The user calls run as, for messages: the options' or the connection string's.
+    fn user(&self) -> Option<String> {
+        self.options
+            .credentials
+            .as_ref()
+            .map(|c| c.username.clone())
+            .or_else(|| self.url_user.clone())
+    }
+
+    /// Run as the configured user, when the options name one (the connection string's user is
+    /// the client's default already).
+    fn credentials(&self) -> Option<kurrentdb::Credentials> {
+        self.options
+            .credentials
+            .as_ref()
+            .map(|c| kurrentdb::Credentials::new(c.username.clone(), c.password.clone()))
+    }
+
+    /// A refusal that names the right the call lacked and how to grant it.
+    fn denied(&self, right: Right<'_>) -> StoreError {
+        let what = match right {
+            Right::ReadStream(stream) => format!("read stream {stream}"),
+            Right::WriteStream(stream) => format!("write to stream {stream}"),
+            Right::ReadAll => "read $all (the store-wide log)".to_owned(),
+        };
+        let message = match self.user() {
+            None => format!(
+                "the event store refused to {what} without credentials: a secure server needs a \
+                 user, given in the connection string (esdb://USER:PASSWORD@host:2113?tls=true) \
+                 or as EVENTSTORE_USERNAME and EVENTSTORE_PASSWORD"
+            ),
+            Some(user) => {
+                let grant = match right {
+                    Right::ReadAll => {
+                        "reading $all needs a member of $admins or $ops, or a user named in the \
+                         read ACL of $all (the $$all stream's metadata); projectors and retry \
+                         recognition read it"
+                    }
+                    Right::ReadStream(_) | Right::WriteStream(_) => {
+                        "the stream's ACL, or the server's default ACL for user streams, must \
+                         allow it"
+                    }
+                };
+                format!(
+                    "the event store user {user:?} may not {what} (or its password is wrong): \
+                     {grant}"
+                )
+            }
+        };
+        StoreError::backend_because(message)
+    }
+
+    fn store_error(&self, error: kurrentdb::Error, right: Right<'_>) -> StoreError {
         use kurrentdb::Error as E;
         match error {
+            E::AccessDenied => self.denied(right),
             E::DeadlineExceeded => StoreError::Timeout {
                 timeout_ms: self.options.operation_deadline_ms,
             },
@@ -366,7 +459,7 @@ impl KurrentStore {
     /// Run `call` with the current client under the operation deadline. A client that died
     /// (its first connection failed) is rebuilt and the call tried once more: such a failure
     /// happens before anything is sent, so even an append is safe to repeat.
-    async fn call<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    async fn call<T, F, Fut>(&self, right: Right<'_>, call: F) -> Result<T, StoreError>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
@@ -397,7 +490,7 @@ impl KurrentStore {
                         rebuilt = true;
                         continue;
                     }
-                    return Err(self.store_error(error));
+                    return Err(self.store_error(error, right));
                 }
             }
         }
@@ -419,7 +512,11 @@ impl KurrentStore {
         }
         .max_count(count as usize)
         .deadline(self.deadline());
-        self.call(|client| {
+        let options = match self.credentials() {
+            Some(credentials) => options.authenticated(credentials),
+            None => options,
+        };
+        self.call(Right::ReadStream(stream), |client| {
             let options = options.clone();
             async move {
                 let mut read = match client.read_stream(stream, &options).await {
@@ -474,7 +571,11 @@ impl KurrentStore {
         .filter(filter)
         .max_count(count as usize)
         .deadline(self.deadline());
-        self.call(|client| {
+        let options = match self.credentials() {
+            Some(credentials) => options.authenticated(credentials),
+            None => options,
+        };
+        self.call(Right::ReadAll, |client| {
             let options = options.clone();
             async move {
                 let mut read = client.read_all(&options).await.map_err(Failure::Client)?;
@@ -619,8 +720,12 @@ impl KurrentStore {
         let options = AppendToStreamOptions::default()
             .stream_state(stream_state(expected))
             .deadline(self.deadline());
+        let options = match self.credentials() {
+            Some(credentials) => options.authenticated(credentials),
+            None => options,
+        };
         let written = self
-            .call(|client| {
+            .call(Right::WriteStream(stream), |client| {
                 let options = options.clone();
                 let data = data.clone();
                 async move {
@@ -945,6 +1050,10 @@ impl Follower {
                     let options = SubscribeToAllOptions::default()
                         .position(from)
                         .filter(self.store.filter());
+                    let options = match self.store.credentials() {
+                        Some(credentials) => options.authenticated(credentials),
+                        None => options,
+                    };
                     let subscription = client.subscribe_to_all(&options).await;
                     let (generation, subscription) =
                         self.subscription.insert((generation, subscription));
@@ -974,7 +1083,7 @@ impl Follower {
                 Err(error) => {
                     tracing::warn!(%error, after = ?self.after, "event store subscription dropped");
                     self.store.connection.forget_if_dead(generation, &error);
-                    self.store.store_error(error)
+                    self.store.store_error(error, Right::ReadAll)
                 }
             };
             self.subscription = None;

@@ -85,11 +85,23 @@ impl ServerGeneration {
     }
 }
 
+/// A user of a secured double, as a secure server knows its users: a name and password, and
+/// whether reading `$all` is allowed (a member of `$admins` or `$ops`, or named in the read ACL
+/// of `$all`). Every user may read and write the ledger's streams, as the default ACL allows.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+    pub reads_all: bool,
+}
+
 /// Test controls shared by every incarnation of the server.
 #[derive(Debug)]
 pub(crate) struct Controls {
     pub(crate) append_stall: Option<AppendStall>,
     pub(crate) generation: ServerGeneration,
+    /// The users of a secured double; `None` for an insecure one, which lets every call in.
+    pub(crate) users: Option<Vec<User>>,
 }
 
 impl Default for Controls {
@@ -97,6 +109,7 @@ impl Default for Controls {
         Self {
             append_stall: None,
             generation: ServerGeneration::Current,
+            users: None,
         }
     }
 }
@@ -223,6 +236,13 @@ impl EventStoreDouble {
 
     pub fn clear_append_stall(&self) {
         self.controls().append_stall = None;
+    }
+
+    /// Require credentials from now on, as a secure server does: calls without them are denied,
+    /// calls with a wrong password are unauthenticated, and only `users` that may read `$all`
+    /// read or follow it. The server-features call stays open, as on a real server.
+    pub fn require_credentials(&self, users: Vec<User>) {
+        self.controls().users = Some(users);
     }
 
     /// Answer from now on as a server of `generation` does.

@@ -102,6 +102,55 @@ impl Service {
             .lock()
             .expect("double controls lock poisoned")
     }
+
+    /// Check a call's credentials as a secure server does: no credentials are denied access,
+    /// wrong ones are unauthenticated, and `$all` (`reads_all`) needs a user allowed to read it.
+    fn authorize(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        reads_all: bool,
+    ) -> Result<(), Status> {
+        let controls = self.controls();
+        let Some(users) = &controls.users else {
+            return Ok(());
+        };
+        let Some((name, password)) = basic_credentials(metadata) else {
+            return Err(access_denied());
+        };
+        let Some(user) = users.iter().find(|u| u.name == name) else {
+            return Err(Status::unauthenticated("Bad credentials"));
+        };
+        if user.password != password {
+            return Err(Status::unauthenticated("Bad credentials"));
+        }
+        if reads_all && !user.reads_all {
+            return Err(access_denied());
+        }
+        Ok(())
+    }
+}
+
+/// A real server's refusal: permission denied, with its exception name in the trailers.
+fn access_denied() -> Status {
+    let mut status = Status::permission_denied("Access Denied");
+    status.metadata_mut().insert(
+        "exception",
+        tonic::metadata::MetadataValue::from_static("access-denied"),
+    );
+    status
+}
+
+/// The user name and password of a `Basic` authorization header.
+fn basic_credentials(metadata: &tonic::metadata::MetadataMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let header = metadata.get("authorization")?.to_str().ok()?;
+    let encoded = header.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (name, password) = text.split_once(':')?;
+    Some((name.to_owned(), password.to_owned()))
 }
 
 #[tonic::async_trait]
@@ -131,6 +180,15 @@ impl Streams for Service {
     type ReadStream = ReadResponseStream;
 
     async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
+        let reads_all = matches!(
+            request
+                .get_ref()
+                .options
+                .as_ref()
+                .and_then(|o| o.stream_option.as_ref()),
+            Some(read_req::options::StreamOption::All(_))
+        );
+        self.authorize(request.metadata(), reads_all)?;
         let options = request
             .into_inner()
             .options
@@ -219,6 +277,7 @@ impl Streams for Service {
         &self,
         request: Request<Streaming<AppendReq>>,
     ) -> Result<Response<AppendResp>, Status> {
+        self.authorize(request.metadata(), false)?;
         let mut incoming = request.into_inner();
         let options = match incoming.message().await? {
             Some(AppendReq {
