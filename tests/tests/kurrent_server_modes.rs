@@ -300,3 +300,110 @@ async fn a_user_without_the_right_to_read_all_is_told_which_right_is_missing() {
     let message = backend_message(refused);
     assert!(message.contains("may not read $all"), "{message}");
 }
+
+/// Commands per stream and streams in the leader-change case.
+const COMMANDS_PER_STREAM: u64 = 30;
+const STREAMS: u64 = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_change_in_the_middle_of_appends_loses_and_doubles_no_command() {
+    let first = EventStoreDouble::start().unwrap();
+    let second = first.start_replica().unwrap();
+    let store = KurrentStore::connect(&first.url(), options())
+        .await
+        .unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writers: Vec<_> = (0..STREAMS)
+        .map(|_| {
+            let store = store.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let stream = sku_stream();
+                let mut sent = Vec::new();
+                for n in 0..COMMANDS_PER_STREAM {
+                    let expected = n
+                        .checked_sub(1)
+                        .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                    let event = movement(n);
+                    // A caller sees no error: the adapter takes the follower's "not leader"
+                    // to the leader itself.
+                    let result = store
+                        .append(&stream, expected, vec![event.clone()])
+                        .await
+                        .unwrap_or_else(|e| panic!("command {n} of {stream} failed: {e}"));
+                    assert_eq!(result.version, n);
+                    sent.push(event.event_id);
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                }
+                (stream, sent)
+            })
+        })
+        .collect();
+    // Change the leader twice while the appends run.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(DELIVERY_DEADLINE_MS);
+    for (leader, follower, at) in [(&second, &first, 20), (&first, &second, 60)] {
+        while done.load(std::sync::atomic::Ordering::SeqCst) < at {
+            // A writer that failed stops counting; its panic is reported below.
+            if tokio::time::Instant::now() > deadline || writers.iter().any(|w| w.is_finished()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        follower.follow(leader.address());
+        leader.lead();
+    }
+    for writer in writers {
+        let (stream, sent) = writer.await.unwrap();
+        assert_eq!(
+            first.stream_event_ids(&stream),
+            sent,
+            "every command once, in order"
+        );
+    }
+    assert!(
+        first.not_leader_answers() > 0,
+        "the first leader stepped down"
+    );
+    assert!(
+        second.not_leader_answers() > 0,
+        "the second leader stepped down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_its_leader_wrote_before_stepping_down_unanswered_is_not_doubled_by_its_retry() {
+    let first = EventStoreDouble::start().unwrap();
+    let second = first.start_replica().unwrap();
+    let store = KurrentStore::connect(
+        &first.url(),
+        KurrentOptions {
+            operation_deadline_ms: SHORT_DEADLINE_MS,
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    let stream = sku_stream();
+    let batch = movements(2);
+    first.stall_appends(AppendStall::AfterWrite(Duration::from_millis(STALL_MS)));
+    let lost = store
+        .append(&stream, ExpectedVersion::NoStream, batch.clone())
+        .await;
+    assert!(matches!(lost, Err(StoreError::Timeout { .. })), "{lost:?}");
+    // The leader steps down with the write replicated but never acknowledged.
+    first.follow(second.address());
+    second.lead();
+    first.clear_append_stall();
+    let retried = store
+        .append(&stream, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    assert!(retried.deduplicated);
+    assert_eq!(retried.version, 1);
+    assert_eq!(
+        second.stream_event_ids(&stream),
+        batch.iter().map(|e| e.event_id).collect::<Vec<_>>()
+    );
+    assert!(first.not_leader_answers() > 0);
+}

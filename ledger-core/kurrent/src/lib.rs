@@ -69,6 +69,16 @@ const DISCOVER_ATTEMPTS_MAX: u64 = 3;
 const KEEP_ALIVE_INTERVAL_MS: u64 = 10_000;
 const KEEP_ALIVE_TIMEOUT_MS: u64 = 10_000;
 
+/// How often one call is repeated after failures that prove nothing was written (a dead client,
+/// a "not leader" answer). Two cover a leader change seen on a dead connection; an election
+/// that is still going on fails the call as unavailable instead of spinning.
+const CALL_REPEATS_MAX: u32 = 2;
+
+/// Which node the client prefers when the connection string does not say: the leader, since
+/// every append must reach it and a follower's `$all` may lag behind what the leader has
+/// acknowledged.
+const NODE_PREFERENCE_DEFAULT: &str = "leader";
+
 /// Pause before a dropped subscription subscribes again, so an outage is not a busy loop.
 const SUBSCRIPTION_RETRY_DELAY_MS: u64 = 1_000;
 
@@ -311,6 +321,10 @@ fn settings_from(url: &str, options: &KurrentOptions) -> Result<ClientSettings, 
         ));
     }
     let mut full = url.to_owned();
+    if !names.iter().any(|name| name == "nodepreference") {
+        full.push(if full.contains('?') { '&' } else { '?' });
+        full.push_str(&format!("nodePreference={NODE_PREFERENCE_DEFAULT}"));
+    }
     for (name, value) in explicit_settings(options) {
         if !names.contains(&name.to_ascii_lowercase()) {
             full.push(if full.contains('?') { '&' } else { '?' });
@@ -457,15 +471,17 @@ impl KurrentStore {
     }
 
     /// Run `call` with the current client under the operation deadline. A client that died
-    /// (its first connection failed) is rebuilt and the call tried once more: such a failure
-    /// happens before anything is sent, so even an append is safe to repeat.
+    /// (its first connection failed) is rebuilt and the call tried again, and so is a call a
+    /// follower refused as "not leader" (the client then calls the leader it named): both
+    /// failures happen before anything is written, so even an append is safe to repeat. All
+    /// repeats stay within the one deadline.
     async fn call<T, F, Fut>(&self, right: Right<'_>, call: F) -> Result<T, StoreError>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
         let deadline = Instant::now() + self.deadline();
-        let mut rebuilt = false;
+        let mut repeats = 0;
         loop {
             let (generation, client) = self.connection.client();
             let outcome = match tokio::time::timeout_at(deadline, call(client)).await {
@@ -480,14 +496,21 @@ impl KurrentStore {
                 Ok(value) => return Ok(value),
                 Err(Failure::Store(error)) => return Err(error),
                 Err(Failure::Client(error)) => {
-                    let dead = matches!(
+                    // Both failures come before the node accepted anything: a dead client never
+                    // sent the call, and a follower refuses a call that requires the leader
+                    // without doing it. The client has already turned to the leader it named.
+                    let repeatable = matches!(
                         error,
                         kurrentdb::Error::ConnectionClosed
                             | kurrentdb::Error::GrpcConnectionError(_)
+                            | kurrentdb::Error::NotLeaderException(_)
                     );
+                    if let kurrentdb::Error::NotLeaderException(leader) = &error {
+                        tracing::info!(host = %leader.host, port = leader.port, "the node is not the leader; calling the leader");
+                    }
                     self.connection.forget_if_dead(generation, &error);
-                    if dead && !rebuilt {
-                        rebuilt = true;
+                    if repeatable && repeats < CALL_REPEATS_MAX {
+                        repeats += 1;
                         continue;
                     }
                     return Err(self.store_error(error, right));
@@ -1107,6 +1130,28 @@ mod tests {
             settings.gossip_timeout(),
             Duration::from_millis(NODE_PROBE_TIMEOUT_MS)
         );
+        assert_eq!(
+            settings.node_preference(),
+            kurrentdb::NodePreference::Leader
+        );
+        let follower = settings_from(
+            "esdb://localhost:2113?tls=false&nodePreference=follower",
+            &options,
+        )
+        .unwrap();
+        assert_eq!(
+            follower.node_preference(),
+            kurrentdb::NodePreference::Follower
+        );
+    }
+
+    #[test]
+    fn the_user_of_a_connection_string_is_found_for_messages() {
+        assert_eq!(
+            user_in("esdb://ledger:secret@a:2113,b:2113?tls=true").as_deref(),
+            Some("ledger")
+        );
+        assert_eq!(user_in("esdb://a:2113?tls=true"), None);
     }
 
     #[test]

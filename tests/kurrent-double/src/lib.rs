@@ -102,6 +102,10 @@ pub(crate) struct Controls {
     pub(crate) generation: ServerGeneration,
     /// The users of a secured double; `None` for an insecure one, which lets every call in.
     pub(crate) users: Option<Vec<User>>,
+    /// Where the leader is while this node is a follower; `None` while it leads (or stands
+    /// alone). A follower answers calls that require the leader with "not leader" and the
+    /// leader's endpoint, as a cluster node does.
+    pub(crate) leader: Option<SocketAddr>,
 }
 
 impl Default for Controls {
@@ -110,14 +114,18 @@ impl Default for Controls {
             append_stall: None,
             generation: ServerGeneration::Current,
             users: None,
+            leader: None,
         }
     }
 }
 
 /// State that outlives a restart: the stored events and the test controls.
 pub(crate) struct Shared {
-    pub(crate) log: Log,
+    /// The nodes of one simulated cluster share their log, as replication makes them agree.
+    pub(crate) log: Arc<Log>,
     pub(crate) controls: Mutex<Controls>,
+    /// "Not leader" answers given, for tests that must prove a leader change happened.
+    pub(crate) not_leader_answers: std::sync::atomic::AtomicU64,
 }
 
 struct Running {
@@ -161,14 +169,58 @@ impl EventStoreDouble {
     }
 
     fn unstarted(address: SocketAddr) -> Self {
+        Self::unstarted_with(address, Arc::new(Log::new()), Controls::default())
+    }
+
+    fn unstarted_with(address: SocketAddr, log: Arc<Log>, controls: Controls) -> Self {
         Self {
             shared: Arc::new(Shared {
-                log: Log::new(),
-                controls: Mutex::new(Controls::default()),
+                log,
+                controls: Mutex::new(controls),
+                not_leader_answers: std::sync::atomic::AtomicU64::new(0),
             }),
             address,
             running: None,
         }
+    }
+
+    /// Another node of this node's cluster, serving at once on a free port: it shares the log
+    /// (as replication would make it), the users and the server generation, and starts as a
+    /// follower of this node.
+    pub fn start_replica(&self) -> io::Result<Self> {
+        let probe = std::net::TcpListener::bind(SocketAddrV4::new(LISTEN_ADDRESS, 0))?;
+        let address = probe.local_addr()?;
+        drop(probe);
+        let controls = {
+            let mine = self.controls();
+            Controls {
+                append_stall: None,
+                generation: mine.generation,
+                users: mine.users.clone(),
+                leader: Some(self.address),
+            }
+        };
+        let mut replica = Self::unstarted_with(address, Arc::clone(&self.shared.log), controls);
+        replica.serve()?;
+        Ok(replica)
+    }
+
+    /// Become a follower of the node at `leader`: from now on calls that require the leader
+    /// are answered "not leader", naming it.
+    pub fn follow(&self, leader: SocketAddr) {
+        self.controls().leader = Some(leader);
+    }
+
+    /// Become the leader (or a single node) again.
+    pub fn lead(&self) {
+        self.controls().leader = None;
+    }
+
+    /// How many calls this node answered with "not leader".
+    pub fn not_leader_answers(&self) -> u64 {
+        self.shared
+            .not_leader_answers
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Start serving on the double's port; does nothing when it already serves.

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Most events one append may carry; a real server limits an append's size too. Far above the
@@ -103,6 +104,32 @@ impl Service {
             .expect("double controls lock poisoned")
     }
 
+    /// Refuse a call that requires the leader while this node follows another, as a cluster
+    /// node does: "not leader", with the leader's endpoint for the client to go to.
+    fn require_leader(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let requires_leader = metadata
+            .get("requires-leader")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let Some(leader) = self.controls().leader else {
+            return Ok(());
+        };
+        if !requires_leader {
+            return Ok(());
+        }
+        self.shared
+            .not_leader_answers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut status = Status::not_found("Leader info available");
+        let trailers = status.metadata_mut();
+        trailers.insert("exception", MetadataValue::from_static("not-leader"));
+        let host = MetadataValue::try_from(leader.ip().to_string())
+            .map_err(|_| Status::internal("a leader address is ASCII"))?;
+        trailers.insert("leader-endpoint-host", host);
+        trailers.insert("leader-endpoint-port", MetadataValue::from(leader.port()));
+        Err(status)
+    }
+
     /// Check a call's credentials as a secure server does: no credentials are denied access,
     /// wrong ones are unauthenticated, and `$all` (`reads_all`) needs a user allowed to read it.
     fn authorize(
@@ -133,10 +160,9 @@ impl Service {
 /// A real server's refusal: permission denied, with its exception name in the trailers.
 fn access_denied() -> Status {
     let mut status = Status::permission_denied("Access Denied");
-    status.metadata_mut().insert(
-        "exception",
-        tonic::metadata::MetadataValue::from_static("access-denied"),
-    );
+    status
+        .metadata_mut()
+        .insert("exception", MetadataValue::from_static("access-denied"));
     status
 }
 
@@ -189,6 +215,7 @@ impl Streams for Service {
             Some(read_req::options::StreamOption::All(_))
         );
         self.authorize(request.metadata(), reads_all)?;
+        self.require_leader(request.metadata())?;
         let options = request
             .into_inner()
             .options
@@ -278,6 +305,7 @@ impl Streams for Service {
         request: Request<Streaming<AppendReq>>,
     ) -> Result<Response<AppendResp>, Status> {
         self.authorize(request.metadata(), false)?;
+        self.require_leader(request.metadata())?;
         let mut incoming = request.into_inner();
         let options = match incoming.message().await? {
             Some(AppendReq {
