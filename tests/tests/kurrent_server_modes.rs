@@ -407,3 +407,148 @@ async fn an_append_its_leader_wrote_before_stepping_down_unanswered_is_not_doubl
     );
     assert!(first.not_leader_answers() > 0);
 }
+
+fn sized_movement(bytes: usize) -> NewEvent {
+    NewEvent {
+        data: serde_json::json!({ "note": "x".repeat(bytes) }),
+        ..movement(0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_over_the_maximum_append_size_is_refused_whole_and_clearly() {
+    let double = EventStoreDouble::start().unwrap();
+    let store = KurrentStore::connect(&double.url(), options())
+        .await
+        .unwrap();
+    let stream = sku_stream();
+    // Two events of 600 KB: each fits, together they pass the servers' default 1 MiB.
+    let big = vec![sized_movement(600_000), sized_movement(600_000)];
+    let before = double.appends_received();
+    let refused = store.append(&stream, ExpectedVersion::NoStream, big).await;
+    match refused {
+        Err(StoreError::InvalidAppend(message)) => {
+            assert!(
+                message.contains("maximum append size of 1048576 bytes"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(double.appends_received(), before, "nothing was sent");
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![sized_movement(600_000)],
+        )
+        .await
+        .unwrap();
+    // A server configured below the adapter's limit refuses it itself; the refusal is as clear.
+    double.limit_append_size(10_000);
+    let refused = store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(0),
+            vec![sized_movement(20_000)],
+        )
+        .await;
+    match refused {
+        Err(StoreError::InvalidAppend(message)) => {
+            assert!(
+                message.contains("Maximum Append Size of 10000"),
+                "{message}"
+            )
+        }
+        other => panic!("expected the server's refusal, got {other:?}"),
+    }
+    assert_eq!(double.stream_event_ids(&stream).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_or_truncated_by_an_operator_fails_loudly_instead_of_reading_as_new() {
+    let double = EventStoreDouble::start().unwrap();
+    let store = KurrentStore::connect(&double.url(), options())
+        .await
+        .unwrap();
+    let deleted = sku_stream();
+    store
+        .append(&deleted, ExpectedVersion::NoStream, movements(2))
+        .await
+        .unwrap();
+    double.delete_stream_permanently(&deleted);
+    let message = backend_message(store.read_stream(&deleted, 0, 10).await);
+    assert!(message.contains("deleted permanently"), "{message}");
+    let message = backend_message(
+        store
+            .append(&deleted, ExpectedVersion::Exact(1), movements(1))
+            .await,
+    );
+    assert!(message.contains(&deleted), "{message}");
+
+    let truncated = sku_stream();
+    store
+        .append(&truncated, ExpectedVersion::NoStream, movements(5))
+        .await
+        .unwrap();
+    double.truncate_stream_before(&truncated, 3);
+    let message = backend_message(store.read_stream(&truncated, 0, 10).await);
+    assert!(message.contains("no events before version 3"), "{message}");
+    // Reading from the kept part is fine: snapshots read only a stream's tail.
+    assert_eq!(store.read_stream(&truncated, 3, 10).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_its_expected_version_is_recognised_however_far_the_stream_has_grown() {
+    let double = EventStoreDouble::start().unwrap();
+    let store = KurrentStore::connect(&double.url(), options())
+        .await
+        .unwrap();
+    let stream = sku_stream();
+    let batch = movements(2);
+    let original = store
+        .append(&stream, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    // More later events than the tail scan looks at.
+    let later = ledger_kurrent::RETRY_SCAN_EVENTS_MAX + 10;
+    let mut version = 1;
+    while version < later + 1 {
+        let count = (later + 1 - version).min(1_000);
+        version = store
+            .append(&stream, ExpectedVersion::Exact(version), movements(count))
+            .await
+            .unwrap()
+            .version;
+    }
+    let retried = store
+        .append(&stream, ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    assert!(retried.deduplicated);
+    assert_eq!((retried.version, retried.position), (1, original.position));
+    // Without the slot (expected "any"), recognition is bounded by the documented tail scan:
+    // past it the adapter cannot tell, and the same ids are refused by the server's own
+    // check or written again. The window is RETRY_SCAN_EVENTS_MAX events of the stream.
+    let inside = movements(1);
+    store
+        .append(&stream, ExpectedVersion::Any, inside.clone())
+        .await
+        .unwrap();
+    store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            movements(ledger_kurrent::RETRY_SCAN_EVENTS_MAX - 1),
+        )
+        .await
+        .unwrap();
+    let at_edge = store
+        .append(&stream, ExpectedVersion::Any, inside.clone())
+        .await
+        .unwrap();
+    assert!(
+        at_edge.deduplicated,
+        "the last event of the window is found"
+    );
+}

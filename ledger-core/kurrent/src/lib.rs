@@ -74,6 +74,12 @@ const KEEP_ALIVE_TIMEOUT_MS: u64 = 10_000;
 /// that is still going on fails the call as unavailable instead of spinning.
 const CALL_REPEATS_MAX: u32 = 2;
 
+/// The largest append the adapter sends: 1 MiB, the default maximum append size of 20.x to
+/// 24.x servers (newer servers allow more). The server refuses a larger append as a whole; the
+/// adapter refuses it first, with a message, rather than splitting it, because the events of
+/// one append must stay atomic and it cannot tell which of them belong together.
+pub const APPEND_BYTES_MAX: u64 = 1_048_576;
+
 /// Which node the client prefers when the connection string does not say: the leader, since
 /// every append must reach it and a follower's `$all` may lag behind what the leader has
 /// acknowledged.
@@ -85,11 +91,14 @@ const SUBSCRIPTION_RETRY_DELAY_MS: u64 = 1_000;
 /// Events read per page while looking for a retried append's ids in a stream's tail.
 const RETRY_SCAN_PAGE_EVENTS: u64 = 256;
 
-/// Most events of a stream's tail searched for a retried append's ids. The command handler
-/// already recognises retries among a SKU's recent commands before it appends; this search is
-/// the store's own guarantee for retries that reach it, bounded so that one append never reads
-/// a long stream.
-const RETRY_SCAN_EVENTS_MAX: u64 = 4_096;
+/// Most events of a stream's tail searched for a retried append's ids when the retry does not
+/// name the slot its events went to: appends with `Any` or `StreamExists`, and a refused
+/// append's ids found elsewhere (a reuse, refused). A retry with the expected version its first
+/// attempt had (no stream, or an exact version; every append of the ledger's writers) is
+/// recognised at that slot directly, with no window. The command handler also recognises
+/// retries among a SKU's recent commands before it appends; this bound keeps one append from
+/// reading a long stream.
+pub const RETRY_SCAN_EVENTS_MAX: u64 = 4_096;
 
 /// Most events of `$all` (filtered to names starting with the stream's) read backwards to find a
 /// retried append's log position on servers whose stream reads carry none. A retry recognised
@@ -102,7 +111,7 @@ const LOCATE_SCAN_EVENTS_MAX: u64 = 2 * RETRY_SCAN_EVENTS_MAX;
 /// would cost a write per event; event ids derive from the stream name, so reuse across streams
 /// can only come from a programming error, which this bounded memory catches where it is most
 /// likely: within one process. 65,536 ids cost a few megabytes.
-const RECENT_EVENT_IDS_MAX: usize = 65_536;
+pub const RECENT_EVENT_IDS_MAX: usize = 65_536;
 
 /// Content type of event data and metadata.
 const JSON_CONTENT_TYPE: &str = "application/json";
@@ -120,6 +129,10 @@ pub struct KurrentOptions {
     /// The user every call runs as, when it is not in the connection string (a secure server
     /// refuses calls without one). Credentials given here win over the connection string's.
     pub credentials: Option<EventStoreCredentials>,
+    /// The largest append sent, in bytes as the server counts them (data, custom metadata,
+    /// and the type twice): larger ones are refused before anything is sent. Must not exceed
+    /// the server's `MaxAppendSize`; see [`APPEND_BYTES_MAX`].
+    pub append_bytes_max: u64,
 }
 
 /// A user name and password for a secure server. The password never shows in `Debug`.
@@ -153,6 +166,7 @@ impl Default for KurrentOptions {
             operation_deadline_ms: OPERATION_DEADLINE_MS,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
             credentials: None,
+            append_bytes_max: APPEND_BYTES_MAX,
         }
     }
 }
@@ -403,6 +417,34 @@ impl KurrentStore {
         SubscriptionFilter::on_stream_name().add_prefix(&self.options.stream_prefix)
     }
 
+    /// Refuse an append larger than the server would take, counting as the server does.
+    fn check_size(&self, stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut size_bytes: u64 = 0;
+        for event in events {
+            let metadata = StoredMetadata {
+                schema_version: event.schema_version,
+                metadata: event.metadata.clone(),
+            };
+            let encoded = |value: serde_json::Result<Vec<u8>>| {
+                value
+                    .map(|bytes| bytes.len() as u64)
+                    .map_err(|e| StoreError::InvalidAppend(e.to_string()))
+            };
+            size_bytes += encoded(serde_json::to_vec(&event.data))?
+                + encoded(serde_json::to_vec(&metadata))?
+                + 2 * event.event_type.len() as u64;
+        }
+        if size_bytes > self.options.append_bytes_max {
+            return Err(StoreError::InvalidAppend(format!(
+                "{stream}: an append of {} events and {size_bytes} bytes is over the event \
+                 store's maximum append size of {} bytes; it must be sent as smaller appends",
+                events.len(),
+                self.options.append_bytes_max
+            )));
+        }
+        Ok(())
+    }
+
     /// The user calls run as, for messages: the options' or the connection string's.
     fn user(&self) -> Option<String> {
         self.options
@@ -459,6 +501,25 @@ impl KurrentStore {
         use kurrentdb::Error as E;
         match error {
             E::AccessDenied => self.denied(right),
+            E::ResourceDeleted => {
+                let stream = match right {
+                    Right::ReadStream(stream) | Right::WriteStream(stream) => stream,
+                    Right::ReadAll => "$all",
+                };
+                StoreError::backend_because(format!(
+                    "stream {stream} was deleted permanently in the event store (an operator's \
+                     hard delete): it can be neither read nor written again, so its SKU's \
+                     commands fail until the SKU is restored under a new name; its events stay \
+                     in $all until a scavenge"
+                ))
+            }
+            // The server's own limit, when it is below the adapter's.
+            E::Grpc { message, .. } if message.contains("Maximum Append Size") => {
+                StoreError::InvalidAppend(format!(
+                    "{right:?}: the event store refused the append: {message} (lower \
+                     append_bytes_max to the server's MaxAppendSize)"
+                ))
+            }
             E::DeadlineExceeded => StoreError::Timeout {
                 timeout_ms: self.options.operation_deadline_ms,
             },
@@ -803,11 +864,31 @@ impl KurrentStore {
             Some(slot) => {
                 // Where the expected version says the events go: empty unless the stream has
                 // grown past it, by these very events (a retry) or by others (a conflict).
-                let taken = !self
-                    .read_raw(stream, StreamPosition::Position(slot), false, 1)
-                    .await?
-                    .is_empty();
-                if taken {
+                let at_slot = self
+                    .read_raw(
+                        stream,
+                        StreamPosition::Position(slot),
+                        false,
+                        events.len() as u64,
+                    )
+                    .await?;
+                if at_slot.len() == events.len()
+                    && at_slot.iter().zip(events).all(|(s, e)| s.id == e.event_id)
+                {
+                    // These very events, where the expected version put them: a retry,
+                    // recognised however long the stream has grown since.
+                    let last = at_slot.last().expect("an append carries events");
+                    let mut position = position_from(last.position);
+                    if !position.is_known() {
+                        position = self.locate(stream, last.id).await?;
+                    }
+                    return Ok(AppendResult {
+                        version: last.revision,
+                        position,
+                        deduplicated: true,
+                    });
+                }
+                if !at_slot.is_empty() {
                     let (original, head) = self.find_retry(stream, events).await?;
                     return original.ok_or_else(|| StoreError::WrongExpectedVersion {
                         stream: stream.to_owned(),
@@ -921,6 +1002,7 @@ impl EventStore for KurrentStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         check_append(&events)?;
+        self.check_size(stream, &events)?;
         self.recent_ids
             .lock()
             .expect("recent ids lock poisoned")
@@ -941,11 +1023,22 @@ impl EventStore for KurrentStore {
         max_count: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let count = clamp_read_count(max_count);
-        self.read_raw(stream, StreamPosition::Position(from_version), false, count)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+        let events = self
+            .read_raw(stream, StreamPosition::Position(from_version), false, count)
+            .await?;
+        if let Some(first) = events.first() {
+            // A stream truncated (`$tb`) or soft-deleted and written again starts past its
+            // first versions; folding its rest would give a SKU a wrong balance.
+            if first.revision > from_version {
+                return Err(StoreError::backend_because(format!(
+                    "stream {stream} has no events before version {} (truncated or deleted \
+                     in the event store by an operator): the ledger needs every event of a SKU \
+                     and will not fold part of one",
+                    first.revision
+                )));
+            }
+        }
+        events.iter().map(decode).collect()
     }
 
     #[tracing::instrument(name = "kurrent.read_all", skip(self))]

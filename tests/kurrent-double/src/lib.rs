@@ -44,7 +44,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-pub use log::Log;
+pub use log::{Log, DEDUPE_WINDOW_EVENTS_DEFAULT};
 
 /// Where the double listens: loopback only, so a test server is never reachable from outside.
 const LISTEN_ADDRESS: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -106,7 +106,12 @@ pub(crate) struct Controls {
     /// alone). A follower answers calls that require the leader with "not leader" and the
     /// leader's endpoint, as a cluster node does.
     pub(crate) leader: Option<SocketAddr>,
+    /// The server's maximum append size (`MaxAppendSize`), in bytes.
+    pub(crate) append_bytes_max: u64,
 }
+
+/// The maximum append size servers of 20.x to 24.x have by default: 1 MiB.
+pub const APPEND_BYTES_MAX_DEFAULT: u64 = 1_048_576;
 
 impl Default for Controls {
     fn default() -> Self {
@@ -115,6 +120,7 @@ impl Default for Controls {
             generation: ServerGeneration::Current,
             users: None,
             leader: None,
+            append_bytes_max: APPEND_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -198,6 +204,7 @@ impl EventStoreDouble {
                 generation: mine.generation,
                 users: mine.users.clone(),
                 leader: Some(self.address),
+                append_bytes_max: mine.append_bytes_max,
             }
         };
         let mut replica = Self::unstarted_with(address, Arc::clone(&self.shared.log), controls);
@@ -297,6 +304,12 @@ impl EventStoreDouble {
         self.controls().users = Some(users);
     }
 
+    /// Refuse appends larger than `bytes` from now on, as a server configured with that
+    /// maximum append size does.
+    pub fn limit_append_size(&self, bytes: u64) {
+        self.controls().append_bytes_max = bytes;
+    }
+
     /// Answer from now on as a server of `generation` does.
     pub fn answer_as(&self, generation: ServerGeneration) {
         self.controls().generation = generation;
@@ -306,6 +319,25 @@ impl EventStoreDouble {
     /// duplicates on the server side, below the adapter.
     pub fn stream_event_ids(&self, stream: &str) -> Vec<uuid::Uuid> {
         self.shared.log.stream_event_ids(stream.as_bytes())
+    }
+
+    /// Delete `stream` permanently, as an operator's hard delete (tombstone) does: reads and
+    /// appends are refused with "stream deleted"; its events stay in `$all`.
+    pub fn delete_stream_permanently(&self, stream: &str) {
+        self.shared.log.tombstone(stream.as_bytes());
+    }
+
+    /// Truncate `stream` before `revision`, as setting `$tb` in its metadata does: reads no
+    /// longer return the events below it.
+    pub fn truncate_stream_before(&self, stream: &str, revision: u64) {
+        self.shared.log.truncate_before(stream.as_bytes(), revision);
+    }
+
+    /// Let the double's own recognition of retried `Any` and `StreamExists` appends look at
+    /// the last `events` of a stream only (0: never), as a real server's best-effort cache
+    /// forgets (default [`DEDUPE_WINDOW_EVENTS_DEFAULT`]).
+    pub fn forget_writes_older_than(&self, events: u64) {
+        self.shared.log.set_dedupe_window(events);
     }
 
     /// How many append calls reached the server, including refused and idempotent ones.

@@ -157,6 +157,31 @@ impl Service {
     }
 }
 
+/// A real server's answer for a stream deleted permanently.
+fn stream_deleted(stream: &[u8]) -> Status {
+    let name = String::from_utf8_lossy(stream).into_owned();
+    let mut status = Status::failed_precondition(format!("Event stream '{name}' is deleted."));
+    let trailers = status.metadata_mut();
+    trailers.insert("exception", MetadataValue::from_static("stream-deleted"));
+    if let Ok(value) = MetadataValue::try_from(name) {
+        trailers.insert("stream-name", value);
+    }
+    status
+}
+
+/// A real server's refusal of an append past its maximum size.
+fn append_size_exceeded(size_bytes_max: u64) -> Status {
+    let mut status =
+        Status::invalid_argument(format!("Maximum Append Size of {size_bytes_max} Exceeded."));
+    let trailers = status.metadata_mut();
+    trailers.insert(
+        "exception",
+        MetadataValue::from_static("maximum-append-size-exceeded"),
+    );
+    trailers.insert("maximum-append-size", MetadataValue::from(size_bytes_max));
+    status
+}
+
 /// A real server's refusal: permission denied, with its exception name in the trailers.
 fn access_denied() -> Status {
     let mut status = Status::permission_denied("Access Denied");
@@ -257,6 +282,7 @@ impl Streams for Service {
                     .log
                     .read_stream(&identifier.stream_name, from, backwards, count)
                 {
+                    StreamRead::Deleted => return Err(stream_deleted(&identifier.stream_name)),
                     StreamRead::NotFound => vec![Ok(ReadResp {
                         content: Some(read_resp::Content::StreamNotFound(
                             read_resp::StreamNotFound {
@@ -334,6 +360,8 @@ impl Streams for Service {
             }
         };
         let mut events = Vec::new();
+        let mut size_bytes: u64 = 0;
+        let size_bytes_max = self.controls().append_bytes_max;
         while let Some(message) = incoming.message().await? {
             let Some(append_req::Content::ProposedMessage(proposed)) = message.content else {
                 return Err(Status::invalid_argument(
@@ -347,6 +375,15 @@ impl Streams for Service {
                 .id
                 .ok_or_else(|| Status::invalid_argument("a proposed event needs an id"))
                 .and_then(uuid_from_proto)?;
+            // A real server counts data, custom metadata and the type (two bytes a character)
+            // against its maximum append size, and refuses the whole append past it.
+            let type_length = proposed.metadata.get("type").map_or(0, String::len) as u64;
+            size_bytes += proposed.data.len() as u64
+                + proposed.custom_metadata.len() as u64
+                + 2 * type_length;
+            if size_bytes > size_bytes_max {
+                return Err(append_size_exceeded(size_bytes_max));
+            }
             events.push(Proposed {
                 id,
                 metadata: proposed.metadata,
@@ -363,7 +400,10 @@ impl Streams for Service {
         if let Some(AppendStall::BeforeWrite(delay)) = stall {
             tokio::time::sleep(delay).await;
         }
-        let outcome = self.shared.log.append(stream, expected, events);
+        let outcome = self.shared.log.append(stream.clone(), expected, events);
+        if outcome == AppendOutcome::StreamDeleted {
+            return Err(stream_deleted(&stream));
+        }
         if let Some(AppendStall::AfterWrite(delay)) = stall {
             tokio::time::sleep(delay).await;
         }
@@ -559,6 +599,7 @@ fn append_response(outcome: AppendOutcome) -> AppendResp {
                 )),
             })
         }
+        AppendOutcome::StreamDeleted => unreachable!("a deleted stream is answered as an error"),
         AppendOutcome::WrongExpectedVersion { current, expected } => {
             append_resp::Result::WrongExpectedVersion(append_resp::WrongExpectedVersion {
                 current_revision_option: Some(match current {
