@@ -552,3 +552,77 @@ async fn a_retry_with_its_expected_version_is_recognised_however_far_the_stream_
         "the last event of the window is found"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_subscription_with_checkpoints_and_falling_behind_resumes_without_loss() {
+    let mut double = EventStoreDouble::start().unwrap();
+    let store = KurrentStore::connect(&double.url(), options())
+        .await
+        .unwrap();
+    let stream = sku_stream();
+    let other = format!("other-{}", Uuid::new_v4().simple());
+    store
+        .append(&other, ExpectedVersion::NoStream, movements(300))
+        .await
+        .unwrap();
+    store
+        .append(&stream, ExpectedVersion::NoStream, movements(1))
+        .await
+        .unwrap();
+    let mut subscription = store.subscribe_all(None);
+    let mut seen = vec![next_delivered(&mut subscription).await.version];
+    // A burst while live: the subscription falls more than a page behind.
+    store
+        .append(&stream, ExpectedVersion::Exact(0), movements(600))
+        .await
+        .unwrap();
+    store
+        .append(&other, ExpectedVersion::Exact(299), movements(300))
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        seen.push(next_delivered(&mut subscription).await.version);
+    }
+    // Down in the middle of catching up again, past checkpoints beyond the last delivery.
+    double.restart().unwrap();
+    loop {
+        match store
+            .append(&stream, ExpectedVersion::Exact(600), movements(1))
+            .await
+        {
+            Ok(_) => break,
+            Err(StoreError::Unavailable { .. } | StoreError::Timeout { .. }) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    while seen.len() < 602 {
+        seen.push(next_delivered(&mut subscription).await.version);
+    }
+    assert_eq!(
+        seen,
+        (0..602).collect::<Vec<u64>>(),
+        "every event once, in order"
+    );
+    let (checkpoints, fell_behind) = double.subscription_notices_sent();
+    assert!(checkpoints > 0, "the filtered subscription got checkpoints");
+    assert!(fell_behind > 0, "the live subscription fell behind");
+}
+
+/// The next event a subscription delivers, passing over the errors it reports while the
+/// server is away.
+async fn next_delivered(
+    subscription: &mut ledger_application::store::EventStream,
+) -> ledger_domain::envelope::RecordedEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(DELIVERY_DEADLINE_MS);
+    loop {
+        let item = tokio::time::timeout_at(deadline, subscription.next())
+            .await
+            .expect("the subscription delivers before the deadline")
+            .expect("a subscription never ends");
+        if let Ok(event) = item {
+            return event;
+        }
+    }
+}

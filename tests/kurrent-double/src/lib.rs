@@ -132,6 +132,9 @@ pub(crate) struct Shared {
     pub(crate) controls: Mutex<Controls>,
     /// "Not leader" answers given, for tests that must prove a leader change happened.
     pub(crate) not_leader_answers: std::sync::atomic::AtomicU64,
+    /// Checkpoints and "fell behind" messages sent to subscriptions, likewise.
+    pub(crate) checkpoints_sent: std::sync::atomic::AtomicU64,
+    pub(crate) fell_behind_sent: std::sync::atomic::AtomicU64,
 }
 
 struct Running {
@@ -184,6 +187,8 @@ impl EventStoreDouble {
                 log,
                 controls: Mutex::new(controls),
                 not_leader_answers: std::sync::atomic::AtomicU64::new(0),
+                checkpoints_sent: std::sync::atomic::AtomicU64::new(0),
+                fell_behind_sent: std::sync::atomic::AtomicU64::new(0),
             }),
             address,
             running: None,
@@ -221,6 +226,19 @@ impl EventStoreDouble {
     /// Become the leader (or a single node) again.
     pub fn lead(&self) {
         self.controls().leader = None;
+    }
+
+    /// How many checkpoints filtered subscriptions were sent, and how often a live
+    /// subscription was told it fell behind.
+    pub fn subscription_notices_sent(&self) -> (u64, u64) {
+        (
+            self.shared
+                .checkpoints_sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+            self.shared
+                .fell_behind_sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// How many calls this node answered with "not leader".

@@ -393,6 +393,11 @@ impl Log {
         (page, next)
     }
 
+    /// The position of the event at `index` of the log.
+    pub fn position_at(&self, index: usize) -> Option<(u64, u64)> {
+        self.lock().events.get(index).map(Stored::position)
+    }
+
     /// The position of the last event in the log, for a subscription's caught-up message.
     pub fn last_position(&self) -> Option<(u64, u64)> {
         self.lock().events.last().map(Stored::position)

@@ -482,7 +482,47 @@ async fn follow(
                 return;
             }
         }
+        // A filtered subscription reports how far it has scanned, as a real server's
+        // checkpoints do: often past the last event it delivered.
+        if !filter.prefixes.is_empty() {
+            if let Some((commit, prepare)) = cursor
+                .checked_sub(1)
+                .and_then(|i| shared.log.position_at(i))
+            {
+                let checkpoint = ReadResp {
+                    content: Some(read_resp::Content::Checkpoint(read_resp::Checkpoint {
+                        commit_position: commit,
+                        prepare_position: prepare,
+                        timestamp: Some(std::time::SystemTime::now().into()),
+                    })),
+                };
+                if sender.send(Ok(checkpoint)).await.is_err() {
+                    return;
+                }
+                shared
+                    .checkpoints_sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         if cursor < seen {
+            // Live, but more than a page behind the log: a real server says it fell behind
+            // and catches up again before going live.
+            if caught_up {
+                caught_up = false;
+                let message = ReadResp {
+                    content: Some(read_resp::Content::FellBehind(read_resp::FellBehind {
+                        timestamp: Some(std::time::SystemTime::now().into()),
+                        stream_revision: None,
+                        position: None,
+                    })),
+                };
+                if sender.send(Ok(message)).await.is_err() {
+                    return;
+                }
+                shared
+                    .fell_behind_sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             continue;
         }
         if !caught_up {
