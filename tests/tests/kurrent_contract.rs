@@ -1,7 +1,8 @@
 //! The event store contract over the EventStoreDB/KurrentDB adapter, through the real
 //! `kurrentdb` client, against the in-memory protocol double: one fresh double per case, once
-//! answering as a current server, once as a 20.x server (stream reads without positions), and
-//! once secured (credentials required, `$all` for permitted users only).
+//! answering as a current server, once as a 20.x server (stream reads without positions), once
+//! secured (credentials required, `$all` for permitted users only), and once in the real-server
+//! mode: all of that at once, reached through a follower that answers "not leader".
 
 use ledger_kurrent::{KurrentOptions, KurrentStore};
 use ledger_kurrent_double::{EventStoreDouble, ServerGeneration, User};
@@ -35,6 +36,23 @@ async fn store_over_a_secure_double() -> (KurrentStore, EventStoreDouble) {
     (connect(&url).await, double)
 }
 
+async fn store_over_a_real_server_mode_cluster(
+) -> (KurrentStore, (EventStoreDouble, EventStoreDouble)) {
+    let leader = EventStoreDouble::start().expect("the double starts");
+    leader.answer_as(ServerGeneration::NoStreamReadPositions);
+    leader.require_credentials(vec![User {
+        name: "ledger".to_owned(),
+        password: "contract-secret".to_owned(),
+        reads_all: true,
+    }]);
+    let follower = leader.start_replica().expect("the follower starts");
+    let url = format!(
+        "esdb://ledger:contract-secret@{}?tls=false",
+        follower.address()
+    );
+    (connect(&url).await, (leader, follower))
+}
+
 async fn store_over(generation: ServerGeneration) -> (KurrentStore, EventStoreDouble) {
     let double = EventStoreDouble::start().expect("the double starts");
     double.answer_as(generation);
@@ -55,3 +73,7 @@ async fn connect(url: &str) -> KurrentStore {
 ledger_tests::event_store_contract!(kurrent_double, store_over_a_double);
 ledger_tests::event_store_contract!(kurrent_double_20, store_over_an_old_double);
 ledger_tests::event_store_contract!(kurrent_double_secure, store_over_a_secure_double);
+ledger_tests::event_store_contract!(
+    kurrent_double_real_server_mode,
+    store_over_a_real_server_mode_cluster
+);
