@@ -626,3 +626,38 @@ async fn next_delivered(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recognised_retry_answers_without_a_position_when_the_server_gives_none() {
+    use ledger_application::command::CommandContext;
+    use ledger_application::handler::CommandHandler;
+    for generation in [
+        ServerGeneration::Current,
+        ServerGeneration::NoStreamReadPositions,
+    ] {
+        let double = EventStoreDouble::start().unwrap();
+        double.answer_as(generation);
+        let store = KurrentStore::connect(&double.url(), options())
+            .await
+            .unwrap();
+        let handler = CommandHandler::new(std::sync::Arc::new(store));
+        let sku = ledger_tests::ledger::sku_of(&format!("MODE-{}", Uuid::new_v4().simple()));
+        let done = handler
+            .execute(
+                &sku,
+                &ledger_tests::ledger::replenish(5),
+                &CommandContext::default(),
+            )
+            .await
+            .unwrap();
+        let now = handler.load(&sku).await.unwrap().state.summary();
+        let original = handler.original_outcome(now, 0, 0).await.unwrap();
+        match generation {
+            ServerGeneration::Current => assert_eq!(original.position, done.position),
+            ServerGeneration::NoStreamReadPositions => assert_eq!(
+                original.position, None,
+                "no position is better than one no projector reaches"
+            ),
+        }
+    }
+}

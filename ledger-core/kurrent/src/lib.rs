@@ -159,6 +159,16 @@ enum Right<'a> {
     ReadAll,
 }
 
+impl std::fmt::Display for Right<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ReadStream(stream) => write!(f, "read stream {stream}"),
+            Self::WriteStream(stream) => write!(f, "write to stream {stream}"),
+            Self::ReadAll => f.write_str("read $all (the store-wide log)"),
+        }
+    }
+}
+
 impl Default for KurrentOptions {
     fn default() -> Self {
         Self {
@@ -465,11 +475,7 @@ impl KurrentStore {
 
     /// A refusal that names the right the call lacked and how to grant it.
     fn denied(&self, right: Right<'_>) -> StoreError {
-        let what = match right {
-            Right::ReadStream(stream) => format!("read stream {stream}"),
-            Right::WriteStream(stream) => format!("write to stream {stream}"),
-            Right::ReadAll => "read $all (the store-wide log)".to_owned(),
-        };
+        let what = right.to_string();
         let message = match self.user() {
             None => format!(
                 "the event store refused to {what} without credentials: a secure server needs a \
@@ -516,7 +522,7 @@ impl KurrentStore {
             // The server's own limit, when it is below the adapter's.
             E::Grpc { message, .. } if message.contains("Maximum Append Size") => {
                 StoreError::InvalidAppend(format!(
-                    "{right:?}: the event store refused the append: {message} (lower \
+                    "the event store refused to {right}: {message} (lower \
                      append_bytes_max to the server's MaxAppendSize)"
                 ))
             }
