@@ -661,3 +661,46 @@ async fn a_recognised_retry_answers_without_a_position_when_the_server_gives_non
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_reused_for_another_stream_are_refused_within_the_documented_window_only() {
+    let double = EventStoreDouble::start().unwrap();
+    let store = KurrentStore::connect(&double.url(), options())
+        .await
+        .unwrap();
+    let reused = movements(1);
+    store
+        .append(&sku_stream(), ExpectedVersion::NoStream, reused.clone())
+        .await
+        .unwrap();
+    // Other ids until the reused one is the oldest the process still remembers.
+    let window = ledger_kurrent::RECENT_EVENT_IDS_MAX as u64;
+    let mut remembered = 1;
+    while remembered < window {
+        let count = (window - remembered).min(ledger_application::store::APPEND_EVENTS_MAX as u64);
+        store
+            .append(&sku_stream(), ExpectedVersion::NoStream, movements(count))
+            .await
+            .unwrap();
+        remembered += count;
+    }
+    let elsewhere = sku_stream();
+    let refused = store
+        .append(&elsewhere, ExpectedVersion::Any, reused.clone())
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::IdempotencyMismatch { .. })),
+        "the oldest remembered id is still refused elsewhere: {refused:?}"
+    );
+    // One id more and it is forgotten: past the window, reuse across streams goes unnoticed,
+    // which is the documented limit (ids derive from their stream, so only a programming
+    // error reuses one).
+    store
+        .append(&sku_stream(), ExpectedVersion::NoStream, movements(1))
+        .await
+        .unwrap();
+    let accepted = store
+        .append(&elsewhere, ExpectedVersion::Any, reused.clone())
+        .await;
+    assert!(accepted.is_ok(), "{accepted:?}");
+}

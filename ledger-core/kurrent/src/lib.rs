@@ -8,10 +8,17 @@
 //!   the envelope's metadata plus the schema version as JSON custom metadata.
 //! - The store-wide log is `$all`, read and followed with a server-side stream-name prefix
 //!   filter (`sku-` by default), so system streams and other applications' streams never reach
-//!   a projector. `$all` positions (commit, prepare) are the port's positions unchanged.
-//! - A retried append is recognised by its event ids (see [`KurrentStore::append`]).
+//!   a projector. `$all` positions (commit, prepare) are the port's positions unchanged, and
+//!   only ever compared. Servers that send no position with stream reads (20.x) give
+//!   [`Position::UNKNOWN`] there; a retried append's real position is then found in `$all`.
+//! - A retried append is recognised by its event ids (see [`KurrentStore::append`]): at the
+//!   slot its expected version names, with no window, or in the stream's last
+//!   [`RETRY_SCAN_EVENTS_MAX`] events when it names none.
 //! - Every call has an explicit deadline; TLS is whatever the connection string says, and the
-//!   connection string must say it.
+//!   connection string must say it. Calls run as the connection string's user or
+//!   [`KurrentOptions::credentials`]; a refusal names the right that was missing.
+//! - Every call prefers the leader; a follower's "not leader" is followed to the leader within
+//!   the call's deadline. Appends over [`APPEND_BYTES_MAX`] are refused before sending.
 //! - The client cannot recover once its first connection attempt has failed: it is rebuilt.
 //!   A subscription that drops is resubscribed from the last event it delivered.
 

@@ -10,7 +10,12 @@
 //!   catch-up-then-live subscriptions to `$all`, appends.
 //! - [`EventStoreDouble`]: the test's handle: start on 127.0.0.1, stop and restart on the same
 //!   port (state survives, connections do not, as in a server crash), start later, and stall
-//!   appends to provoke client deadlines.
+//!   appends to provoke client deadlines. It also switches the double to behave as real
+//!   servers do where they differ: a 20.x generation without stream-read positions
+//!   ([`ServerGeneration`]), a secure node with users and the `$all` permission ([`User`]),
+//!   cluster nodes sharing one log that answer "not leader" ([`EventStoreDouble::start_replica`]),
+//!   a maximum append size, permanently deleted and truncated streams, and a server-side
+//!   deduplication that forgets.
 //!
 //! Each incarnation of the server runs on its own thread and runtime, so stopping it drops every
 //! connection and subscription at once, exactly what a client sees when a server dies.

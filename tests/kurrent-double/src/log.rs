@@ -16,7 +16,8 @@ const LOG_START_OFFSET: u64 = 4_096;
 /// an event count, which keeps the adapter from relying on anything else.
 const RECORD_OVERHEAD_BYTES: u64 = 128;
 
-/// The double's default for [`Inner::dedupe_window_events`].
+/// How many of a stream's last events the double looks at, by default, to recognise a retried
+/// `Any` or `StreamExists` append (its server-side deduplication, a model of a forgetting cache).
 pub const DEDUPE_WINDOW_EVENTS_DEFAULT: u64 = 256;
 
 /// Name of the system stream the double writes one record to when created, so the store-wide
