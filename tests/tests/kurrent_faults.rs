@@ -1,12 +1,17 @@
 //! Faults the EventStoreDB/KurrentDB adapter must ride out, provoked with the protocol double:
 //! a server that is down when the client first connects, a server restart under a live
 //! subscription, and an append whose answer never comes in time.
+//!
+//! Every case runs twice: against a plain current node, and against the double in its
+//! real-server mode: a secure 20.x-generation cluster node (credentials required, stream reads
+//! without positions) that the adapter reaches through a follower, so that every connection
+//! starts with a "not leader" answer.
 
 use futures::StreamExt;
 use ledger_application::store::{EventStore, EventStream, ExpectedVersion, StoreError};
 use ledger_domain::envelope::{Metadata, NewEvent, RecordedEvent};
 use ledger_kurrent::{KurrentOptions, KurrentStore};
-use ledger_kurrent_double::{AppendStall, EventStoreDouble};
+use ledger_kurrent_double::{AppendStall, EventStoreDouble, ServerGeneration, User};
 use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -23,6 +28,82 @@ const DOWN_CONNECT_TIMEOUT_MS: u64 = 300;
 /// The deadline the timeout test gives each call, and the stall that outlasts it.
 const SHORT_DEADLINE_MS: u64 = 500;
 const STALL_MS: u64 = 3_000;
+
+/// Which server the double plays.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// A current, insecure single node.
+    Current,
+    /// A secure 20.x-generation node reached through a follower.
+    RealServer,
+}
+
+/// The user the real-server mode requires.
+const USER: &str = "ledger";
+const PASSWORD: &str = "fault-secret";
+
+/// The server of one case: the node faults are applied to (the leader), and in the real-server
+/// mode the follower the connection string names.
+struct Server {
+    leader: EventStoreDouble,
+    follower: Option<EventStoreDouble>,
+}
+
+impl Server {
+    fn new(mode: Mode, serving: bool) -> Self {
+        let mut leader = EventStoreDouble::start_later().unwrap();
+        if serving {
+            leader.serve().unwrap();
+        }
+        let follower = match mode {
+            Mode::Current => None,
+            Mode::RealServer => {
+                leader.answer_as(ServerGeneration::NoStreamReadPositions);
+                leader.require_credentials(vec![User {
+                    name: USER.to_owned(),
+                    password: PASSWORD.to_owned(),
+                    reads_all: true,
+                }]);
+                let mut follower = leader.start_replica().unwrap();
+                if !serving {
+                    follower.stop();
+                }
+                Some(follower)
+            }
+        };
+        Self { leader, follower }
+    }
+
+    /// Start serving: the whole cluster, as after an outage of every node.
+    fn serve(&mut self) -> std::io::Result<()> {
+        self.leader.serve()?;
+        match &mut self.follower {
+            Some(follower) => follower.serve(),
+            None => Ok(()),
+        }
+    }
+
+    fn url(&self) -> String {
+        match &self.follower {
+            None => self.leader.url(),
+            Some(follower) => format!("esdb://{USER}:{PASSWORD}@{}?tls=false", follower.address()),
+        }
+    }
+}
+
+impl std::ops::Deref for Server {
+    type Target = EventStoreDouble;
+
+    fn deref(&self) -> &EventStoreDouble {
+        &self.leader
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut EventStoreDouble {
+        &mut self.leader
+    }
+}
 
 fn options() -> KurrentOptions {
     KurrentOptions {
@@ -85,9 +166,8 @@ async fn next_event(subscription: &mut EventStream) -> RecordedEvent {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_connects_once_a_server_that_was_down_comes_up() {
-    let mut double = EventStoreDouble::start_later().unwrap();
+async fn a_store_connects_once_a_server_that_was_down_comes_up(mode: Mode) {
+    let mut double = Server::new(mode, false);
     // The client is started while nothing listens; its first connection attempt fails.
     let url = double.url();
     let waiting = tokio::spawn(async move { KurrentStore::connect(&url, options()).await });
@@ -118,9 +198,8 @@ async fn a_store_connects_once_a_server_that_was_down_comes_up() {
     assert_eq!(store.read_stream(&stream, 0, 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_fail_while_the_server_is_down_and_succeed_once_it_is_back() {
-    let mut double = EventStoreDouble::start().unwrap();
+async fn calls_fail_while_the_server_is_down_and_succeed_once_it_is_back(mode: Mode) {
+    let mut double = Server::new(mode, true);
     let store = KurrentStore::connect(&double.url(), options())
         .await
         .unwrap();
@@ -145,11 +224,16 @@ async fn calls_fail_while_the_server_is_down_and_succeed_once_it_is_back() {
         .map(|e| e.version)
         .collect();
     assert_eq!(versions, [0, 1]);
+    if let Some(follower) = &double.follower {
+        assert!(
+            follower.not_leader_answers() > 0,
+            "the calls went through the follower's \"not leader\""
+        );
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscription_survives_a_server_restart_without_losing_or_repeating_events() {
-    let mut double = EventStoreDouble::start().unwrap();
+async fn a_subscription_survives_a_server_restart_without_losing_or_repeating_events(mode: Mode) {
+    let mut double = Server::new(mode, true);
     let store = KurrentStore::connect(&double.url(), options())
         .await
         .unwrap();
@@ -186,9 +270,8 @@ async fn a_subscription_survives_a_server_restart_without_losing_or_repeating_ev
     assert_eq!(double.stream_event_ids(&stream).len(), 11);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_append_whose_answer_is_late_times_out_and_its_retry_is_not_duplicated() {
-    let double = EventStoreDouble::start().unwrap();
+async fn an_append_whose_answer_is_late_times_out_and_its_retry_is_not_duplicated(mode: Mode) {
+    let double = Server::new(mode, true);
     let store = KurrentStore::connect(
         &double.url(),
         KurrentOptions {
@@ -232,9 +315,8 @@ async fn an_append_whose_answer_is_late_times_out_and_its_retry_is_not_duplicate
     assert_eq!(stored, batch.iter().map(|e| e.event_id).collect::<Vec<_>>());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_append_that_times_out_before_it_is_written_is_written_once_by_its_retry() {
-    let double = EventStoreDouble::start().unwrap();
+async fn an_append_that_times_out_before_it_is_written_is_written_once_by_its_retry(mode: Mode) {
+    let double = Server::new(mode, true);
     let store = KurrentStore::connect(
         &double.url(),
         KurrentOptions {
@@ -262,3 +344,34 @@ async fn an_append_that_times_out_before_it_is_written_is_written_once_by_its_re
     assert_eq!(retried.version, 0);
     assert_eq!(double.stream_event_ids(&stream), [batch[0].event_id]);
 }
+
+macro_rules! fault_cases {
+    ($mode:ident, $($case:ident),+ $(,)?) => {
+        #[allow(non_snake_case)]
+        mod $mode {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Mode::$mode).await;
+                }
+            )+
+        }
+    };
+}
+
+fault_cases!(
+    Current,
+    a_store_connects_once_a_server_that_was_down_comes_up,
+    calls_fail_while_the_server_is_down_and_succeed_once_it_is_back,
+    a_subscription_survives_a_server_restart_without_losing_or_repeating_events,
+    an_append_whose_answer_is_late_times_out_and_its_retry_is_not_duplicated,
+    an_append_that_times_out_before_it_is_written_is_written_once_by_its_retry,
+);
+fault_cases!(
+    RealServer,
+    a_store_connects_once_a_server_that_was_down_comes_up,
+    calls_fail_while_the_server_is_down_and_succeed_once_it_is_back,
+    a_subscription_survives_a_server_restart_without_losing_or_repeating_events,
+    an_append_whose_answer_is_late_times_out_and_its_retry_is_not_duplicated,
+    an_append_that_times_out_before_it_is_written_is_written_once_by_its_retry,
+);

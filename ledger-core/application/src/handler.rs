@@ -7,6 +7,7 @@ use crate::loaded::LoadedSku;
 use crate::snapshot::{Snapshot, SnapshotStore, SNAPSHOT_INTERVAL_EVENTS};
 use crate::store::{EventStore, READ_EVENTS_MAX};
 use chrono::{DateTime, Utc};
+use ledger_domain::envelope::Position;
 use ledger_domain::{Sku, SkuSummary};
 use std::sync::Arc;
 
@@ -219,7 +220,12 @@ impl<S: EventStore + ?Sized> CommandHandler<S> {
             .store
             .read_stream(&stream, first, last - first + 1)
             .await?;
-        let position = recorded.last().map(|r| r.position);
+        // A stream read may not know the log position (old EventStoreDB servers): the
+        // answer then says none rather than one no projector will ever reach.
+        let position = recorded
+            .last()
+            .map(|r| r.position)
+            .filter(Position::is_known);
         let events = recorded
             .iter()
             .map(|r| {

@@ -21,6 +21,22 @@ pub struct Position {
     pub prepare: u64,
 }
 
+impl Position {
+    /// What a store reports for an event whose log position it cannot tell: EventStoreDB
+    /// servers older than the protocol's current shape send no position with events read from
+    /// a stream (the maximum value in both parts). Never a real position, and never used as a
+    /// checkpoint: the store-wide log always carries real positions.
+    pub const UNKNOWN: Position = Position {
+        commit: u64::MAX,
+        prepare: u64::MAX,
+    };
+
+    /// False for [`Position::UNKNOWN`].
+    pub fn is_known(&self) -> bool {
+        *self != Self::UNKNOWN
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.commit, self.prepare)

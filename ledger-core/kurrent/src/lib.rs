@@ -8,10 +8,17 @@
 //!   the envelope's metadata plus the schema version as JSON custom metadata.
 //! - The store-wide log is `$all`, read and followed with a server-side stream-name prefix
 //!   filter (`sku-` by default), so system streams and other applications' streams never reach
-//!   a projector. `$all` positions (commit, prepare) are the port's positions unchanged.
-//! - A retried append is recognised by its event ids (see [`KurrentStore::append`]).
+//!   a projector. `$all` positions (commit, prepare) are the port's positions unchanged, and
+//!   only ever compared. Servers that send no position with stream reads (20.x) give
+//!   [`Position::UNKNOWN`] there; a retried append's real position is then found in `$all`.
+//! - A retried append is recognised by its event ids (see [`KurrentStore::append`]): at the
+//!   slot its expected version names, with no window, or in the stream's last
+//!   [`RETRY_SCAN_EVENTS_MAX`] events when it names none.
 //! - Every call has an explicit deadline; TLS is whatever the connection string says, and the
-//!   connection string must say it.
+//!   connection string must say it. Calls run as the connection string's user or
+//!   [`KurrentOptions::credentials`]; a refusal names the right that was missing.
+//! - Every call prefers the leader; a follower's "not leader" is followed to the leader within
+//!   the call's deadline. Appends over [`APPEND_BYTES_MAX`] are refused before sending.
 //! - The client cannot recover once its first connection attempt has failed: it is rebuilt.
 //!   A subscription that drops is resubscribed from the last event it delivered.
 
@@ -69,24 +76,49 @@ const DISCOVER_ATTEMPTS_MAX: u64 = 3;
 const KEEP_ALIVE_INTERVAL_MS: u64 = 10_000;
 const KEEP_ALIVE_TIMEOUT_MS: u64 = 10_000;
 
+/// How often one call is repeated after failures that prove nothing was written (a dead client,
+/// a "not leader" answer). Two cover a leader change seen on a dead connection; an election
+/// that is still going on fails the call as unavailable instead of spinning.
+const CALL_REPEATS_MAX: u32 = 2;
+
+/// The largest append the adapter sends: 1 MiB, the default maximum append size of 20.x to
+/// 24.x servers (newer servers allow more). The server refuses a larger append as a whole; the
+/// adapter refuses it first, with a message, rather than splitting it, because the events of
+/// one append must stay atomic and it cannot tell which of them belong together.
+pub const APPEND_BYTES_MAX: u64 = 1_048_576;
+
+/// Which node the client prefers when the connection string does not say: the leader, since
+/// every append must reach it and a follower's `$all` may lag behind what the leader has
+/// acknowledged.
+const NODE_PREFERENCE_DEFAULT: &str = "leader";
+
 /// Pause before a dropped subscription subscribes again, so an outage is not a busy loop.
 const SUBSCRIPTION_RETRY_DELAY_MS: u64 = 1_000;
 
 /// Events read per page while looking for a retried append's ids in a stream's tail.
 const RETRY_SCAN_PAGE_EVENTS: u64 = 256;
 
-/// Most events of a stream's tail searched for a retried append's ids. The command handler
-/// already recognises retries among a SKU's recent commands before it appends; this search is
-/// the store's own guarantee for retries that reach it, bounded so that one append never reads
-/// a long stream.
-const RETRY_SCAN_EVENTS_MAX: u64 = 4_096;
+/// Most events of a stream's tail searched for a retried append's ids when the retry does not
+/// name the slot its events went to: appends with `Any` or `StreamExists`, and a refused
+/// append's ids found elsewhere (a reuse, refused). A retry with the expected version its first
+/// attempt had (no stream, or an exact version; every append of the ledger's writers) is
+/// recognised at that slot directly, with no window. The command handler also recognises
+/// retries among a SKU's recent commands before it appends; this bound keeps one append from
+/// reading a long stream.
+pub const RETRY_SCAN_EVENTS_MAX: u64 = 4_096;
+
+/// Most events of `$all` (filtered to names starting with the stream's) read backwards to find a
+/// retried append's log position on servers whose stream reads carry none. A retry recognised
+/// at all lies within the stream's last [`RETRY_SCAN_EVENTS_MAX`] events; twice that leaves room
+/// for streams whose names extend this one's.
+const LOCATE_SCAN_EVENTS_MAX: u64 = 2 * RETRY_SCAN_EVENTS_MAX;
 
 /// Event ids this process has appended, remembered with their stream, to refuse an id reused
 /// for another stream. The server deduplicates per stream only, and a global index of event ids
 /// would cost a write per event; event ids derive from the stream name, so reuse across streams
 /// can only come from a programming error, which this bounded memory catches where it is most
 /// likely: within one process. 65,536 ids cost a few megabytes.
-const RECENT_EVENT_IDS_MAX: usize = 65_536;
+pub const RECENT_EVENT_IDS_MAX: usize = 65_536;
 
 /// Content type of event data and metadata.
 const JSON_CONTENT_TYPE: &str = "application/json";
@@ -101,6 +133,47 @@ pub struct KurrentOptions {
     pub operation_deadline_ms: u64,
     /// How long `connect` keeps trying.
     pub connect_timeout_ms: u64,
+    /// The user every call runs as, when it is not in the connection string (a secure server
+    /// refuses calls without one). Credentials given here win over the connection string's.
+    pub credentials: Option<EventStoreCredentials>,
+    /// The largest append sent, in bytes as the server counts them (data, custom metadata,
+    /// and the type twice): larger ones are refused before anything is sent. Must not exceed
+    /// the server's `MaxAppendSize`; see [`APPEND_BYTES_MAX`].
+    pub append_bytes_max: u64,
+}
+
+/// A user name and password for a secure server. The password never shows in `Debug`.
+#[derive(Clone)]
+pub struct EventStoreCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EventStoreCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStoreCredentials")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .finish()
+    }
+}
+
+/// What a call needs the server to allow, so that a refusal names the missing right.
+#[derive(Debug, Clone, Copy)]
+enum Right<'a> {
+    ReadStream(&'a str),
+    WriteStream(&'a str),
+    ReadAll,
+}
+
+impl std::fmt::Display for Right<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ReadStream(stream) => write!(f, "read stream {stream}"),
+            Self::WriteStream(stream) => write!(f, "write to stream {stream}"),
+            Self::ReadAll => f.write_str("read $all (the store-wide log)"),
+        }
+    }
 }
 
 impl Default for KurrentOptions {
@@ -109,6 +182,8 @@ impl Default for KurrentOptions {
             stream_prefix: SKU_STREAM_PREFIX.to_owned(),
             operation_deadline_ms: OPERATION_DEADLINE_MS,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            credentials: None,
+            append_bytes_max: APPEND_BYTES_MAX,
         }
     }
 }
@@ -126,6 +201,8 @@ struct StoredMetadata {
 pub struct KurrentStore {
     connection: Arc<Connection>,
     options: Arc<KurrentOptions>,
+    /// The user named in the connection string, for naming it when the server refuses a call.
+    url_user: Option<String>,
     /// See [`RECENT_EVENT_IDS_MAX`].
     recent_ids: Arc<Mutex<RecentIds>>,
     /// Where answers of keyed commands are kept: the server cannot keep them in the append's
@@ -247,6 +324,15 @@ fn explicit_settings(options: &KurrentOptions) -> [(&'static str, u64); 6] {
     ]
 }
 
+/// The user name of a connection string's `USER:PASSWORD@`, if it has one.
+fn user_in(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let user = userinfo.split(':').next()?;
+    (!user.is_empty()).then(|| user.to_owned())
+}
+
 /// Parse `url`, insisting that it states TLS either way and filling in the timeouts it does
 /// not state.
 fn settings_from(url: &str, options: &KurrentOptions) -> Result<ClientSettings, StoreError> {
@@ -266,6 +352,10 @@ fn settings_from(url: &str, options: &KurrentOptions) -> Result<ClientSettings, 
         ));
     }
     let mut full = url.to_owned();
+    if !names.iter().any(|name| name == "nodepreference") {
+        full.push(if full.contains('?') { '&' } else { '?' });
+        full.push_str(&format!("nodePreference={NODE_PREFERENCE_DEFAULT}"));
+    }
     for (name, value) in explicit_settings(options) {
         if !names.contains(&name.to_ascii_lowercase()) {
             full.push(if full.contains('?') { '&' } else { '?' });
@@ -293,6 +383,7 @@ impl KurrentStore {
         let store = Self {
             connection: Arc::new(Connection::new(settings)?),
             options: Arc::new(options),
+            url_user: user_in(url),
             recent_ids: Arc::new(Mutex::new(RecentIds::default())),
             answers: Arc::new(MemoryAnswers::new()),
         };
@@ -343,9 +434,105 @@ impl KurrentStore {
         SubscriptionFilter::on_stream_name().add_prefix(&self.options.stream_prefix)
     }
 
-    fn store_error(&self, error: kurrentdb::Error) -> StoreError {
+    /// Refuse an append larger than the server would take, counting as the server does.
+    fn check_size(&self, stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+        let mut size_bytes: u64 = 0;
+        for event in events {
+            let metadata = StoredMetadata {
+                schema_version: event.schema_version,
+                metadata: event.metadata.clone(),
+            };
+            let encoded = |value: serde_json::Result<Vec<u8>>| {
+                value
+                    .map(|bytes| bytes.len() as u64)
+                    .map_err(|e| StoreError::InvalidAppend(e.to_string()))
+            };
+            size_bytes += encoded(serde_json::to_vec(&event.data))?
+                + encoded(serde_json::to_vec(&metadata))?
+                + 2 * event.event_type.len() as u64;
+        }
+        if size_bytes > self.options.append_bytes_max {
+            return Err(StoreError::InvalidAppend(format!(
+                "{stream}: an append of {} events and {size_bytes} bytes is over the event \
+                 store's maximum append size of {} bytes; it must be sent as smaller appends",
+                events.len(),
+                self.options.append_bytes_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// The user calls run as, for messages: the options' or the connection string's.
+    fn user(&self) -> Option<String> {
+        self.options
+            .credentials
+            .as_ref()
+            .map(|c| c.username.clone())
+            .or_else(|| self.url_user.clone())
+    }
+
+    /// Run as the configured user, when the options name one (the connection string's user is
+    /// the client's default already).
+    fn credentials(&self) -> Option<kurrentdb::Credentials> {
+        self.options
+            .credentials
+            .as_ref()
+            .map(|c| kurrentdb::Credentials::new(c.username.clone(), c.password.clone()))
+    }
+
+    /// A refusal that names the right the call lacked and how to grant it.
+    fn denied(&self, right: Right<'_>) -> StoreError {
+        let what = right.to_string();
+        let message = match self.user() {
+            None => format!(
+                "the event store refused to {what} without credentials: a secure server needs a \
+                 user, given in the connection string (esdb://USER:PASSWORD@host:2113?tls=true) \
+                 or as EVENTSTORE_USERNAME and EVENTSTORE_PASSWORD"
+            ),
+            Some(user) => {
+                let grant = match right {
+                    Right::ReadAll => {
+                        "reading $all needs a member of $admins or $ops, or a user named in the \
+                         read ACL of $all (the $$all stream's metadata); projectors and retry \
+                         recognition read it"
+                    }
+                    Right::ReadStream(_) | Right::WriteStream(_) => {
+                        "the stream's ACL, or the server's default ACL for user streams, must \
+                         allow it"
+                    }
+                };
+                format!(
+                    "the event store user {user:?} may not {what} (or its password is wrong): \
+                     {grant}"
+                )
+            }
+        };
+        StoreError::backend_because(message)
+    }
+
+    fn store_error(&self, error: kurrentdb::Error, right: Right<'_>) -> StoreError {
         use kurrentdb::Error as E;
         match error {
+            E::AccessDenied => self.denied(right),
+            E::ResourceDeleted => {
+                let stream = match right {
+                    Right::ReadStream(stream) | Right::WriteStream(stream) => stream,
+                    Right::ReadAll => "$all",
+                };
+                StoreError::backend_because(format!(
+                    "stream {stream} was deleted permanently in the event store (an operator's \
+                     hard delete): it can be neither read nor written again, so its SKU's \
+                     commands fail until the SKU is restored under a new name; its events stay \
+                     in $all until a scavenge"
+                ))
+            }
+            // The server's own limit, when it is below the adapter's.
+            E::Grpc { message, .. } if message.contains("Maximum Append Size") => {
+                StoreError::InvalidAppend(format!(
+                    "the event store refused to {right}: {message} (lower \
+                     append_bytes_max to the server's MaxAppendSize)"
+                ))
+            }
             E::DeadlineExceeded => StoreError::Timeout {
                 timeout_ms: self.options.operation_deadline_ms,
             },
@@ -358,15 +545,17 @@ impl KurrentStore {
     }
 
     /// Run `call` with the current client under the operation deadline. A client that died
-    /// (its first connection failed) is rebuilt and the call tried once more: such a failure
-    /// happens before anything is sent, so even an append is safe to repeat.
-    async fn call<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    /// (its first connection failed) is rebuilt and the call tried again, and so is a call a
+    /// follower refused as "not leader" (the client then calls the leader it named): both
+    /// failures happen before anything is written, so even an append is safe to repeat. All
+    /// repeats stay within the one deadline.
+    async fn call<T, F, Fut>(&self, right: Right<'_>, call: F) -> Result<T, StoreError>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
         let deadline = Instant::now() + self.deadline();
-        let mut rebuilt = false;
+        let mut repeats = 0;
         loop {
             let (generation, client) = self.connection.client();
             let outcome = match tokio::time::timeout_at(deadline, call(client)).await {
@@ -381,17 +570,24 @@ impl KurrentStore {
                 Ok(value) => return Ok(value),
                 Err(Failure::Store(error)) => return Err(error),
                 Err(Failure::Client(error)) => {
-                    let dead = matches!(
+                    // Both failures come before the node accepted anything: a dead client never
+                    // sent the call, and a follower refuses a call that requires the leader
+                    // without doing it. The client has already turned to the leader it named.
+                    let repeatable = matches!(
                         error,
                         kurrentdb::Error::ConnectionClosed
                             | kurrentdb::Error::GrpcConnectionError(_)
+                            | kurrentdb::Error::NotLeaderException(_)
                     );
+                    if let kurrentdb::Error::NotLeaderException(leader) = &error {
+                        tracing::info!(host = %leader.host, port = leader.port, "the node is not the leader; calling the leader");
+                    }
                     self.connection.forget_if_dead(generation, &error);
-                    if dead && !rebuilt {
-                        rebuilt = true;
+                    if repeatable && repeats < CALL_REPEATS_MAX {
+                        repeats += 1;
                         continue;
                     }
-                    return Err(self.store_error(error));
+                    return Err(self.store_error(error, right));
                 }
             }
         }
@@ -413,7 +609,11 @@ impl KurrentStore {
         }
         .max_count(count as usize)
         .deadline(self.deadline());
-        self.call(|client| {
+        let options = match self.credentials() {
+            Some(credentials) => options.authenticated(credentials),
+            None => options,
+        };
+        self.call(Right::ReadStream(stream), |client| {
             let options = options.clone();
             async move {
                 let mut read = match client.read_stream(stream, &options).await {
@@ -447,16 +647,32 @@ impl KurrentStore {
         backwards: bool,
         count: u64,
     ) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
+        self.read_filtered_raw(self.filter(), from, backwards, count)
+            .await
+    }
+
+    /// Up to `count` raw events of `$all` that `filter` keeps.
+    async fn read_filtered_raw(
+        &self,
+        filter: SubscriptionFilter,
+        from: StreamPosition<kurrentdb::Position>,
+        backwards: bool,
+        count: u64,
+    ) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
         let base = ReadAllOptions::default().position(from);
         let options = if backwards {
             base.backwards()
         } else {
             base.forwards()
         }
-        .filter(self.filter())
+        .filter(filter)
         .max_count(count as usize)
         .deadline(self.deadline());
-        self.call(|client| {
+        let options = match self.credentials() {
+            Some(credentials) => options.authenticated(credentials),
+            None => options,
+        };
+        self.call(Right::ReadAll, |client| {
             let options = options.clone();
             async move {
                 let mut read = client.read_all(&options).await.map_err(Failure::Client)?;
@@ -539,12 +755,52 @@ impl KurrentStore {
             .last()
             .and_then(Option::as_ref)
             .expect("every id was found");
+        let mut position = position_from(last.position);
+        if !position.is_known() {
+            position = self.locate(stream, last.id).await?;
+        }
         let original = AppendResult {
             version: last.revision,
-            position: position_from(last.position),
+            position,
             deduplicated: true,
         };
         Ok((Some(original), head))
+    }
+
+    /// The `$all` position of event `event_id` of `stream`, for servers whose stream reads carry
+    /// no positions. Reads `$all` backwards, filtered server-side to stream names starting with
+    /// `stream`, at most [`LOCATE_SCAN_EVENTS_MAX`] events. An event further back than that
+    /// gets the head of the filtered log instead: a position at or after the event, which
+    /// keeps what a command's answer promises with it (read models that reach it include the
+    /// command).
+    async fn locate(&self, stream: &str, event_id: Uuid) -> Result<Position, StoreError> {
+        let filter = SubscriptionFilter::on_stream_name().add_prefix(stream);
+        let mut from = StreamPosition::End;
+        let mut scanned = 0;
+        while scanned < LOCATE_SCAN_EVENTS_MAX {
+            let page = self
+                .read_filtered_raw(filter.clone(), from, true, RETRY_SCAN_PAGE_EVENTS)
+                .await?;
+            let Some(last) = page.last() else { break };
+            if let Some(found) = page
+                .iter()
+                .find(|event| event.id == event_id && event.stream_id() == stream)
+            {
+                return Ok(position_from(found.position));
+            }
+            scanned += page.len() as u64;
+            // Whether a backwards read from a position includes the event at it or not, going
+            // on from the page's last event never skips one; a page that brings nothing new
+            // is the start of the log.
+            if page.len() == 1 && from == StreamPosition::Position(last.position) {
+                break;
+            }
+            from = StreamPosition::Position(last.position);
+        }
+        tracing::warn!(%stream, %event_id, "event not found near the log's head; answering with the head");
+        self.head_position()
+            .await?
+            .ok_or_else(|| StoreError::backend_because(format!("{stream}: the log is empty")))
     }
 
     /// The append after the retry checks: write with the expected stream state.
@@ -561,8 +817,12 @@ impl KurrentStore {
         let options = AppendToStreamOptions::default()
             .stream_state(stream_state(expected))
             .deadline(self.deadline());
+        let options = match self.credentials() {
+            Some(credentials) => options.authenticated(credentials),
+            None => options,
+        };
         let written = self
-            .call(|client| {
+            .call(Right::WriteStream(stream), |client| {
                 let options = options.clone();
                 let data = data.clone();
                 async move {
@@ -591,16 +851,9 @@ impl KurrentStore {
                 prepare: 0,
             })
         {
-            // The server may answer without a position; the stored event has it.
-            let last = self
-                .read_raw(stream, StreamPosition::Position(version), false, 1)
-                .await?;
-            position = last
-                .first()
-                .map(|event| position_from(event.position))
-                .ok_or_else(|| {
-                    StoreError::backend_because(format!("{stream}: version {version} not readable"))
-                })?;
+            // The server may answer without a position; the log has it.
+            let last = events.last().expect("an append carries events");
+            position = self.locate(stream, last.event_id).await?;
         }
         Ok(Ok(AppendResult {
             version,
@@ -624,11 +877,31 @@ impl KurrentStore {
             Some(slot) => {
                 // Where the expected version says the events go: empty unless the stream has
                 // grown past it, by these very events (a retry) or by others (a conflict).
-                let taken = !self
-                    .read_raw(stream, StreamPosition::Position(slot), false, 1)
-                    .await?
-                    .is_empty();
-                if taken {
+                let at_slot = self
+                    .read_raw(
+                        stream,
+                        StreamPosition::Position(slot),
+                        false,
+                        events.len() as u64,
+                    )
+                    .await?;
+                if at_slot.len() == events.len()
+                    && at_slot.iter().zip(events).all(|(s, e)| s.id == e.event_id)
+                {
+                    // These very events, where the expected version put them: a retry,
+                    // recognised however long the stream has grown since.
+                    let last = at_slot.last().expect("an append carries events");
+                    let mut position = position_from(last.position);
+                    if !position.is_known() {
+                        position = self.locate(stream, last.id).await?;
+                    }
+                    return Ok(AppendResult {
+                        version: last.revision,
+                        position,
+                        deduplicated: true,
+                    });
+                }
+                if !at_slot.is_empty() {
                     let (original, head) = self.find_retry(stream, events).await?;
                     return original.ok_or_else(|| StoreError::WrongExpectedVersion {
                         stream: stream.to_owned(),
@@ -742,6 +1015,7 @@ impl EventStore for KurrentStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
         check_append(&events)?;
+        self.check_size(stream, &events)?;
         self.recent_ids
             .lock()
             .expect("recent ids lock poisoned")
@@ -762,11 +1036,22 @@ impl EventStore for KurrentStore {
         max_count: u64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let count = clamp_read_count(max_count);
-        self.read_raw(stream, StreamPosition::Position(from_version), false, count)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+        let events = self
+            .read_raw(stream, StreamPosition::Position(from_version), false, count)
+            .await?;
+        if let Some(first) = events.first() {
+            // A stream truncated (`$tb`) or soft-deleted and written again starts past its
+            // first versions; folding its rest would give a SKU a wrong balance.
+            if first.revision > from_version {
+                return Err(StoreError::backend_because(format!(
+                    "stream {stream} has no events before version {} (truncated or deleted \
+                     in the event store by an operator): the ledger needs every event of a SKU \
+                     and will not fold part of one",
+                    first.revision
+                )));
+            }
+        }
+        events.iter().map(decode).collect()
     }
 
     #[tracing::instrument(name = "kurrent.read_all", skip(self))]
@@ -894,6 +1179,10 @@ impl Follower {
                     let options = SubscribeToAllOptions::default()
                         .position(from)
                         .filter(self.store.filter());
+                    let options = match self.store.credentials() {
+                        Some(credentials) => options.authenticated(credentials),
+                        None => options,
+                    };
                     let subscription = client.subscribe_to_all(&options).await;
                     let (generation, subscription) =
                         self.subscription.insert((generation, subscription));
@@ -923,7 +1212,7 @@ impl Follower {
                 Err(error) => {
                     tracing::warn!(%error, after = ?self.after, "event store subscription dropped");
                     self.store.connection.forget_if_dead(generation, &error);
-                    self.store.store_error(error)
+                    self.store.store_error(error, Right::ReadAll)
                 }
             };
             self.subscription = None;
@@ -947,6 +1236,28 @@ mod tests {
             settings.gossip_timeout(),
             Duration::from_millis(NODE_PROBE_TIMEOUT_MS)
         );
+        assert_eq!(
+            settings.node_preference(),
+            kurrentdb::NodePreference::Leader
+        );
+        let follower = settings_from(
+            "esdb://localhost:2113?tls=false&nodePreference=follower",
+            &options,
+        )
+        .unwrap();
+        assert_eq!(
+            follower.node_preference(),
+            kurrentdb::NodePreference::Follower
+        );
+    }
+
+    #[test]
+    fn the_user_of_a_connection_string_is_found_for_messages() {
+        assert_eq!(
+            user_in("esdb://ledger:secret@a:2113,b:2113?tls=true").as_deref(),
+            Some("ledger")
+        );
+        assert_eq!(user_in("esdb://a:2113?tls=true"), None);
     }
 
     #[test]

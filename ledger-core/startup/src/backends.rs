@@ -121,7 +121,12 @@ impl Backends {
         options: &BackendsOptions,
     ) -> Result<(), StartupError> {
         if let Some(url) = &arguments.eventstore_url {
-            self.store = connect_eventstore(url, options, self.database.clone()).await?;
+            let credentials = arguments
+                .eventstore_username
+                .clone()
+                .zip(arguments.eventstore_password.clone());
+            self.store =
+                connect_eventstore(url, credentials, options, self.database.clone()).await?;
             self.description = format!("EventStoreDB events, read models in {}", self.description);
             return Ok(());
         }
@@ -175,11 +180,16 @@ impl Backends {
 #[cfg(feature = "eventstoredb")]
 async fn connect_eventstore(
     url: &str,
+    credentials: Option<(String, String)>,
     options: &BackendsOptions,
     database: Option<Database>,
 ) -> Result<Arc<dyn EventStore>, StartupError> {
-    use ledger_kurrent::{KurrentOptions, KurrentStore};
-    let mut settings = KurrentOptions::default();
+    use ledger_kurrent::{EventStoreCredentials, KurrentOptions, KurrentStore};
+    let mut settings = KurrentOptions {
+        credentials: credentials
+            .map(|(username, password)| EventStoreCredentials { username, password }),
+        ..KurrentOptions::default()
+    };
     if let Some(timeout_ms) = options.eventstore_connect_timeout_ms {
         settings.connect_timeout_ms = timeout_ms;
     }
@@ -196,6 +206,7 @@ async fn connect_eventstore(
 #[cfg(not(feature = "eventstoredb"))]
 async fn connect_eventstore(
     _url: &str,
+    _credentials: Option<(String, String)>,
     _options: &BackendsOptions,
     _database: Option<Database>,
 ) -> Result<Arc<dyn EventStore>, StartupError> {

@@ -6,8 +6,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-/// Where the ledger's data lives: the same choice in every binary.
-#[derive(Debug, Clone, Args)]
+/// Where the ledger's data lives: the same choice in every binary. Its `Debug` hides the URLs
+/// (they may hold passwords) and the event store password.
+#[derive(Clone, Args)]
 pub struct BackendArguments {
     /// Folder of the embedded PostgreSQL cluster, used when DATABASE_URL is not set.
     #[arg(
@@ -26,6 +27,40 @@ pub struct BackendArguments {
     /// EventStoreDB / KurrentDB holding the events (e.g. esdb://localhost:2113?tls=false).
     #[arg(long, env = "EVENTSTORE_URL", hide_env_values = true, global = true)]
     pub eventstore_url: Option<String>,
+
+    /// The EventStoreDB / KurrentDB user, when not in EVENTSTORE_URL: a secure server refuses
+    /// calls without one, and following the store-wide log ($all) needs an admin or a user in
+    /// the read ACL of $all.
+    #[arg(
+        long,
+        env = "EVENTSTORE_USERNAME",
+        global = true,
+        requires = "eventstore_password"
+    )]
+    pub eventstore_username: Option<String>,
+
+    /// The password of EVENTSTORE_USERNAME.
+    #[arg(
+        long,
+        env = "EVENTSTORE_PASSWORD",
+        hide_env_values = true,
+        global = true,
+        requires = "eventstore_username"
+    )]
+    pub eventstore_password: Option<String>,
+}
+
+impl fmt::Debug for BackendArguments {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |value: &Option<String>| value.as_ref().map(|_| "[redacted]");
+        f.debug_struct("BackendArguments")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &hidden(&self.database_url))
+            .field("eventstore_url", &hidden(&self.eventstore_url))
+            .field("eventstore_username", &self.eventstore_username)
+            .field("eventstore_password", &hidden(&self.eventstore_password))
+            .finish()
+    }
 }
 
 /// How a long-running binary logs.
@@ -144,6 +179,8 @@ mod tests {
                 "LEDGER_DATA_DIR",
                 "DATABASE_URL",
                 "EVENTSTORE_URL",
+                "EVENTSTORE_USERNAME",
+                "EVENTSTORE_PASSWORD",
                 "LEDGER_LOG_FORMAT"
             ]
         );

@@ -16,6 +16,10 @@ const LOG_START_OFFSET: u64 = 4_096;
 /// an event count, which keeps the adapter from relying on anything else.
 const RECORD_OVERHEAD_BYTES: u64 = 128;
 
+/// How many of a stream's last events the double looks at, by default, to recognise a retried
+/// `Any` or `StreamExists` append (its server-side deduplication, a model of a forgetting cache).
+pub const DEDUPE_WINDOW_EVENTS_DEFAULT: u64 = 256;
+
 /// Name of the system stream the double writes one record to when created, so the store-wide
 /// log holds an event the adapter's stream-name filter must leave out, as a real one does.
 pub const SYSTEM_STREAM: &str = "$double-started";
@@ -68,11 +72,15 @@ pub enum AppendOutcome {
         current: Option<u64>,
         expected: Expected,
     },
+    /// The stream was deleted permanently (tombstoned): nothing can be appended to it again.
+    StreamDeleted,
 }
 
 /// What a read of one stream finds.
 pub enum StreamRead {
     NotFound,
+    /// The stream was deleted permanently (tombstoned).
+    Deleted,
     Events(Vec<Stored>),
 }
 
@@ -107,6 +115,17 @@ struct Inner {
     /// Each stream's events as indexes into `events`, in revision order.
     streams: HashMap<bytes::Bytes, Vec<usize>>,
     next_offset: u64,
+    /// Streams deleted permanently: their events stay in the store-wide log (until a scavenge,
+    /// which the double never runs), but the stream can be neither read nor written.
+    tombstoned: std::collections::HashSet<bytes::Bytes>,
+    /// Streams truncated before a revision (`$tb` in their metadata): reads skip the events
+    /// below it, which stay in the store-wide log.
+    truncated_before: HashMap<bytes::Bytes, u64>,
+    /// How many of a stream's last events the server-side recognition of `Any` and
+    /// `StreamExists` retries looks at: a model of a best-effort cache, not the size of any
+    /// real server's. Retries with an exact expected revision are checked at that revision,
+    /// which a real server does by reading it, so they are always recognised.
+    dedupe_window_events: u64,
 }
 
 pub struct Log {
@@ -127,6 +146,7 @@ impl Log {
         let log = Self {
             inner: Mutex::new(Inner {
                 next_offset: LOG_START_OFFSET,
+                dedupe_window_events: DEDUPE_WINDOW_EVENTS_DEFAULT,
                 ..Inner::default()
             }),
             length: watch::channel(0).0,
@@ -185,6 +205,9 @@ impl Log {
         self.appends_received.fetch_add(1, Ordering::Relaxed);
         let outcome = {
             let mut inner = self.lock();
+            if inner.tombstoned.contains(&stream) {
+                return AppendOutcome::StreamDeleted;
+            }
             let current = inner
                 .streams
                 .get(&stream)
@@ -225,6 +248,26 @@ impl Log {
         outcome
     }
 
+    /// Delete `stream` permanently, as an operator's hard delete does.
+    pub fn tombstone(&self, stream: &[u8]) {
+        self.lock()
+            .tombstoned
+            .insert(bytes::Bytes::copy_from_slice(stream));
+    }
+
+    /// Let the server-side recognition of `Any` and `StreamExists` retries look at the last
+    /// `events` of a stream only.
+    pub fn set_dedupe_window(&self, events: u64) {
+        self.lock().dedupe_window_events = events;
+    }
+
+    /// Hide the events of `stream` below `revision` from reads, as `$tb` does.
+    pub fn truncate_before(&self, stream: &[u8], revision: u64) {
+        self.lock()
+            .truncated_before
+            .insert(bytes::Bytes::copy_from_slice(stream), revision);
+    }
+
     /// Events of one stream: forwards from `from` (the start when `None`), or backwards from
     /// `from` (the end when `None`), at most `count`.
     pub fn read_stream(
@@ -235,17 +278,35 @@ impl Log {
         count: u64,
     ) -> StreamRead {
         let inner = self.lock();
+        if inner.tombstoned.contains(stream) {
+            return StreamRead::Deleted;
+        }
         let Some(indexes) = inner.streams.get(stream) else {
             return StreamRead::NotFound;
         };
         let count = usize::try_from(count).unwrap_or(usize::MAX);
+        let kept_from = inner.truncated_before.get(stream).copied().unwrap_or(0);
+        let kept_from = usize::try_from(kept_from)
+            .unwrap_or(usize::MAX)
+            .min(indexes.len());
+        let hidden = kept_from;
         let picked: Vec<usize> = if backwards {
             let last = indexes.len() as u64 - 1;
             let from = from.map_or(last, |r| r.min(last)) as usize;
-            indexes[..=from].iter().rev().take(count).copied().collect()
+            indexes[..=from]
+                .iter()
+                .skip(hidden)
+                .rev()
+                .take(count)
+                .copied()
+                .collect()
         } else {
             let from = from.map_or(0, |r| r.min(indexes.len() as u64)) as usize;
-            indexes[from..].iter().take(count).copied().collect()
+            indexes[from.max(hidden)..]
+                .iter()
+                .take(count)
+                .copied()
+                .collect()
         };
         StreamRead::Events(
             picked
@@ -333,6 +394,11 @@ impl Log {
         (page, next)
     }
 
+    /// The position of the event at `index` of the log.
+    pub fn position_at(&self, index: usize) -> Option<(u64, u64)> {
+        self.lock().events.get(index).map(Stored::position)
+    }
+
     /// The position of the last event in the log, for a subscription's caught-up message.
     pub fn last_position(&self) -> Option<(u64, u64)> {
         self.lock().events.last().map(Stored::position)
@@ -340,13 +406,18 @@ impl Log {
 }
 
 impl Inner {
+    /// Where `id` lies in `stream`, if among its last [`Inner::dedupe_window_events`] events:
+    /// a retry with `Any` or `StreamExists` is recognised by a real server only while its
+    /// caches still remember the write, so never for sure.
     fn first_revision_of(&self, stream: &[u8], id: Option<&Uuid>) -> Option<u64> {
         let id = id?;
         let indexes = self.streams.get(stream)?;
-        indexes
+        let window = usize::try_from(self.dedupe_window_events).unwrap_or(usize::MAX);
+        let start = indexes.len().saturating_sub(window);
+        indexes[start..]
             .iter()
             .position(|&i| self.events[i].id == *id)
-            .map(|revision| revision as u64)
+            .map(|offset| (start + offset) as u64)
     }
 
     /// The earlier append's result when `ids` are stored in `stream` at revisions `slot`,
@@ -373,22 +444,21 @@ impl Inner {
         events: Vec<Proposed>,
     ) -> AppendOutcome {
         let created_ticks = created_ticks_now().to_string();
-        // As in a real log, the events' records come first and the commit record after them:
-        // every event of one append shares the commit position, and each has its own prepare
-        // position below it.
+        // As a real server writes an append (an implicit transaction): each event is a record
+        // of its own in the log, and its `$all` position is that record's offset, as both the
+        // commit and the prepare position. Only explicit transactions, which the ledger never
+        // uses, give events a commit position other than their prepare position.
         let mut offset = self.next_offset;
-        let mut prepares = Vec::with_capacity(events.len());
+        let mut offsets = Vec::with_capacity(events.len());
         for event in &events {
-            prepares.push(offset);
+            offsets.push(offset);
             offset += RECORD_OVERHEAD_BYTES
                 + event.data.len() as u64
                 + event.custom_metadata.len() as u64;
         }
-        let commit = offset;
-        self.next_offset = commit + RECORD_OVERHEAD_BYTES;
+        self.next_offset = offset;
         let first_revision = current.map_or(0, |r| r + 1);
-        for (revision, (event, prepare)) in (first_revision..).zip(events.into_iter().zip(prepares))
-        {
+        for (revision, (event, offset)) in (first_revision..).zip(events.into_iter().zip(offsets)) {
             let mut metadata = event.metadata;
             metadata.insert("created".to_owned(), created_ticks.clone());
             let index = self.events.len();
@@ -396,8 +466,8 @@ impl Inner {
                 id: event.id,
                 stream: stream.clone(),
                 revision,
-                commit,
-                prepare,
+                commit: offset,
+                prepare: offset,
                 metadata,
                 custom_metadata: event.custom_metadata,
                 data: event.data,

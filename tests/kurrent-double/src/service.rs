@@ -11,17 +11,15 @@ use crate::proto::shared::{self, uuid as proto_uuid, StreamIdentifier};
 use crate::proto::streams::streams_server::{Streams, StreamsServer};
 use crate::proto::streams::{append_req, append_resp, read_req, read_resp};
 use crate::proto::streams::{AppendReq, AppendResp, ReadReq, ReadResp};
-use crate::{AppendStall, Shared};
+use crate::{AppendStall, ServerGeneration, Shared};
 use futures::Stream;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
-
-/// The server version the double reports: the protocol it follows is that of 24.x servers.
-const SERVER_VERSION: &str = "24.10.0-double";
 
 /// Most events one append may carry; a real server limits an append's size too. Far above the
 /// adapter's own bound, so only a broken client reaches it.
@@ -98,6 +96,114 @@ struct Service {
     shared: Arc<Shared>,
 }
 
+impl Service {
+    fn controls(&self) -> std::sync::MutexGuard<'_, crate::Controls> {
+        self.shared
+            .controls
+            .lock()
+            .expect("double controls lock poisoned")
+    }
+
+    /// Refuse a call that requires the leader while this node follows another, as a cluster
+    /// node does: "not leader", with the leader's endpoint for the client to go to.
+    fn require_leader(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let requires_leader = metadata
+            .get("requires-leader")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let Some(leader) = self.controls().leader else {
+            return Ok(());
+        };
+        if !requires_leader {
+            return Ok(());
+        }
+        self.shared
+            .not_leader_answers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut status = Status::not_found("Leader info available");
+        let trailers = status.metadata_mut();
+        trailers.insert("exception", MetadataValue::from_static("not-leader"));
+        let host = MetadataValue::try_from(leader.ip().to_string())
+            .map_err(|_| Status::internal("a leader address is ASCII"))?;
+        trailers.insert("leader-endpoint-host", host);
+        trailers.insert("leader-endpoint-port", MetadataValue::from(leader.port()));
+        Err(status)
+    }
+
+    /// Check a call's credentials as a secure server does: no credentials are denied access,
+    /// wrong ones are unauthenticated, and `$all` (`reads_all`) needs a user allowed to read it.
+    fn authorize(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        reads_all: bool,
+    ) -> Result<(), Status> {
+        let controls = self.controls();
+        let Some(users) = &controls.users else {
+            return Ok(());
+        };
+        let Some((name, password)) = basic_credentials(metadata) else {
+            return Err(access_denied());
+        };
+        let Some(user) = users.iter().find(|u| u.name == name) else {
+            return Err(Status::unauthenticated("Bad credentials"));
+        };
+        if user.password != password {
+            return Err(Status::unauthenticated("Bad credentials"));
+        }
+        if reads_all && !user.reads_all {
+            return Err(access_denied());
+        }
+        Ok(())
+    }
+}
+
+/// A real server's answer for a stream deleted permanently.
+fn stream_deleted(stream: &[u8]) -> Status {
+    let name = String::from_utf8_lossy(stream).into_owned();
+    let mut status = Status::failed_precondition(format!("Event stream '{name}' is deleted."));
+    let trailers = status.metadata_mut();
+    trailers.insert("exception", MetadataValue::from_static("stream-deleted"));
+    if let Ok(value) = MetadataValue::try_from(name) {
+        trailers.insert("stream-name", value);
+    }
+    status
+}
+
+/// A real server's refusal of an append past its maximum size.
+fn append_size_exceeded(size_bytes_max: u64) -> Status {
+    let mut status =
+        Status::invalid_argument(format!("Maximum Append Size of {size_bytes_max} Exceeded."));
+    let trailers = status.metadata_mut();
+    trailers.insert(
+        "exception",
+        MetadataValue::from_static("maximum-append-size-exceeded"),
+    );
+    trailers.insert("maximum-append-size", MetadataValue::from(size_bytes_max));
+    status
+}
+
+/// A real server's refusal: permission denied, with its exception name in the trailers.
+fn access_denied() -> Status {
+    let mut status = Status::permission_denied("Access Denied");
+    status
+        .metadata_mut()
+        .insert("exception", MetadataValue::from_static("access-denied"));
+    status
+}
+
+/// The user name and password of a `Basic` authorization header.
+fn basic_credentials(metadata: &tonic::metadata::MetadataMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let header = metadata.get("authorization")?.to_str().ok()?;
+    let encoded = header.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (name, password) = text.split_once(':')?;
+    Some((name.to_owned(), password.to_owned()))
+}
+
 #[tonic::async_trait]
 impl ServerFeatures for Service {
     async fn get_supported_methods(
@@ -115,7 +221,7 @@ impl ServerFeatures for Service {
             .collect();
         Ok(Response::new(SupportedMethods {
             methods,
-            event_store_server_version: SERVER_VERSION.to_owned(),
+            event_store_server_version: self.controls().generation.version().to_owned(),
         }))
     }
 }
@@ -125,6 +231,16 @@ impl Streams for Service {
     type ReadStream = ReadResponseStream;
 
     async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
+        let reads_all = matches!(
+            request
+                .get_ref()
+                .options
+                .as_ref()
+                .and_then(|o| o.stream_option.as_ref()),
+            Some(read_req::options::StreamOption::All(_))
+        );
+        self.authorize(request.metadata(), reads_all)?;
+        self.require_leader(request.metadata())?;
         let options = request
             .into_inner()
             .options
@@ -166,6 +282,7 @@ impl Streams for Service {
                     .log
                     .read_stream(&identifier.stream_name, from, backwards, count)
                 {
+                    StreamRead::Deleted => return Err(stream_deleted(&identifier.stream_name)),
                     StreamRead::NotFound => vec![Ok(ReadResp {
                         content: Some(read_resp::Content::StreamNotFound(
                             read_resp::StreamNotFound {
@@ -173,10 +290,19 @@ impl Streams for Service {
                             },
                         )),
                     })],
-                    StreamRead::Events(events) => events
-                        .iter()
-                        .map(|e| Ok(event_message(e, ids_as_text)))
-                        .collect(),
+                    StreamRead::Events(events) => {
+                        let positioned = self.controls().generation == ServerGeneration::Current;
+                        events
+                            .iter()
+                            .map(|e| {
+                                Ok(if positioned {
+                                    event_message(e, ids_as_text)
+                                } else {
+                                    unpositioned_event_message(e, ids_as_text)
+                                })
+                            })
+                            .collect()
+                    }
                 }
             }
             read_req::options::StreamOption::All(options) => {
@@ -204,6 +330,8 @@ impl Streams for Service {
         &self,
         request: Request<Streaming<AppendReq>>,
     ) -> Result<Response<AppendResp>, Status> {
+        self.authorize(request.metadata(), false)?;
+        self.require_leader(request.metadata())?;
         let mut incoming = request.into_inner();
         let options = match incoming.message().await? {
             Some(AppendReq {
@@ -232,6 +360,8 @@ impl Streams for Service {
             }
         };
         let mut events = Vec::new();
+        let mut size_bytes: u64 = 0;
+        let size_bytes_max = self.controls().append_bytes_max;
         while let Some(message) = incoming.message().await? {
             let Some(append_req::Content::ProposedMessage(proposed)) = message.content else {
                 return Err(Status::invalid_argument(
@@ -245,6 +375,15 @@ impl Streams for Service {
                 .id
                 .ok_or_else(|| Status::invalid_argument("a proposed event needs an id"))
                 .and_then(uuid_from_proto)?;
+            // A real server counts data, custom metadata and the type (two bytes a character)
+            // against its maximum append size, and refuses the whole append past it.
+            let type_length = proposed.metadata.get("type").map_or(0, String::len) as u64;
+            size_bytes += proposed.data.len() as u64
+                + proposed.custom_metadata.len() as u64
+                + 2 * type_length;
+            if size_bytes > size_bytes_max {
+                return Err(append_size_exceeded(size_bytes_max));
+            }
             events.push(Proposed {
                 id,
                 metadata: proposed.metadata,
@@ -261,7 +400,10 @@ impl Streams for Service {
         if let Some(AppendStall::BeforeWrite(delay)) = stall {
             tokio::time::sleep(delay).await;
         }
-        let outcome = self.shared.log.append(stream, expected, events);
+        let outcome = self.shared.log.append(stream.clone(), expected, events);
+        if outcome == AppendOutcome::StreamDeleted {
+            return Err(stream_deleted(&stream));
+        }
         if let Some(AppendStall::AfterWrite(delay)) = stall {
             tokio::time::sleep(delay).await;
         }
@@ -340,7 +482,47 @@ async fn follow(
                 return;
             }
         }
+        // A filtered subscription reports how far it has scanned, as a real server's
+        // checkpoints do: often past the last event it delivered.
+        if !filter.prefixes.is_empty() {
+            if let Some((commit, prepare)) = cursor
+                .checked_sub(1)
+                .and_then(|i| shared.log.position_at(i))
+            {
+                let checkpoint = ReadResp {
+                    content: Some(read_resp::Content::Checkpoint(read_resp::Checkpoint {
+                        commit_position: commit,
+                        prepare_position: prepare,
+                        timestamp: Some(std::time::SystemTime::now().into()),
+                    })),
+                };
+                if sender.send(Ok(checkpoint)).await.is_err() {
+                    return;
+                }
+                shared
+                    .checkpoints_sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         if cursor < seen {
+            // Live, but more than a page behind the log: a real server says it fell behind
+            // and catches up again before going live.
+            if caught_up {
+                caught_up = false;
+                let message = ReadResp {
+                    content: Some(read_resp::Content::FellBehind(read_resp::FellBehind {
+                        timestamp: Some(std::time::SystemTime::now().into()),
+                        stream_revision: None,
+                        position: None,
+                    })),
+                };
+                if sender.send(Ok(message)).await.is_err() {
+                    return;
+                }
+                shared
+                    .fell_behind_sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             continue;
         }
         if !caught_up {
@@ -426,6 +608,21 @@ fn event_message(event: &Stored, ids_as_text: bool) -> ReadResp {
     }
 }
 
+/// An event read from a stream as the oldest gRPC servers send it: without its log position.
+fn unpositioned_event_message(event: &Stored, ids_as_text: bool) -> ReadResp {
+    let mut message = event_message(event, ids_as_text);
+    if let Some(read_resp::Content::Event(read)) = &mut message.content {
+        if let Some(recorded) = &mut read.event {
+            recorded.commit_position = u64::MAX;
+            recorded.prepare_position = u64::MAX;
+        }
+        read.position = Some(read_resp::read_event::Position::NoPosition(
+            shared::Empty {},
+        ));
+    }
+    message
+}
+
 fn append_response(outcome: AppendOutcome) -> AppendResp {
     use append_resp::wrong_expected_version as wrong;
     let result = match outcome {
@@ -442,6 +639,7 @@ fn append_response(outcome: AppendOutcome) -> AppendResp {
                 )),
             })
         }
+        AppendOutcome::StreamDeleted => unreachable!("a deleted stream is answered as an error"),
         AppendOutcome::WrongExpectedVersion { current, expected } => {
             append_resp::Result::WrongExpectedVersion(append_resp::WrongExpectedVersion {
                 current_revision_option: Some(match current {
