@@ -288,151 +288,56 @@ impl SkuEvent {
 }
 
 /// Payloads of schema version 1, written before stock had locations, and their upcasts: each
-/// happened at [`DEFAULT_LOCATION`]. One upcast per version step; a version 3 would add a `v2`
-/// module upcasting to it, and `v1` would upcast through `v2`.
+/// happened at [`DEFAULT_LOCATION`](crate::DEFAULT_LOCATION). One upcast per version step; a
+/// version 3 would add a `v2` module upcasting to it, and `v1` would upcast through `v2`.
 pub mod v1 {
-    use crate::values::DEFAULT_LOCATION;
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Serialize};
 
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct StockReplenished {
-        pub quantity: u64,
-        pub reference: Option<String>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct StockReserved {
-        pub reservation_id: String,
-        pub order_id: Option<String>,
-        pub quantity: u64,
-        pub ttl_seconds: Option<u64>,
-        pub expires_at: Option<DateTime<Utc>>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct ReservationReleased {
-        pub reservation_id: String,
-        pub order_id: Option<String>,
-        pub quantity: u64,
-        pub reason: Option<String>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct ReservationExpired {
-        pub reservation_id: String,
-        pub order_id: Option<String>,
-        pub quantity: u64,
-        pub expires_at: DateTime<Utc>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct ReservationConfirmed {
-        pub reservation_id: String,
-        pub order_id: Option<String>,
-        pub quantity: u64,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct StockAdjusted {
-        pub delta: i64,
-        pub reason: String,
-        pub reference: Option<String>,
-    }
-
-    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct ReorderPointSet {
-        pub reorder_point: u64,
-        pub previous_reorder_point: u64,
-    }
-
-    fn default_location() -> String {
-        DEFAULT_LOCATION.to_owned()
-    }
-
-    impl StockReplenished {
-        pub fn upcast(self) -> super::StockReplenished {
-            super::StockReplenished {
-                quantity: self.quantity,
-                reference: self.reference,
-                location: default_location(),
+    /// A version 1 payload: the version 2 fields without `location`, and its upcast, which
+    /// carries every field over and places the event at the default location.
+    macro_rules! located_in_version_2 {
+        ($($name:ident { $($field:ident: $type:ty),+ $(,)? })+) => {$(
+            #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub struct $name {
+                $(pub $field: $type,)+
             }
-        }
+
+            impl $name {
+                pub fn upcast(self) -> super::$name {
+                    super::$name {
+                        $($field: self.$field,)+
+                        location: crate::DEFAULT_LOCATION.to_owned(),
+                    }
+                }
+            }
+        )+};
     }
 
-    impl StockReserved {
-        pub fn upcast(self) -> super::StockReserved {
-            super::StockReserved {
-                reservation_id: self.reservation_id,
-                order_id: self.order_id,
-                quantity: self.quantity,
-                ttl_seconds: self.ttl_seconds,
-                expires_at: self.expires_at,
-                location: default_location(),
-            }
+    located_in_version_2! {
+        StockReplenished { quantity: u64, reference: Option<String> }
+        StockReserved {
+            reservation_id: String,
+            order_id: Option<String>,
+            quantity: u64,
+            ttl_seconds: Option<u64>,
+            expires_at: Option<DateTime<Utc>>,
         }
-    }
-
-    impl ReservationReleased {
-        pub fn upcast(self) -> super::ReservationReleased {
-            super::ReservationReleased {
-                reservation_id: self.reservation_id,
-                order_id: self.order_id,
-                quantity: self.quantity,
-                reason: self.reason,
-                location: default_location(),
-            }
+        ReservationReleased {
+            reservation_id: String,
+            order_id: Option<String>,
+            quantity: u64,
+            reason: Option<String>,
         }
-    }
-
-    impl ReservationExpired {
-        pub fn upcast(self) -> super::ReservationExpired {
-            super::ReservationExpired {
-                reservation_id: self.reservation_id,
-                order_id: self.order_id,
-                quantity: self.quantity,
-                expires_at: self.expires_at,
-                location: default_location(),
-            }
+        ReservationExpired {
+            reservation_id: String,
+            order_id: Option<String>,
+            quantity: u64,
+            expires_at: DateTime<Utc>,
         }
-    }
-
-    impl ReservationConfirmed {
-        pub fn upcast(self) -> super::ReservationConfirmed {
-            super::ReservationConfirmed {
-                reservation_id: self.reservation_id,
-                order_id: self.order_id,
-                quantity: self.quantity,
-                location: default_location(),
-            }
-        }
-    }
-
-    impl StockAdjusted {
-        pub fn upcast(self) -> super::StockAdjusted {
-            super::StockAdjusted {
-                delta: self.delta,
-                reason: self.reason,
-                reference: self.reference,
-                location: default_location(),
-            }
-        }
-    }
-
-    impl ReorderPointSet {
-        pub fn upcast(self) -> super::ReorderPointSet {
-            super::ReorderPointSet {
-                reorder_point: self.reorder_point,
-                previous_reorder_point: self.previous_reorder_point,
-                location: default_location(),
-            }
-        }
+        ReservationConfirmed { reservation_id: String, order_id: Option<String>, quantity: u64 }
+        StockAdjusted { delta: i64, reason: String, reference: Option<String> }
+        ReorderPointSet { reorder_point: u64, previous_reorder_point: u64 }
     }
 }
