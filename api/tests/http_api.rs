@@ -570,6 +570,7 @@ async fn operations_endpoints_answer_and_every_route_is_described() {
         "PUT /v1/skus/{sku}/reorder-point",
         "GET /v1/skus/{sku}",
         "GET /v1/skus/{sku}/reservations",
+        "GET /v1/skus/{sku}/reservations/{reservation_id}",
         "GET /v1/skus/{sku}/history",
         "GET /v1/skus/{sku}/movements",
         "GET /v1/skus/{sku}/alerts",

@@ -133,7 +133,7 @@ async fn a_deployment_that_never_names_a_location_sees_the_default_one() {
     server
         .post("/v1/skus/PLAIN-1/replenishments", json!({"quantity": 7}))
         .await;
-    let (status, body, _) = server
+    let (status, body, headers) = server
         .post(
             "/v1/skus/PLAIN-1/reservations",
             json!({"reservation_id": "r-1", "quantity": 2}),
@@ -142,6 +142,21 @@ async fn a_deployment_that_never_names_a_location_sees_the_default_one() {
     assert_eq!(status, 201);
     assert_eq!(body["location"], "default");
     assert_eq!(body["available"], 5);
+    // The reserve's `Location` names a resource that is there at once, read from the stream.
+    let path = headers["location"].to_str().unwrap().to_owned();
+    assert_eq!(path, "/v1/skus/PLAIN-1/reservations/r-1");
+    let (status, held) = server.get(&path).await;
+    assert_eq!(status, 200, "{held}");
+    assert_eq!(
+        (&held["status"], &held["quantity"], &held["location"]),
+        (&json!("open"), &json!(2), &json!("default"))
+    );
+    let (status, missing) = server.get("/v1/skus/PLAIN-1/reservations/r-9").await;
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(
+        missing["type"],
+        "urn:inventory-ledger:problem:reservation-not-found"
+    );
     let (_, sku) = server.get("/v1/skus/PLAIN-1").await;
     assert_eq!(sku["locations"]["default"]["on_hand"], 7);
     server.stop().await;

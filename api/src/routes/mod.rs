@@ -43,6 +43,7 @@ pub fn router(state: SharedState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(commands::set_reorder_point))
         .routes(routes!(queries::sku_state))
         .routes(routes!(queries::reservations))
+        .routes(routes!(queries::reservation))
         .routes(routes!(queries::history))
         .routes(routes!(queries::movements))
         .routes(routes!(queries::sku_alerts))

@@ -6,7 +6,8 @@
 use super::bodies::{self, bodies};
 use super::{etag, SkuStateBody};
 use crate::contract::{
-    self, EntityTag, Guarded, PathProblems, QueryProblems, SkuPath, SkuQueryProblems,
+    self, EntityTag, Guarded, PathProblems, QueryProblems, ReservationNotFound, ReservationPath,
+    SkuPath, SkuQueryProblems,
 };
 use crate::extract::{Auditing, Authorized, Query, Reading, SkuTarget};
 use crate::problem::Problem;
@@ -63,6 +64,70 @@ pub async fn sku_state(
 ) -> Result<Response, Problem> {
     let current = state.writers.current(&target.sku).await?;
     Ok(with_etag(SkuStateBody::from(&current)))
+}
+
+/// One reservation as its SKU's stream has it now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReservationBody {
+    pub sku: String,
+    pub reservation_id: String,
+    pub order_id: Option<String>,
+    pub quantity: u64,
+    pub ttl_seconds: Option<u64>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// open, released, expired or confirmed.
+    pub status: String,
+    /// The location holding (or that held) the units.
+    pub location: String,
+    /// The SKU's version this answer was read at (also the ETag).
+    pub version: Option<u64>,
+}
+
+/// The reservation a reserve's `Location` header names, read from the SKU's stream (so it is
+/// there the moment the reserve was answered, unlike the reservations read model).
+#[utoipa::path(
+    get, path = "/v1/skus/{sku}/reservations/{reservation_id}", tag = "queries",
+    params(ReservationPath),
+    responses((status = 200, description = "The reservation, from the SKU's stream", body = ReservationBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version"))),
+              ReservationNotFound, PathProblems, Guarded)
+)]
+pub async fn reservation(
+    State(state): State<SharedState>,
+    _: Authorized<Reading>,
+    target: SkuTarget,
+) -> Result<Response, Problem> {
+    let reservation_id = target.reservation().clone();
+    let loaded = state
+        .writers
+        .handler()
+        .load(&target.sku)
+        .await
+        .map_err(Problem::from)?;
+    let Some(found) = loaded.state.reservations.get(reservation_id.as_str()) else {
+        return Err(Problem::from(
+            ledger_domain::DomainError::ReservationNotFound {
+                reservation_id: reservation_id.to_string(),
+            },
+        ));
+    };
+    let version = loaded.state.version;
+    let mut response = Json(ReservationBody {
+        sku: target.sku.to_string(),
+        reservation_id: found.reservation_id.clone(),
+        order_id: found.order_id.clone(),
+        quantity: found.quantity,
+        ttl_seconds: found.ttl_seconds,
+        expires_at: found.expires_at,
+        status: found.status.as_str().to_owned(),
+        location: found.location.clone(),
+        version,
+    })
+    .into_response();
+    if let Some(tag) = version.map(etag).and_then(|t| t.parse().ok()) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    Ok(response)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
