@@ -137,6 +137,15 @@ impl ApiOptions {
             "--pool-size".into(),
             self.pool_size.to_string().into(),
         ];
+        // The bench measures the ledger, not the abuse limits: all its load comes from one
+        // address, which the per-address rate limit would cap. `--api-argument` may set one.
+        if !self
+            .extra_arguments
+            .iter()
+            .any(|a| a.starts_with("--rate-limit-per-second"))
+        {
+            arguments.extend(["--rate-limit-per-second".into(), "0".into()]);
+        }
         arguments.extend(self.extra_arguments.iter().map(OsString::from));
         arguments
     }
