@@ -228,6 +228,15 @@ pub fn location_or_null() -> Object {
     )
 }
 
+/// A location named in a query.
+pub fn location() -> Object {
+    location_schema(
+        "A store or warehouse id (the SKU alphabet: ASCII letters, digits, `-`, `_` and `.`, \
+         starting with a letter or digit).",
+    )
+    .build()
+}
+
 /// A reserve's allocation preference list.
 pub fn allocation_locations() -> utoipa::openapi::schema::Array {
     utoipa::openapi::schema::ArrayBuilder::new()
@@ -416,6 +425,8 @@ value_types! {
     HistoryPageLimit => history_page_limit;
     /// A version of a SKU's stream.
     Version => version;
+    /// A location.
+    LocationValue => location;
     /// A notification id.
     NotificationId => notification_id;
     /// An identifier header's value.

@@ -55,6 +55,20 @@ async fn the_last_unit_of_a_store_is_sold_once_while_the_warehouse_has_plenty() 
     }
     assert_eq!((created, refused), (1, 49));
 
+    // The store's own history: its movements only, with its own balances.
+    let (status, store) = server.get("/v1/skus/LOC-1/history?location=store-12").await;
+    assert_eq!(status, 200, "{store}");
+    let entries = store["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{store}");
+    assert_eq!(
+        (&entries[1]["on_hand_after"], &entries[1]["reserved_after"]),
+        (&json!(1), &json!(1))
+    );
+    let (status, _) = server
+        .get("/v1/skus/LOC-1/history?location=store%2012")
+        .await;
+    assert_eq!(status, 400);
+
     let (status, sku) = server.get("/v1/skus/LOC-1").await;
     assert_eq!(status, 200);
     assert_eq!(

@@ -49,7 +49,8 @@ Formats:
 Examples:
   ledger-replay history SHOE-42
   ledger-replay history SHOE-42 --as-of 2030-01-01T12:00:00Z --format json
-  ledger-replay history SHOE-42 --at-version 3 --format csv";
+  ledger-replay history SHOE-42 --at-version 3 --format csv
+  ledger-replay history SHOE-42 --location store-12";
 
 const VERIFY_AFTER_HELP: &str = "\
 Folds every SKU's events (or one SKU's) and compares the result with the read models at their
@@ -120,6 +121,10 @@ pub struct HistoryArguments {
     /// Stop at this stream version (inclusive), and show the state then.
     #[arg(long)]
     pub at_version: Option<u64>,
+    /// Only the movements at this location (a store, a warehouse), each with that location's
+    /// balances after it instead of the SKU's; the closing state is still the SKU's.
+    #[arg(long)]
+    pub location: Option<String>,
     #[arg(long, value_enum, default_value_t = HistoryFormat::Table)]
     pub format: HistoryFormat,
 }

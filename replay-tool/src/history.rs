@@ -57,6 +57,15 @@ pub async fn run(
 ) -> Result<ExitCodeName, ToolError> {
     let sku = Sku::parse(&arguments.sku)
         .map_err(|e| ToolError::Usage(format!("invalid SKU {:?}: {e}", arguments.sku)))?;
+    let location = match &arguments.location {
+        Some(name) => Some(
+            ledger_domain::LocationId::parse(name)
+                .map_err(|e| ToolError::Usage(format!("invalid location {name:?}: {e}")))?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
     let bound = match (arguments.as_of, arguments.at_version) {
         (Some(moment), _) => Some(AsOf::Time(moment)),
         (None, Some(version)) => Some(AsOf::Version(version)),
@@ -80,14 +89,16 @@ pub async fn run(
         let filter = HistoryFilter {
             after_version,
             limit: HISTORY_PAGE_ENTRIES_MAX,
+            location: location.clone(),
             ..HistoryFilter::default()
         };
         let page = history(store, &sku, &filter, resume.as_ref()).await?;
         if !started {
             if page.entries.is_empty() {
-                return Err(ToolError::NotFound(format!(
-                    "unknown SKU {sku}: it has no events"
-                )));
+                return Err(ToolError::NotFound(match &location {
+                    Some(location) => format!("SKU {sku} has no movements at {location}"),
+                    None => format!("unknown SKU {sku}: it has no events"),
+                }));
             }
             writer.begin(&sku, arguments.as_of, arguments.at_version)?;
             started = true;

@@ -217,6 +217,10 @@ pub struct HistoryQuery {
     /// together with `as_of`.
     #[param(value_type = Option<contract::Version>, inline)]
     pub at_version: Option<u64>,
+    /// Only the movements at this location, each with that location's balances before and
+    /// after it (instead of the SKU's).
+    #[param(value_type = Option<contract::LocationValue>, inline)]
+    pub location: Option<ledger_domain::LocationId>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -273,12 +277,15 @@ pub async fn history(
         to: query.to,
         after_version: query.after_version,
         limit,
+        location: query.location.map(|l| l.as_str().to_owned()),
     };
-    let resume = query
-        .after_version
-        .and_then(|version| state.history_cursors.get(&sku, version));
+    let resume = query.after_version.and_then(|version| {
+        state
+            .history_cursors
+            .get(&sku, version, filter.location.as_deref())
+    });
     let page = read_history(state.store.as_ref(), &sku, &filter, resume.as_ref()).await?;
-    if let Some(cursor) = page.next {
+    if let Some(cursor) = page.next.clone() {
         state.history_cursors.remember(&sku, cursor);
     }
     let past = match as_of {

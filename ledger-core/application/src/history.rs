@@ -38,6 +38,9 @@ pub struct HistoryFilter {
     pub after_version: Option<u64>,
     /// Most entries to return, at most [`HISTORY_PAGE_ENTRIES_MAX`].
     pub limit: u64,
+    /// Only the movements at this location, each with that location's balances (instead of
+    /// the SKU's) before and after it.
+    pub location: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,11 +117,14 @@ const READ_AHEAD_EVENTS_MIN: u64 = 64;
 /// long history is linear, not quadratic). The event id anchors it: a cursor that does not
 /// match the stored event at its version (another store, a reset) is ignored and the page
 /// replays from the start, so a cursor can make a page cheaper but never different.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryCursor {
     pub version: u64,
     pub event_id: Uuid,
+    /// The SKU's balances, or the location's for a page of one location.
     pub balances: Balances,
+    /// The location the page was filtered to, if any.
+    pub location: Option<String>,
 }
 
 /// One page of a SKU's history, filtered by time and paged by version. `resume`, when it names
@@ -132,10 +138,18 @@ pub async fn history<S: EventStore + ?Sized>(
 ) -> Result<HistoryPage, HistoryError> {
     let stream = sku.stream();
     let limit = filter.limit.clamp(1, HISTORY_PAGE_ENTRIES_MAX) as usize;
-    let resume = resume.filter(|cursor| filter.after_version == Some(cursor.version));
+    let resume = resume.filter(|cursor| {
+        filter.after_version == Some(cursor.version) && cursor.location == filter.location
+    });
     let (mut balances, mut from) = match resume {
         Some(cursor) => (cursor.balances, cursor.version),
         None => (Balances::default(), 0),
+    };
+    let here = |event: &SkuEvent| {
+        filter
+            .location
+            .as_deref()
+            .is_none_or(|location| event.location() == location)
     };
     let mut anchor = resume.map(|cursor| cursor.event_id);
     let mut entries = Vec::new();
@@ -163,6 +177,9 @@ pub async fn history<S: EventStore + ?Sized>(
                 break 'pages;
             }
             let event = decode(&stream, recorded)?;
+            if !here(&event) {
+                continue;
+            }
             let before = balances;
             balances.apply(&event);
             if filter.after_version.is_some_and(|v| recorded.version <= v)
@@ -179,6 +196,7 @@ pub async fn history<S: EventStore + ?Sized>(
                 version: recorded.version,
                 event_id: recorded.event_id,
                 balances,
+                location: filter.location.clone(),
             });
         }
         if (page.len() as u64) < count {
@@ -190,7 +208,7 @@ pub async fn history<S: EventStore + ?Sized>(
     Ok(HistoryPage {
         sku: sku.clone(),
         entries,
-        next_after_version: next.map(|cursor| cursor.version),
+        next_after_version: next.as_ref().map(|cursor| cursor.version),
         next,
     })
 }
@@ -205,25 +223,32 @@ pub struct HistoryCursors {
 
 #[derive(Debug, Default)]
 struct CursorsInner {
-    by_position: std::collections::HashMap<(Sku, u64), HistoryCursor>,
-    order: std::collections::VecDeque<(Sku, u64)>,
+    by_position: std::collections::HashMap<CursorKey, HistoryCursor>,
+    order: std::collections::VecDeque<CursorKey>,
 }
+
+/// A cursor's SKU, version and location filter.
+type CursorKey = (Sku, u64, Option<String>);
 
 /// Most history cursors one process keeps (each well under 200 bytes).
 pub const HISTORY_CURSORS_MAX: usize = 10_000;
 
 impl HistoryCursors {
-    pub fn get(&self, sku: &Sku, after_version: u64) -> Option<HistoryCursor> {
+    /// The cursor of the page that ended at `after_version`, for the same location filter.
+    pub fn get(
+        &self,
+        sku: &Sku,
+        after_version: u64,
+        location: Option<&str>,
+    ) -> Option<HistoryCursor> {
         let inner = self.inner.lock().expect("history cursors lock");
-        inner
-            .by_position
-            .get(&(sku.clone(), after_version))
-            .copied()
+        let key = (sku.clone(), after_version, location.map(str::to_owned));
+        inner.by_position.get(&key).cloned()
     }
 
     pub fn remember(&self, sku: &Sku, cursor: HistoryCursor) {
         let mut inner = self.inner.lock().expect("history cursors lock");
-        let key = (sku.clone(), cursor.version);
+        let key = (sku.clone(), cursor.version, cursor.location.clone());
         if inner.by_position.insert(key.clone(), cursor).is_none() {
             inner.order.push_back(key);
         }

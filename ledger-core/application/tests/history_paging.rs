@@ -149,7 +149,7 @@ async fn all_pages(store: &CountingStore, resume: bool) -> Vec<HistoryPage> {
         .await
         .unwrap();
         after_version = page.next_after_version;
-        cursor = page.next;
+        cursor = page.next.clone();
         let last = after_version.is_none();
         pages.push(page);
         if last {
@@ -201,7 +201,7 @@ async fn a_cursor_that_does_not_match_the_stream_is_ignored() {
             reserved: 1,
             reorder_point: 1,
         },
-        ..genuine
+        ..genuine.clone()
     };
     let filter = page_filter(Some(genuine.version));
     let plain = history(store.as_ref(), &sku(), &filter, None)
@@ -256,4 +256,71 @@ async fn reading_stops_at_to() {
         reads <= READ_EVENTS_MAX,
         "a history ending at the 10th event read {reads} of {EVENTS} events"
     );
+}
+
+#[tokio::test]
+async fn a_page_of_one_location_shows_that_locations_balances_and_resumes_with_them() {
+    use ledger_domain::{LocationId, Quantity, ReplenishStock, SkuCommand};
+    let store = Arc::new(CountingStore {
+        inner: MemoryStore::new(),
+        events_read: AtomicU64::new(0),
+    });
+    let writers = SkuWriters::new(CommandHandler::new(store.clone()));
+    for round in 0..30u64 {
+        for (location, quantity) in [("store-12", 1), ("wh-1", 100)] {
+            let command = SkuCommand::Replenish(ReplenishStock {
+                quantity: Quantity::new(quantity + round).unwrap(),
+                reference: None,
+                location: LocationId::parse(location).unwrap(),
+            });
+            writers
+                .execute(&sku(), command, CommandContext::default())
+                .await
+                .unwrap();
+        }
+    }
+    let filter = |after_version| HistoryFilter {
+        after_version,
+        limit: 10,
+        location: Some("store-12".into()),
+        ..HistoryFilter::default()
+    };
+    let mut cursor: Option<HistoryCursor> = None;
+    let mut after_version = None;
+    let mut on_hand = 0;
+    let mut seen = 0;
+    loop {
+        let page = history(
+            store.as_ref(),
+            &sku(),
+            &filter(after_version),
+            cursor.as_ref(),
+        )
+        .await
+        .unwrap();
+        for entry in &page.entries {
+            assert_eq!(entry.location.as_deref(), Some("store-12"));
+            on_hand += 1 + seen;
+            seen += 1;
+            assert_eq!(entry.on_hand_after, on_hand, "store-12's own balance");
+        }
+        // A cursor of another location (or of the whole SKU) is never used for this one.
+        if let Some(next) = &page.next {
+            let unfiltered = HistoryFilter {
+                after_version: Some(next.version),
+                limit: 1,
+                ..HistoryFilter::default()
+            };
+            let whole = history(store.as_ref(), &sku(), &unfiltered, Some(next))
+                .await
+                .unwrap();
+            assert!(whole.entries[0].on_hand_after > on_hand);
+        }
+        after_version = page.next_after_version;
+        cursor = page.next;
+        if after_version.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, 30);
 }
