@@ -4,6 +4,9 @@
 //! TLS, the leader preferred, credentials from the environment), and nothing listens beyond
 //! the loopback interface.
 
+mod compose_support;
+
+use compose_support::{depends_on, environment, service, variable};
 use serde_norway::Value;
 use std::collections::BTreeSet;
 
@@ -17,60 +20,6 @@ const NODE_PORT: u16 = 2113;
 
 fn cluster() -> Value {
     serde_norway::from_str(CLUSTER_FILE).expect("the cluster file is valid YAML")
-}
-
-fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
-    compose["services"]
-        .get(name)
-        .unwrap_or_else(|| panic!("the cluster file has no {name} service"))
-}
-
-/// A service's environment with YAML merge keys (`<<:`) applied, as compose applies them.
-fn environment(service: &Value) -> Vec<(String, String)> {
-    let Some(mapping) = service["environment"].as_mapping() else {
-        return Vec::new();
-    };
-    let mut variables = Vec::new();
-    for (name, value) in mapping {
-        if name.as_str() == Some("<<") {
-            variables.extend(environment(&Value::Mapping(
-                [(Value::from("environment"), value.clone())]
-                    .into_iter()
-                    .collect(),
-            )));
-            continue;
-        }
-        let value = match value {
-            Value::String(text) => text.clone(),
-            Value::Number(number) => number.to_string(),
-            Value::Bool(flag) => flag.to_string(),
-            other => panic!("unexpected value {other:?}"),
-        };
-        let name = name.as_str().expect("names are text").to_owned();
-        variables.retain(|(n, _)| *n != name);
-        variables.push((name, value));
-    }
-    variables
-}
-
-fn variable(service: &Value, name: &str) -> String {
-    environment(service)
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("{name} is not set"))
-        .1
-}
-
-fn depends_on(service: &Value) -> BTreeSet<String> {
-    service["depends_on"]
-        .as_mapping()
-        .map(|names| {
-            names
-                .keys()
-                .filter_map(|n| n.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

@@ -8,6 +8,9 @@
 //! The binaries' variable lists and defaults come from their own command-line definitions
 //! (clap), so they cannot drift from what the binaries read.
 
+mod compose_support;
+
+use compose_support::{depends_on, environment, service, variable};
 use serde_norway::Value;
 use std::collections::BTreeSet;
 
@@ -80,52 +83,6 @@ const SENT_TO_THE_BUILD: &[&str] = &[
 
 fn compose() -> Value {
     serde_norway::from_str(COMPOSE_FILE).expect("the compose file is valid YAML")
-}
-
-fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
-    compose["services"]
-        .get(name)
-        .unwrap_or_else(|| panic!("the compose file has no {name} service"))
-}
-
-fn environment(service: &Value) -> Vec<(String, String)> {
-    let Some(mapping) = service["environment"].as_mapping() else {
-        return Vec::new();
-    };
-    mapping
-        .iter()
-        .map(|(name, value)| {
-            let value = match value {
-                Value::String(text) => text.clone(),
-                Value::Number(number) => number.to_string(),
-                Value::Bool(flag) => flag.to_string(),
-                other => panic!("unexpected value {other:?}"),
-            };
-            (name.as_str().expect("names are text").to_owned(), value)
-        })
-        .collect()
-}
-
-fn variable(service: &Value, name: &str) -> String {
-    environment(service)
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("{name} is not set"))
-        .1
-}
-
-fn depends_on(service: &Value) -> BTreeSet<String> {
-    match &service["depends_on"] {
-        Value::Sequence(names) => names
-            .iter()
-            .filter_map(|n| n.as_str().map(str::to_owned))
-            .collect(),
-        Value::Mapping(names) => names
-            .keys()
-            .filter_map(|n| n.as_str().map(str::to_owned))
-            .collect(),
-        _ => BTreeSet::new(),
-    }
 }
 
 /// (host, port) of a URL such as `esdb://eventstore:2113?tls=false` or
