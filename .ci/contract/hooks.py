@@ -11,6 +11,8 @@ Negative cases are left as generated, and no check is changed.
 - `history`: `as_of` and `at_version` are exclusive, and `from` must be before `to`.
 - A reserve names either a `location` or an `allocation`, not both: a positive case with both
   keeps the allocation.
+- A positive dispatch's transfer id, its implicit idempotency key, is made unique like a
+  reservation id.
 - An idempotency key names one request of its principal (the same key with another request is
   refused, 422): each positive request gets a key of its own, and so does a reserve's
   reservation id, which is its implicit key.
@@ -101,4 +103,11 @@ def map_case(context, case):
         and "allocation" in body
     ):
         del body["location"]
+    if (
+        case.method.upper() == "POST"
+        and case.path.endswith("/transfers")
+        and isinstance(body, dict)
+        and isinstance(body.get("transfer_id"), str)
+    ):
+        body["transfer_id"] = str(uuid.uuid4())
     return case

@@ -18,9 +18,10 @@ use crate::extract::{HEADER_IDENTIFIER_LENGTH_MAX, REQUEST_BODY_BYTES_MAX, VERSI
 use crate::problem::{PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX};
 use ledger_application::history::HISTORY_PAGE_ENTRIES_MAX;
 use ledger_domain::{
-    is_text_character, OrderId, ReservationId, Sku, ALLOCATION_LOCATIONS_MAX,
-    IDENTIFIER_LENGTH_MAX, LOCATION_LENGTH_MAX, QUANTITY_MAX, REASON_LENGTH_MAX,
-    REFERENCE_LENGTH_MAX, RESERVATION_TTL_SECONDS_MAX, SKU_LENGTH_MAX,
+    is_text_character, OrderId, ReservationId, Sku, TransferId, ALLOCATION_LOCATIONS_MAX,
+    ATTRIBUTES_MAX, ATTRIBUTE_NAME_LENGTH_MAX, ATTRIBUTE_VALUE_LENGTH_MAX, IDENTIFIER_LENGTH_MAX,
+    LOCATION_LENGTH_MAX, PRODUCT_NAME_LENGTH_MAX, QUANTITY_MAX, REASON_LENGTH_MAX,
+    REFERENCE_LENGTH_MAX, RESERVATION_TTL_SECONDS_MAX, SKU_LENGTH_MAX, UNIT_LENGTH_MAX,
 };
 use ledger_projections::PAGE_SIZE_MAX;
 use std::collections::BTreeMap;
@@ -291,6 +292,121 @@ pub fn allocation_or_null() -> Schema {
         .into()
 }
 
+fn transfer_id_schema() -> ObjectBuilder {
+    string(
+        IDENTIFIER_LENGTH_MAX,
+        &identifier_pattern(TransferId::CHARACTERS_EXTRA, IDENTIFIER_LENGTH_MAX),
+        "A transfer's id, unique forever within its SKU: ASCII letters, digits, `-`, `_`, `.` \
+         and `:`, starting with a letter or digit.",
+    )
+}
+
+pub fn transfer_id() -> Object {
+    transfer_id_schema().build()
+}
+
+/// A dispatch's own transfer id.
+pub fn transfer_id_or_null() -> Object {
+    or_null(
+        transfer_id_schema().description(Some(
+            "Your id for this transfer (ASCII letters, digits, `-`, `_`, `.` and `:`, starting \
+             with a letter or digit); it makes the request safe to retry. Generated when \
+             absent.",
+        )),
+        Type::String,
+    )
+}
+
+/// A required location of a command body.
+pub fn location_required() -> Object {
+    location_schema(
+        "A store or warehouse id (the SKU alphabet: ASCII letters, digits, `-`, `_` and `.`, \
+         starting with a letter or digit).",
+    )
+    .build()
+}
+
+pub fn quantity_received_or_null() -> Object {
+    or_null(
+        integer(
+            0,
+            QUANTITY_MAX,
+            "Units that arrived, at most those dispatched; everything dispatched when absent. \
+             Fewer needs `discrepancy_reason`.",
+        ),
+        Type::Integer,
+    )
+}
+
+pub fn product_name() -> Object {
+    text(
+        PRODUCT_NAME_LENGTH_MAX,
+        "The product's name: not blank, no control characters.",
+    )
+    .build()
+}
+
+pub fn product_name_or_null() -> Object {
+    or_null(
+        text(
+            PRODUCT_NAME_LENGTH_MAX,
+            "The product's new name (unchanged when absent): not blank, no control characters.",
+        ),
+        Type::String,
+    )
+}
+
+pub fn unit() -> Object {
+    text(
+        UNIT_LENGTH_MAX,
+        "The unit the SKU is counted in ('each', 'kg', 'box of 12').",
+    )
+    .build()
+}
+
+pub fn unit_or_null() -> Object {
+    or_null(
+        text(
+            UNIT_LENGTH_MAX,
+            "The new unit (unchanged when absent): not blank, no control characters.",
+        ),
+        Type::String,
+    )
+}
+
+fn attributes_schema(description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(ATTRIBUTES_MAX))
+        .property_names(Some(
+            string(
+                ATTRIBUTE_NAME_LENGTH_MAX,
+                &identifier_pattern(Sku::CHARACTERS_EXTRA, ATTRIBUTE_NAME_LENGTH_MAX),
+                "An attribute name: the SKU alphabet.",
+            )
+            .build(),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(ATTRIBUTE_VALUE_LENGTH_MAX))
+                .pattern(Some("^[^\\u0000-\\u001F\\u007F-\\u009F\\u2028\\u2029]*$"))
+                .description(Some(
+                    "An attribute value: no control characters; may be empty.",
+                )),
+        ))
+        .description(Some(description))
+}
+
+pub fn attributes_or_null() -> Object {
+    let description = "Free attributes (colour, size, supplier code): at most 32; names in the \
+                       SKU alphabet; values up to 256 characters. Given, they replace the whole \
+                       set; absent, none (register) or unchanged (update).";
+    attributes_schema(description)
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .build()
+}
+
 pub fn quantity() -> Object {
     integer(1, QUANTITY_MAX, "Units moved by the command.").build()
 }
@@ -419,6 +535,8 @@ value_types! {
     SkuValue => sku;
     /// A reservation id.
     ReservationIdValue => reservation_id;
+    /// A transfer id.
+    TransferIdValue => transfer_id;
     /// A page size of a read-model query.
     PageLimit => page_limit;
     /// A page size of a history.
@@ -558,6 +676,27 @@ pub struct ReservationPath {
     pub reservation_id: String,
 }
 
+/// The SKU and transfer a route's path names.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TransferPath {
+    /// The SKU.
+    #[param(value_type = SkuValue, inline)]
+    pub sku: String,
+    /// The transfer.
+    #[param(value_type = TransferIdValue, inline)]
+    pub transfer_id: String,
+}
+
+/// The location a route's path names.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct LocationPath {
+    /// The location.
+    #[param(value_type = LocationValue, inline)]
+    pub location: String,
+}
+
 /// The headers every command reads. (Declared with the value's own type and `required =
 /// false`: an optional header is absent, never `null`.)
 #[derive(utoipa::IntoParams)]
@@ -617,7 +756,9 @@ const FORBIDDEN: ProblemResponse = ProblemResponse {
 const NOT_FOUND: ProblemResponse = ProblemResponse {
     name: "NotFound",
     status: 404,
-    description: "No such reservation in this SKU (`reservation-not-found`).",
+    description: "No such reservation in this SKU (`reservation-not-found`), no such \
+                  transfer (`transfer-not-found`), or the SKU is not in the catalogue \
+                  (`sku-not-registered`).",
     header: None,
 };
 const CONFLICT: ProblemResponse = ProblemResponse {
@@ -625,7 +766,9 @@ const CONFLICT: ProblemResponse = ProblemResponse {
     status: 409,
     description: "The SKU's state refuses the command: `insufficient-stock` (with `requested` \
                   and `available`), `reservation-closed`, `reservation-id-conflict`, \
-                  `adjustment-below-reserved`.",
+                  `adjustment-below-reserved`, `transfer-closed`, `transfer-id-conflict`, \
+                  `transfer-within-one-location`, \
+                  `sku-discontinued`, `sku-already-registered`.",
     header: None,
 };
 const PRECONDITION_FAILED: ProblemResponse = ProblemResponse {
@@ -659,8 +802,10 @@ const UNPROCESSABLE_CONTENT: ProblemResponse = ProblemResponse {
     name: "UnprocessableContent",
     status: 422,
     description: "A value breaks its rules (`validation-failed`, naming the `field`), the \
-                  idempotency key was used for another request (`idempotency-key-reused`), or \
-                  on hand would pass its limit (`on-hand-limit-exceeded`).",
+                  idempotency key was used for another request (`idempotency-key-reused`), \
+                  on hand would pass its limit (`on-hand-limit-exceeded`), or a receipt does \
+                  not fit its transfer (`receipt-exceeds-dispatch`, \
+                  `discrepancy-reason-required`).",
     header: None,
 };
 const TOO_MANY_REQUESTS: ProblemResponse = ProblemResponse {
@@ -768,6 +913,8 @@ problem_responses! {
     Conflict = [CONFLICT];
     /// The reservation the path names does not exist (404).
     ReservationNotFound = [NOT_FOUND];
+    /// The transfer (or catalogue entry) the path names does not exist (404).
+    NotFound = [NOT_FOUND];
     /// The operational endpoints: only the host check stands in front of them.
     HostProblems = [MISDIRECTED_REQUEST];
 }

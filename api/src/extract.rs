@@ -329,6 +329,7 @@ impl<R: Requirement> FromRequestParts<SharedState> for Authorized<R> {
 pub struct SkuTarget {
     pub sku: Sku,
     pub reservation_id: Option<ReservationId>,
+    pub transfer_id: Option<ledger_domain::TransferId>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for SkuTarget {
@@ -340,12 +341,19 @@ impl<S: Send + Sync> FromRequestParts<S> for SkuTarget {
             .map_err(|_| Problem::bad_request("invalid-path", "the path is not valid UTF-8"))?;
         let mut sku = None;
         let mut reservation_id = None;
+        let mut transfer_id = None;
         for (name, value) in &params {
             match name {
                 "sku" => sku = Some(Sku::parse(value).map_err(|e| Problem::validation(&e))?),
                 "reservation_id" => {
                     reservation_id =
                         Some(ReservationId::parse(value).map_err(|e| Problem::validation(&e))?)
+                }
+                "transfer_id" => {
+                    transfer_id = Some(
+                        ledger_domain::TransferId::parse(value)
+                            .map_err(|e| Problem::validation(&e))?,
+                    )
                 }
                 _ => {}
             }
@@ -354,6 +362,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SkuTarget {
         Ok(Self {
             sku,
             reservation_id,
+            transfer_id,
         })
     }
 }
@@ -413,5 +422,11 @@ impl SkuTarget {
         self.reservation_id
             .as_ref()
             .expect("only routes with a {reservation_id} segment ask for it")
+    }
+
+    pub fn transfer(&self) -> &ledger_domain::TransferId {
+        self.transfer_id
+            .as_ref()
+            .expect("only routes with a {transfer_id} segment ask for it")
     }
 }

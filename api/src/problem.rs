@@ -200,6 +200,69 @@ impl From<DomainError> for Problem {
                 detail,
             )
             .with("limit", limit),
+            DomainError::TransferWithinOneLocation { location } => Self::new(
+                StatusCode::CONFLICT,
+                code,
+                "A transfer needs two locations",
+                detail,
+            )
+            .with("location", location),
+            DomainError::TransferNotFound { transfer_id } => {
+                Self::new(StatusCode::NOT_FOUND, code, "Unknown transfer", detail)
+                    .with("transfer_id", transfer_id)
+            }
+            DomainError::TransferClosed {
+                transfer_id,
+                status,
+            } => Self::new(StatusCode::CONFLICT, code, "Transfer already ended", detail)
+                .with("transfer_id", transfer_id)
+                .with("transfer_status", status.as_str()),
+            DomainError::TransferIdConflict { transfer_id, .. } => Self::new(
+                StatusCode::CONFLICT,
+                code,
+                "Transfer id already used for a different request",
+                detail,
+            )
+            .with("transfer_id", transfer_id),
+            DomainError::ReceiptExceedsDispatch {
+                transfer_id,
+                dispatched,
+                ..
+            } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                "More received than dispatched",
+                detail,
+            )
+            .with("transfer_id", transfer_id)
+            .with("dispatched", dispatched),
+            DomainError::DiscrepancyReasonRequired {
+                transfer_id,
+                dispatched,
+                ..
+            } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                "A short receipt needs a discrepancy reason",
+                detail,
+            )
+            .with("transfer_id", transfer_id)
+            .with("dispatched", dispatched),
+            DomainError::SkuDiscontinued => {
+                Self::new(StatusCode::CONFLICT, code, "SKU discontinued", detail)
+            }
+            DomainError::SkuAlreadyRegistered => Self::new(
+                StatusCode::CONFLICT,
+                code,
+                "SKU already in the catalogue",
+                detail,
+            ),
+            DomainError::SkuNotRegistered => Self::new(
+                StatusCode::NOT_FOUND,
+                code,
+                "SKU not in the catalogue",
+                detail,
+            ),
         }
     }
 }

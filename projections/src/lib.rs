@@ -5,7 +5,8 @@
 //! - The registry of projections is here at the root ([`all`], [`by_name`]); the trait every
 //!   projection implements is [`projection`], alone, so that the projections and the registry
 //!   never import each other.
-//! - [`stock_levels`], [`reservations`], [`stock_movements`] and [`low_stock_alerts`]: one
+//! - [`stock_levels`], [`reservations`], [`stock_movements`], [`low_stock_alerts`] and
+//!   [`locations`] (stock per location, transfers): one
 //!   module per read model, each holding the projection that writes its tables, its row types
 //!   and the queries that read them, so a read model can change (and be rebuilt) without
 //!   touching the others.
@@ -20,13 +21,14 @@
 //! - [`webhook`]: optional delivery of low-stock notifications.
 //! - [`cli`]: the `ledger-projector` binary's settings and start-up.
 //!
-//! The four read models and the outbox are described for their users in `READ_MODELS.md`.
+//! The read models and the outbox are described for their users in `READ_MODELS.md`.
 
 pub mod batch;
 pub mod checkpoint;
 pub mod cli;
 pub mod convert;
 pub mod error;
+pub mod locations;
 pub mod lock;
 pub mod low_stock_alerts;
 pub mod projection;
@@ -44,6 +46,7 @@ pub mod webhook;
 
 pub use convert::LogPosition;
 pub use error::ProjectionError;
+pub use locations::{LocationStockFilter, LocationStockRow, TransferRowView};
 pub use low_stock_alerts::{
     AlertCloseReason, AlertStatus, LowStockAlert, Notification, NotificationKind,
 };
@@ -60,12 +63,13 @@ pub use webhook::{WebhookOptions, WebhookSecret};
 use ledger_postgres::Database;
 
 /// Every projection, in the order the runtime starts them.
-pub fn all() -> [&'static dyn Projection; 4] {
+pub fn all() -> [&'static dyn Projection; 5] {
     [
         &stock_levels::StockLevels,
         &reservations::Reservations,
         &stock_movements::StockMovements,
         &low_stock_alerts::LowStockAlerts,
+        &locations::Locations,
     ]
 }
 

@@ -142,9 +142,15 @@ impl Projection for Reservations {
                         reason: None,
                     },
                 ),
-                SkuEvent::Replenished(_) | SkuEvent::Adjusted(_) | SkuEvent::ReorderPointSet(_) => {
-                    continue
-                }
+                SkuEvent::Replenished(_)
+                | SkuEvent::Adjusted(_)
+                | SkuEvent::ReorderPointSet(_)
+                | SkuEvent::TransferDispatched(_)
+                | SkuEvent::TransferReceived(_)
+                | SkuEvent::TransferCancelled(_)
+                | SkuEvent::Registered(_)
+                | SkuEvent::Updated(_)
+                | SkuEvent::Discontinued(_) => continue,
             };
             let key = (sku, reservation_id.clone());
             match opened.get_mut(&key) {

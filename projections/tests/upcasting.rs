@@ -71,7 +71,8 @@ async fn a_version_1_log_replays_into_the_located_model_and_read_models() {
                 LocationStock {
                     on_hand: 93,
                     reserved: 70,
-                    reorder_point: 20
+                    reorder_point: 20,
+                    in_transit: 0
                 }
             )])
         );

@@ -75,6 +75,36 @@ const SCHEMA_FILES: &[(&str, u32, &str)] = &[
         2,
         include_str!("../../schemas/events/ReorderPointSet.v2.schema.json"),
     ),
+    (
+        "TransferDispatched",
+        1,
+        include_str!("../../schemas/events/TransferDispatched.v1.schema.json"),
+    ),
+    (
+        "TransferReceived",
+        1,
+        include_str!("../../schemas/events/TransferReceived.v1.schema.json"),
+    ),
+    (
+        "TransferCancelled",
+        1,
+        include_str!("../../schemas/events/TransferCancelled.v1.schema.json"),
+    ),
+    (
+        "SkuRegistered",
+        1,
+        include_str!("../../schemas/events/SkuRegistered.v1.schema.json"),
+    ),
+    (
+        "SkuUpdated",
+        1,
+        include_str!("../../schemas/events/SkuUpdated.v1.schema.json"),
+    ),
+    (
+        "SkuDiscontinued",
+        1,
+        include_str!("../../schemas/events/SkuDiscontinued.v1.schema.json"),
+    ),
 ];
 
 /// The compiled schemas, looked up by event type and schema version.

@@ -274,3 +274,37 @@ pub fn set_reorder_point(reorder_point: i64) -> SkuCommand {
         location: ledger_domain::LocationId::default_location(),
     })
 }
+
+pub fn replenish_at(location: &str, quantity: u64) -> SkuCommand {
+    SkuCommand::Replenish(ReplenishStock {
+        quantity: Quantity::new(quantity).unwrap(),
+        reference: None,
+        location: ledger_domain::LocationId::parse(location).unwrap(),
+    })
+}
+
+pub fn dispatch(id: &str, from: &str, to: &str, quantity: u64) -> SkuCommand {
+    SkuCommand::DispatchTransfer(ledger_domain::DispatchTransfer {
+        transfer_id: ledger_domain::TransferId::parse(id).unwrap(),
+        from_location: ledger_domain::LocationId::parse(from).unwrap(),
+        to_location: ledger_domain::LocationId::parse(to).unwrap(),
+        quantity: Quantity::new(quantity).unwrap(),
+        reference: None,
+    })
+}
+
+/// Receive a transfer: everything dispatched, or `received` units with a discrepancy reason.
+pub fn receive(id: &str, received: Option<u64>) -> SkuCommand {
+    SkuCommand::ReceiveTransfer(ledger_domain::ReceiveTransfer {
+        transfer_id: ledger_domain::TransferId::parse(id).unwrap(),
+        quantity_received: received,
+        discrepancy_reason: received.map(|_| Reason::parse("damaged in transit").unwrap()),
+    })
+}
+
+pub fn cancel_transfer(id: &str) -> SkuCommand {
+    SkuCommand::CancelTransfer(ledger_domain::CancelTransfer {
+        transfer_id: ledger_domain::TransferId::parse(id).unwrap(),
+        reason: Some(Reason::parse("not needed").unwrap()),
+    })
+}

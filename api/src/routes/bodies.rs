@@ -321,6 +321,83 @@ impl From<rows::ProjectionStatus> for ProjectionStatus {
 }
 
 /// Every row of a read-model query as its response body.
+/// One SKU's balances at one location (the per-location read model).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LocationStock {
+    pub location: String,
+    #[schema(value_type = String, example = "SHOE-42")]
+    pub sku: Sku,
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+    pub reorder_point: u64,
+    pub below_reorder_point: bool,
+    /// Units on their way here by transfers.
+    pub in_transit: u64,
+    /// The SKU's stream version this row reflects.
+    pub version: u64,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<rows::LocationStockRow> for LocationStock {
+    fn from(row: rows::LocationStockRow) -> Self {
+        Self {
+            location: row.location,
+            sku: row.sku,
+            on_hand: row.on_hand,
+            reserved: row.reserved,
+            available: row.available,
+            reorder_point: row.reorder_point,
+            below_reorder_point: row.below_reorder_point,
+            in_transit: row.in_transit,
+            version: row.version,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// A transfer between two locations of a SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Transfer {
+    #[schema(value_type = String, example = "SHOE-42")]
+    pub sku: Sku,
+    pub transfer_id: String,
+    pub from_location: String,
+    pub to_location: String,
+    pub quantity: u64,
+    pub reference: Option<String>,
+    /// in_transit, received or cancelled.
+    #[schema(value_type = String, example = "in_transit")]
+    pub status: ledger_domain::TransferStatus,
+    pub quantity_received: Option<u64>,
+    /// The discrepancy reason of a short receipt, or why the transfer was cancelled.
+    pub reason: Option<String>,
+    pub dispatched_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub dispatched_version: u64,
+    pub closed_version: Option<u64>,
+}
+
+impl From<rows::TransferRowView> for Transfer {
+    fn from(row: rows::TransferRowView) -> Self {
+        Self {
+            sku: row.sku,
+            transfer_id: row.transfer_id,
+            from_location: row.from_location,
+            to_location: row.to_location,
+            quantity: row.quantity,
+            reference: row.reference,
+            status: row.status,
+            quantity_received: row.quantity_received,
+            reason: row.reason,
+            dispatched_at: row.dispatched_at,
+            closed_at: row.closed_at,
+            dispatched_version: row.dispatched_version,
+            closed_version: row.closed_version,
+        }
+    }
+}
+
 pub fn bodies<R, B: From<R>>(rows: Vec<R>) -> Vec<B> {
     rows.into_iter().map(B::from).collect()
 }

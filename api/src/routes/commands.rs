@@ -6,8 +6,8 @@ use super::{etag, SkuStateBody};
 use crate::answer::{fingerprint, RenderedAnswer};
 use crate::auth::{Permission, Principal};
 use crate::contract::{
-    self, CommandHeaders, CommandProblems, Conflict, EntityTag, Guarded, ReservationNotFound,
-    ReservationPath, SkuPath,
+    self, CommandHeaders, CommandProblems, Conflict, EntityTag, Guarded, NotFound,
+    ReservationNotFound, ReservationPath, SkuPath, TransferPath,
 };
 use crate::extract::{
     Authorized, CommandRequest, Managing, RequestContext, Requirement, Reserving, SkuTarget,
@@ -107,6 +107,76 @@ pub struct ReorderPointRequest {
     pub location: Option<LocationId>,
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// Your id for this transfer; makes the request safe to retry. Generated when absent.
+    #[schema(schema_with = contract::transfer_id_or_null)]
+    pub transfer_id: Option<TransferId>,
+    /// Where the units leave (only units available there, not reserved, can leave).
+    #[schema(schema_with = contract::location_required)]
+    pub from_location: LocationId,
+    /// Where the units go; not `from_location`.
+    #[schema(schema_with = contract::location_required)]
+    pub to_location: LocationId,
+    #[schema(schema_with = contract::quantity)]
+    pub quantity: Quantity,
+    /// The dispatch note or other document.
+    #[schema(schema_with = contract::reference_or_null)]
+    pub reference: Option<Reference>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveRequest {
+    #[schema(schema_with = contract::quantity_received_or_null)]
+    pub quantity_received: Option<u64>,
+    /// Why fewer units arrived than were dispatched; required then.
+    #[schema(schema_with = contract::reason_or_null)]
+    pub discrepancy_reason: Option<Reason>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelTransferRequest {
+    #[schema(schema_with = contract::reason_or_null)]
+    pub reason: Option<Reason>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[schema(schema_with = contract::product_name)]
+    pub name: ProductName,
+    #[schema(schema_with = contract::unit)]
+    pub unit: Unit,
+    #[schema(schema_with = contract::attributes_or_null)]
+    #[serde(default)]
+    pub attributes: Option<Attributes>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCatalogueRequest {
+    #[schema(schema_with = contract::product_name_or_null)]
+    #[serde(default)]
+    pub name: Option<ProductName>,
+    #[schema(schema_with = contract::unit_or_null)]
+    #[serde(default)]
+    pub unit: Option<Unit>,
+    #[schema(schema_with = contract::attributes_or_null)]
+    #[serde(default)]
+    pub attributes: Option<Attributes>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscontinueRequest {
+    #[schema(schema_with = contract::reason_or_null)]
+    #[serde(default)]
+    pub reason: Option<Reason>,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventBody {
     pub version: u64,
@@ -130,6 +200,9 @@ pub struct CommandResultBody {
     /// For a reserve: the location holding the units.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// For a dispatch: the transfer's id (generated when the request had none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_id: Option<String>,
 }
 
 /// A command with how its success is answered.
@@ -262,6 +335,95 @@ impl CommandBody for ReorderPointRequest {
     }
 }
 
+impl CommandBody for TransferRequest {
+    /// A dispatch creates a resource (201 with its `Location`), and its transfer id, when the
+    /// client chose it, doubles as the idempotency key.
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
+        let sku = target.sku;
+        let transfer_id = self.transfer_id.clone().unwrap_or_else(|| {
+            TransferId::parse(&uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a valid transfer id")
+        });
+        let dispatch = DispatchTransfer {
+            transfer_id: transfer_id.clone(),
+            from_location: self.from_location,
+            to_location: self.to_location,
+            quantity: self.quantity,
+            reference: self.reference,
+        };
+        Ok(Command {
+            location: Some(format!("/v1/skus/{sku}/transfers/{transfer_id}")),
+            reservation_id: None,
+            implicit_key: self.transfer_id.map(|id| format!("transfer:{sku}:{id}")),
+            command: SkuCommand::DispatchTransfer(dispatch),
+            sku,
+            success: StatusCode::CREATED,
+        })
+    }
+}
+
+impl CommandBody for ReceiveRequest {
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
+        if let Some(received) = self.quantity_received {
+            if received > QUANTITY_MAX {
+                return Err(Problem::validation(&ValidationError::new(
+                    "quantity_received",
+                    format!("is {received}; it must be between 0 and {QUANTITY_MAX}"),
+                )));
+            }
+        }
+        let transfer_id = target.transfer().clone();
+        let command = SkuCommand::ReceiveTransfer(ReceiveTransfer {
+            transfer_id,
+            quantity_received: self.quantity_received,
+            discrepancy_reason: self.discrepancy_reason,
+        });
+        Ok(Command::plain(target, command))
+    }
+}
+
+impl CommandBody for CancelTransferRequest {
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
+        let transfer_id = target.transfer().clone();
+        let command = SkuCommand::CancelTransfer(CancelTransfer {
+            transfer_id,
+            reason: self.reason,
+        });
+        Ok(Command::plain(target, command))
+    }
+}
+
+impl CommandBody for RegisterRequest {
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
+        let command = SkuCommand::Register(RegisterSku {
+            name: self.name,
+            unit: self.unit,
+            attributes: self.attributes.unwrap_or_default(),
+        });
+        Ok(Command::plain(target, command))
+    }
+}
+
+impl CommandBody for UpdateCatalogueRequest {
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
+        let command = SkuCommand::Update(UpdateSku {
+            name: self.name,
+            unit: self.unit,
+            attributes: self.attributes,
+        });
+        Ok(Command::plain(target, command))
+    }
+}
+
+impl CommandBody for DiscontinueRequest {
+    fn into_command(self, target: SkuTarget) -> Result<Command, Problem> {
+        let command = SkuCommand::Discontinue(DiscontinueSku {
+            reason: self.reason,
+        });
+        Ok(Command::plain(target, command))
+    }
+}
+
 /// Everything a command route takes from its request: the principal (allowed what `R`
 /// requires), the SKU and reservation of the path, and the command request itself.
 pub struct CommandCall<R, T> {
@@ -380,6 +542,10 @@ fn success(command: Command, outcome: CommandOutcome) -> RenderedAnswer {
             SkuEvent::Reserved(reserved) => Some(reserved.location.clone()),
             _ => None,
         }),
+        transfer_id: match &command.command {
+            SkuCommand::DispatchTransfer(dispatch) => Some(dispatch.transfer_id.to_string()),
+            _ => None,
+        },
     };
     let mut stored = RenderedAnswer::json(command.success, &body);
     stored.etag = outcome.state.version.map(etag);
@@ -393,7 +559,7 @@ fn success(command: Command, outcome: CommandOutcome) -> RenderedAnswer {
     request_body(content = ReplenishRequest, description = contract::body_limits()),
     responses((status = 200, description = "Stock added", body = CommandResultBody,
                headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"))),
-              CommandProblems, Guarded)
+              Conflict, CommandProblems, Guarded)
 )]
 pub async fn replenish(
     State(state): State<SharedState>,
@@ -474,6 +640,97 @@ pub async fn adjust(
 pub async fn set_reorder_point(
     State(state): State<SharedState>,
     call: CommandCall<Managing, ReorderPointRequest>,
+) -> Response {
+    call.carry_out(&state).await
+}
+
+#[utoipa::path(
+    post, path = "/v1/skus/{sku}/transfers", tag = "commands",
+    params(SkuPath, CommandHeaders),
+    request_body(content = TransferRequest, description = contract::body_limits()),
+    responses((status = 201, description = "Units left the source and are in transit", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"),
+                       ("Location" = String, description = "The transfer's path"))),
+              Conflict, CommandProblems, Guarded)
+)]
+pub async fn dispatch_transfer(
+    State(state): State<SharedState>,
+    call: CommandCall<Managing, TransferRequest>,
+) -> Response {
+    call.carry_out(&state).await
+}
+
+#[utoipa::path(
+    post, path = "/v1/skus/{sku}/transfers/{transfer_id}/receive", tag = "commands",
+    params(TransferPath, CommandHeaders),
+    request_body(content = ReceiveRequest, description = contract::body_limits()),
+    responses((status = 200, description = "The units arrived at the destination", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"))),
+              NotFound, Conflict, CommandProblems, Guarded)
+)]
+pub async fn receive_transfer(
+    State(state): State<SharedState>,
+    call: CommandCall<Managing, ReceiveRequest>,
+) -> Response {
+    call.carry_out(&state).await
+}
+
+#[utoipa::path(
+    post, path = "/v1/skus/{sku}/transfers/{transfer_id}/cancel", tag = "commands",
+    params(TransferPath, CommandHeaders),
+    request_body(content = CancelTransferRequest, description = contract::body_limits()),
+    responses((status = 200, description = "The units are back at the source", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"))),
+              NotFound, Conflict, CommandProblems, Guarded)
+)]
+pub async fn cancel_transfer(
+    State(state): State<SharedState>,
+    call: CommandCall<Managing, CancelTransferRequest>,
+) -> Response {
+    call.carry_out(&state).await
+}
+
+#[utoipa::path(
+    put, path = "/v1/skus/{sku}/catalogue", tag = "commands",
+    params(SkuPath, CommandHeaders),
+    request_body(content = RegisterRequest, description = contract::body_limits()),
+    responses((status = 200, description = "The SKU is in the catalogue (the same entry again changes nothing)", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"))),
+              Conflict, CommandProblems, Guarded)
+)]
+pub async fn register(
+    State(state): State<SharedState>,
+    call: CommandCall<Managing, RegisterRequest>,
+) -> Response {
+    call.carry_out(&state).await
+}
+
+#[utoipa::path(
+    patch, path = "/v1/skus/{sku}/catalogue", tag = "commands",
+    params(SkuPath, CommandHeaders),
+    request_body(content = UpdateCatalogueRequest, description = contract::body_limits()),
+    responses((status = 200, description = "The catalogue entry changed (or already read so)", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"))),
+              NotFound, CommandProblems, Guarded)
+)]
+pub async fn update_catalogue(
+    State(state): State<SharedState>,
+    call: CommandCall<Managing, UpdateCatalogueRequest>,
+) -> Response {
+    call.carry_out(&state).await
+}
+
+#[utoipa::path(
+    post, path = "/v1/skus/{sku}/discontinue", tag = "commands",
+    params(SkuPath, CommandHeaders),
+    request_body(content = DiscontinueRequest, description = contract::body_limits()),
+    responses((status = 200, description = "The SKU takes no replenishment or new reservations from now on", body = CommandResultBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version after the command"))),
+              CommandProblems, Guarded)
+)]
+pub async fn discontinue(
+    State(state): State<SharedState>,
+    call: CommandCall<Managing, DiscontinueRequest>,
 ) -> Response {
     call.carry_out(&state).await
 }

@@ -41,6 +41,15 @@ pub fn router(state: SharedState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(commands::confirm))
         .routes(routes!(commands::adjust))
         .routes(routes!(commands::set_reorder_point))
+        .routes(routes!(commands::dispatch_transfer))
+        .routes(routes!(commands::receive_transfer))
+        .routes(routes!(commands::cancel_transfer))
+        .routes(routes!(commands::register, commands::update_catalogue))
+        .routes(routes!(commands::discontinue))
+        .routes(routes!(queries::catalogue))
+        .routes(routes!(queries::transfer))
+        .routes(routes!(queries::location_stock))
+        .routes(routes!(queries::transfers_in_transit))
         .routes(routes!(queries::sku_state))
         .routes(routes!(queries::reservations))
         .routes(routes!(queries::reservation))
@@ -75,6 +84,10 @@ pub struct SkuStateBody {
     pub version: Option<u64>,
     /// The balances at each location (the figures above are their sums).
     pub locations: std::collections::BTreeMap<String, LocationBalances>,
+    /// Units in transit between locations (not in `on_hand` anywhere until received).
+    pub in_transit: u64,
+    /// Whether the SKU was discontinued (it then refuses replenishment and new reservations).
+    pub discontinued: bool,
 }
 
 /// One location's balances of a SKU.
@@ -85,6 +98,8 @@ pub struct LocationBalances {
     pub available: u64,
     pub reorder_point: u64,
     pub below_reorder_point: bool,
+    /// Units on their way here.
+    pub in_transit: u64,
 }
 
 impl From<&SkuSummary> for SkuStateBody {
@@ -108,10 +123,13 @@ impl From<&SkuSummary> for SkuStateBody {
                         available: stock.available(),
                         reorder_point: stock.reorder_point,
                         below_reorder_point: stock.is_below_reorder_point(),
+                        in_transit: stock.in_transit,
                     };
                     (name.clone(), balances)
                 })
                 .collect(),
+            in_transit: state.in_transit,
+            discontinued: state.discontinued,
         }
     }
 }

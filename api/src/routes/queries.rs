@@ -6,8 +6,8 @@
 use super::bodies::{self, bodies};
 use super::{etag, SkuStateBody};
 use crate::contract::{
-    self, EntityTag, Guarded, PathProblems, QueryProblems, ReservationNotFound, ReservationPath,
-    SkuPath, SkuQueryProblems,
+    self, EntityTag, Guarded, LocationPath, NotFound, PathProblems, QueryProblems,
+    ReservationNotFound, ReservationPath, SkuPath, SkuQueryProblems, TransferPath,
 };
 use crate::extract::{Auditing, Authorized, Query, Reading, SkuTarget};
 use crate::problem::Problem;
@@ -66,6 +66,19 @@ pub async fn sku_state(
     Ok(with_etag(SkuStateBody::from(&current)))
 }
 
+/// The SKU's state folded from its stream now (snapshot and tail).
+async fn load(
+    state: &SharedState,
+    sku: &Sku,
+) -> Result<ledger_application::loaded::LoadedSku, Problem> {
+    state
+        .writers
+        .handler()
+        .load(sku)
+        .await
+        .map_err(Problem::from)
+}
+
 /// One reservation as its SKU's stream has it now.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReservationBody {
@@ -98,12 +111,7 @@ pub async fn reservation(
     target: SkuTarget,
 ) -> Result<Response, Problem> {
     let reservation_id = target.reservation().clone();
-    let loaded = state
-        .writers
-        .handler()
-        .load(&target.sku)
-        .await
-        .map_err(Problem::from)?;
+    let loaded = load(&state, &target.sku).await?;
     let Some(found) = loaded.state.reservations.get(reservation_id.as_str()) else {
         return Err(Problem::from(
             ledger_domain::DomainError::ReservationNotFound {
@@ -112,7 +120,7 @@ pub async fn reservation(
         ));
     };
     let version = loaded.state.version;
-    let mut response = Json(ReservationBody {
+    let body = ReservationBody {
         sku: target.sku.to_string(),
         reservation_id: found.reservation_id.clone(),
         order_id: found.order_id.clone(),
@@ -122,12 +130,8 @@ pub async fn reservation(
         status: found.status.as_str().to_owned(),
         location: found.location.clone(),
         version,
-    })
-    .into_response();
-    if let Some(tag) = version.map(etag).and_then(|t| t.parse().ok()) {
-        response.headers_mut().insert(header::ETAG, tag);
-    }
-    Ok(response)
+    };
+    Ok(tagged(body, version))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
@@ -486,6 +490,224 @@ pub async fn notifications(
     let rows = state
         .read_models
         .notifications_after(query.after_id.unwrap_or(0), limit)
+        .await?;
+    Ok(Json(bodies(rows)))
+}
+
+/// A SKU's catalogue entry, from its stream.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CatalogueBody {
+    pub sku: String,
+    pub name: String,
+    pub unit: String,
+    pub attributes: std::collections::BTreeMap<String, String>,
+    pub discontinued: bool,
+    /// The SKU's version this answer was read at (also the ETag).
+    pub version: Option<u64>,
+}
+
+fn tagged<T: Serialize>(body: T, version: Option<u64>) -> Response {
+    let mut response = Json(body).into_response();
+    if let Some(tag) = version.map(etag).and_then(|t| t.parse().ok()) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    response
+}
+
+#[utoipa::path(
+    get, path = "/v1/skus/{sku}/catalogue", tag = "queries",
+    params(SkuPath),
+    responses((status = 200, description = "The SKU's catalogue entry, from its stream", body = CatalogueBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version"))),
+              NotFound, PathProblems, Guarded)
+)]
+pub async fn catalogue(
+    State(state): State<SharedState>,
+    _: Authorized<Reading>,
+    target: SkuTarget,
+) -> Result<Response, Problem> {
+    let loaded = load(&state, &target.sku).await?;
+    let Some(entry) = &loaded.state.catalogue else {
+        return Err(Problem::from(ledger_domain::DomainError::SkuNotRegistered));
+    };
+    let version = loaded.state.version;
+    Ok(tagged(
+        CatalogueBody {
+            sku: target.sku.to_string(),
+            name: entry.name.clone(),
+            unit: entry.unit.clone(),
+            attributes: entry.attributes.clone(),
+            discontinued: loaded.state.discontinued,
+            version,
+        },
+        version,
+    ))
+}
+
+/// One transfer as its SKU's stream has it now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TransferBody {
+    pub sku: String,
+    pub transfer_id: String,
+    pub from_location: String,
+    pub to_location: String,
+    pub quantity: u64,
+    pub reference: Option<String>,
+    /// in_transit, received or cancelled.
+    pub status: String,
+    pub quantity_received: Option<u64>,
+    /// The SKU's version this answer was read at (also the ETag).
+    pub version: Option<u64>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/skus/{sku}/transfers/{transfer_id}", tag = "queries",
+    params(TransferPath),
+    responses((status = 200, description = "The transfer, from the SKU's stream", body = TransferBody,
+               headers(("ETag" = inline(EntityTag), description = "The SKU's version"))),
+              NotFound, PathProblems, Guarded)
+)]
+pub async fn transfer(
+    State(state): State<SharedState>,
+    _: Authorized<Reading>,
+    target: SkuTarget,
+) -> Result<Response, Problem> {
+    let transfer_id = target.transfer().clone();
+    let loaded = load(&state, &target.sku).await?;
+    let Some(found) = loaded.state.transfers.get(transfer_id.as_str()) else {
+        return Err(Problem::from(
+            ledger_domain::DomainError::TransferNotFound {
+                transfer_id: transfer_id.to_string(),
+            },
+        ));
+    };
+    let version = loaded.state.version;
+    Ok(tagged(
+        TransferBody {
+            sku: target.sku.to_string(),
+            transfer_id: found.transfer_id.clone(),
+            from_location: found.from_location.clone(),
+            to_location: found.to_location.clone(),
+            quantity: found.quantity,
+            reference: found.reference.clone(),
+            status: found.status.as_str().to_owned(),
+            quantity_received: found.quantity_received,
+            version,
+        },
+        version,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LocationStockQuery {
+    /// Only SKUs whose available stock here is below their reorder point here.
+    pub below_reorder_point: Option<bool>,
+    /// Page on: only SKUs after this one (the last SKU of the previous page).
+    #[param(value_type = Option<contract::SkuValue>, inline)]
+    pub after_sku: Option<String>,
+    /// Most rows per page (default: the largest page).
+    #[param(value_type = Option<contract::PageLimit>, inline)]
+    pub limit: Option<usize>,
+}
+
+/// The ETag of a location's stock list: it changes whenever any row of the location does, and
+/// names the page asked for, so one value never stands for two different answers.
+fn location_tag(changes: u64, query: &LocationStockQuery) -> String {
+    format!(
+        "\"{changes}-{}-{}-{}\"",
+        u8::from(query.below_reorder_point.unwrap_or(false)),
+        query.after_sku.as_deref().unwrap_or(""),
+        query.limit.unwrap_or(0)
+    )
+}
+
+#[utoipa::path(
+    get, path = "/v1/locations/{location}/stock", tag = "queries",
+    params(LocationPath, LocationStockQuery,
+           ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a previous answer: 304 with no body when nothing changed since")),
+    responses((status = 200, description = "Every SKU held at the location (a read model), by SKU", body = Vec<bodies::LocationStock>,
+               headers(("ETag" = String, description = "Changes whenever any SKU's row at the location does"))),
+              (status = 304, description = "Nothing changed since the `If-None-Match` tag"),
+              PathProblems, SkuQueryProblems, Guarded)
+)]
+pub async fn location_stock(
+    State(state): State<SharedState>,
+    _: Authorized<Reading>,
+    axum::extract::Path(location): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    Query(query): Query<LocationStockQuery>,
+) -> Result<Response, Problem> {
+    let location =
+        ledger_domain::LocationId::parse(&location).map_err(|e| Problem::validation(&e))?;
+    let (limit, after) = sku_page(&SkuPageQuery {
+        after_sku: query.after_sku.clone(),
+        limit: query.limit,
+    })?;
+    let changes = state.read_models.location_changes(&location).await?;
+    let tag = location_tag(changes.unwrap_or(0), &query);
+    let unchanged = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|candidate| {
+            let candidate = candidate.trim();
+            candidate == "*" || candidate.trim_start_matches("W/") == tag
+        });
+    if unchanged {
+        let mut response = axum::http::StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(value) = tag.parse() {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        return Ok(response);
+    }
+    let rows = state
+        .read_models
+        .location_stock(
+            &location,
+            &ledger_projections::LocationStockFilter {
+                below_reorder_point: query.below_reorder_point.unwrap_or(false),
+                after_sku: after,
+                limit,
+            },
+        )
+        .await?;
+    let mut response = Json(bodies::<_, bodies::LocationStock>(rows)).into_response();
+    if let Ok(value) = tag.parse() {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TransfersQuery {
+    /// Only transfers from or to this location.
+    #[param(value_type = Option<contract::LocationValue>, inline)]
+    pub location: Option<ledger_domain::LocationId>,
+    /// Most rows (default: the largest page).
+    #[param(value_type = Option<contract::PageLimit>, inline)]
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/transfers", tag = "queries",
+    params(TransfersQuery),
+    responses((status = 200, description = "Transfers in transit (a read model), oldest dispatch first", body = Vec<bodies::Transfer>),
+              QueryProblems, Guarded)
+)]
+pub async fn transfers_in_transit(
+    State(state): State<SharedState>,
+    _: Authorized<Reading>,
+    Query(query): Query<TransfersQuery>,
+) -> Result<Json<Vec<bodies::Transfer>>, Problem> {
+    let limit = page_limit(query.limit, ledger_projections::PAGE_SIZE_MAX as usize)? as u64;
+    let rows = state
+        .read_models
+        .transfers_in_transit(query.location.as_ref(), limit)
         .await?;
     Ok(Json(bodies(rows)))
 }

@@ -149,7 +149,7 @@ pub async fn history<S: EventStore + ?Sized>(
         filter
             .location
             .as_deref()
-            .is_none_or(|location| event.location() == location)
+            .is_none_or(|location| event.concerns(location))
     };
     let mut anchor = resume.map(|cursor| cursor.event_id);
     let mut entries = Vec::new();
@@ -181,7 +181,7 @@ pub async fn history<S: EventStore + ?Sized>(
                 continue;
             }
             let before = balances;
-            balances.apply(&event);
+            balances.apply_at(&event, filter.location.as_deref());
             if filter.after_version.is_some_and(|v| recorded.version <= v)
                 || filter.from.is_some_and(|from| recorded.recorded_at < from)
             {

@@ -23,7 +23,7 @@ pub const SNAPSHOT_INTERVAL_EVENTS: u64 = 1_000;
 
 /// The layout of the stored state; bump it when `SkuState` or the key window changes shape so
 /// that older snapshots are ignored rather than misread.
-pub const SNAPSHOT_FORMAT: i32 = 4;
+pub const SNAPSHOT_FORMAT: i32 = 5;
 
 /// A SKU's folded state at one version of its stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

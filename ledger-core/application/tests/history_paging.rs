@@ -200,6 +200,7 @@ async fn a_cursor_that_does_not_match_the_stream_is_ignored() {
             on_hand: 1,
             reserved: 1,
             reorder_point: 1,
+            in_transit: 0,
         },
         ..genuine.clone()
     };

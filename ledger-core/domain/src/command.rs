@@ -2,8 +2,8 @@
 //! checks business rules against the state, never the shape of the input.
 
 use super::values::{
-    AdjustmentDelta, LocationId, OrderId, Quantity, Reason, Reference, ReorderPoint, ReservationId,
-    TtlSeconds,
+    AdjustmentDelta, Attributes, LocationId, OrderId, ProductName, Quantity, Reason, Reference,
+    ReorderPoint, ReservationId, TransferId, TtlSeconds, Unit,
 };
 
 /// Units arrived (a delivery, a return to stock): on hand rises.
@@ -122,6 +122,59 @@ pub struct SetReorderPoint {
     pub location: LocationId,
 }
 
+/// Send units from one location to another: they leave the source's on hand now and are in
+/// transit until received or cancelled. The transfer id makes the command idempotent. Two
+/// different locations are needed; `decide` refuses a transfer from a location to itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchTransfer {
+    pub transfer_id: TransferId,
+    pub from_location: LocationId,
+    pub to_location: LocationId,
+    pub quantity: Quantity,
+    pub reference: Option<Reference>,
+}
+
+/// Units of an in-transit transfer arrived at the destination. `quantity_received` defaults to
+/// everything dispatched; fewer (down to none) needs a discrepancy reason, and the shortfall
+/// leaves the books with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiveTransfer {
+    pub transfer_id: TransferId,
+    pub quantity_received: Option<u64>,
+    pub discrepancy_reason: Option<Reason>,
+}
+
+/// Call off an in-transit transfer: its units return to the source's on hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelTransfer {
+    pub transfer_id: TransferId,
+    pub reason: Option<Reason>,
+}
+
+/// Put a SKU in the catalogue: its name, unit and attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterSku {
+    pub name: ProductName,
+    pub unit: Unit,
+    pub attributes: Attributes,
+}
+
+/// Change a registered SKU's catalogue entry; fields left out keep their value, and attributes
+/// given replace the whole set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateSku {
+    pub name: Option<ProductName>,
+    pub unit: Option<Unit>,
+    pub attributes: Option<Attributes>,
+}
+
+/// Stop selling and restocking a SKU: it refuses replenishment and new reservations from now
+/// on; open reservations, transfers, adjustments and its history are untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscontinueSku {
+    pub reason: Option<Reason>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkuCommand {
     Replenish(ReplenishStock),
@@ -131,6 +184,12 @@ pub enum SkuCommand {
     Confirm(ConfirmReservation),
     Adjust(AdjustStock),
     SetReorderPoint(SetReorderPoint),
+    DispatchTransfer(DispatchTransfer),
+    ReceiveTransfer(ReceiveTransfer),
+    CancelTransfer(CancelTransfer),
+    Register(RegisterSku),
+    Update(UpdateSku),
+    Discontinue(DiscontinueSku),
 }
 
 impl SkuCommand {
@@ -144,6 +203,12 @@ impl SkuCommand {
             Self::Confirm(_) => "confirm",
             Self::Adjust(_) => "adjust",
             Self::SetReorderPoint(_) => "set_reorder_point",
+            Self::DispatchTransfer(_) => "dispatch_transfer",
+            Self::ReceiveTransfer(_) => "receive_transfer",
+            Self::CancelTransfer(_) => "cancel_transfer",
+            Self::Register(_) => "register",
+            Self::Update(_) => "update",
+            Self::Discontinue(_) => "discontinue",
         }
     }
 }

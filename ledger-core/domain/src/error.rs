@@ -2,6 +2,7 @@
 //! numbers a client needs to act (for example the available quantity on insufficient stock).
 
 use super::reservation::ReservationStatus;
+use super::transfer::TransferStatus;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,55 @@ pub enum DomainError {
 
     #[error("on hand would reach {on_hand_after}, above the limit of {limit}")]
     OnHandLimitExceeded { on_hand_after: u64, limit: u64 },
+
+    #[error("a transfer moves units between two locations; {location} is both ends")]
+    TransferWithinOneLocation { location: String },
+
+    #[error("transfer {transfer_id} does not exist for this SKU")]
+    TransferNotFound { transfer_id: String },
+
+    #[error("transfer {transfer_id} is already {status}")]
+    TransferClosed {
+        transfer_id: String,
+        status: TransferStatus,
+    },
+
+    #[error(
+        "transfer {transfer_id} already exists with a different request ({existing_quantity} \
+         units from {existing_from_location} to {existing_to_location})"
+    )]
+    TransferIdConflict {
+        transfer_id: String,
+        existing_from_location: String,
+        existing_to_location: String,
+        existing_quantity: u64,
+    },
+
+    #[error("transfer {transfer_id} dispatched {dispatched} units; {received} cannot be received")]
+    ReceiptExceedsDispatch {
+        transfer_id: String,
+        dispatched: u64,
+        received: u64,
+    },
+
+    #[error(
+        "transfer {transfer_id} dispatched {dispatched} units and {received} arrived; a receipt \
+         short of the dispatch needs a discrepancy reason"
+    )]
+    DiscrepancyReasonRequired {
+        transfer_id: String,
+        dispatched: u64,
+        received: u64,
+    },
+
+    #[error("the SKU is discontinued: it takes no replenishment and no new reservations")]
+    SkuDiscontinued,
+
+    #[error("the SKU is already in the catalogue with a different entry; update it instead")]
+    SkuAlreadyRegistered,
+
+    #[error("the SKU is not in the catalogue; register it first")]
+    SkuNotRegistered,
 }
 
 fn at(location: &Option<String>) -> String {
@@ -94,6 +144,15 @@ impl DomainError {
             Self::ReservationNotYetExpired { .. } => "reservation-not-yet-expired",
             Self::AdjustmentBelowReserved { .. } => "adjustment-below-reserved",
             Self::OnHandLimitExceeded { .. } => "on-hand-limit-exceeded",
+            Self::TransferWithinOneLocation { .. } => "transfer-within-one-location",
+            Self::TransferNotFound { .. } => "transfer-not-found",
+            Self::TransferClosed { .. } => "transfer-closed",
+            Self::TransferIdConflict { .. } => "transfer-id-conflict",
+            Self::ReceiptExceedsDispatch { .. } => "receipt-exceeds-dispatch",
+            Self::DiscrepancyReasonRequired { .. } => "discrepancy-reason-required",
+            Self::SkuDiscontinued => "sku-discontinued",
+            Self::SkuAlreadyRegistered => "sku-already-registered",
+            Self::SkuNotRegistered => "sku-not-registered",
         }
     }
 }

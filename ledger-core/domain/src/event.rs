@@ -81,6 +81,66 @@ pub struct ReorderPointSet {
     pub location: String,
 }
 
+/// Units left `from_location`'s on hand and are in transit to `to_location`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferDispatched {
+    pub transfer_id: String,
+    pub from_location: String,
+    pub to_location: String,
+    pub quantity: u64,
+    pub reference: Option<String>,
+}
+
+/// An in-transit transfer arrived: `quantity_received` of the `quantity_dispatched` units join
+/// `to_location`'s on hand; a shortfall leaves the books with the discrepancy reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferReceived {
+    pub transfer_id: String,
+    pub from_location: String,
+    pub to_location: String,
+    pub quantity_dispatched: u64,
+    pub quantity_received: u64,
+    pub discrepancy_reason: Option<String>,
+}
+
+/// An in-transit transfer was called off: its units are back in `from_location`'s on hand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferCancelled {
+    pub transfer_id: String,
+    pub from_location: String,
+    pub to_location: String,
+    pub quantity: u64,
+    pub reason: Option<String>,
+}
+
+/// The SKU entered the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkuRegistered {
+    pub name: String,
+    pub unit: String,
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// The SKU's catalogue entry changed; the event carries the whole entry after the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkuUpdated {
+    pub name: String,
+    pub unit: String,
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// The SKU is no longer sold or restocked: replenishment and new reservations are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkuDiscontinued {
+    pub reason: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkuEvent {
     Replenished(StockReplenished),
@@ -90,6 +150,12 @@ pub enum SkuEvent {
     Confirmed(ReservationConfirmed),
     Adjusted(StockAdjusted),
     ReorderPointSet(ReorderPointSet),
+    TransferDispatched(TransferDispatched),
+    TransferReceived(TransferReceived),
+    TransferCancelled(TransferCancelled),
+    Registered(SkuRegistered),
+    Updated(SkuUpdated),
+    Discontinued(SkuDiscontinued),
 }
 
 /// What an event says beside its effect on the balances, borrowed from the event.
@@ -101,8 +167,12 @@ pub struct EventDetails<'a> {
     pub reason: Option<&'a str>,
     /// The outside document a replenishment or adjustment refers to.
     pub reference: Option<&'a str>,
-    /// Where the movement happened.
+    /// Where the movement happened (for a transfer: where the units left, or for a receipt
+    /// where they arrived).
     pub location: Option<&'a str>,
+    pub transfer_id: Option<&'a str>,
+    /// The other location of a transfer.
+    pub counterpart_location: Option<&'a str>,
 }
 
 /// The (type name, schema version) of every event the code emits, for schema checks and docs.
@@ -114,6 +184,12 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     ("ReservationConfirmed", 2),
     ("StockAdjusted", 2),
     ("ReorderPointSet", 2),
+    ("TransferDispatched", 1),
+    ("TransferReceived", 1),
+    ("TransferCancelled", 1),
+    ("SkuRegistered", 1),
+    ("SkuUpdated", 1),
+    ("SkuDiscontinued", 1),
 ];
 
 /// The (type name, schema version) of every older payload the code still reads, each upcast
@@ -154,6 +230,12 @@ impl SkuEvent {
             Self::Confirmed(_) => "ReservationConfirmed",
             Self::Adjusted(_) => "StockAdjusted",
             Self::ReorderPointSet(_) => "ReorderPointSet",
+            Self::TransferDispatched(_) => "TransferDispatched",
+            Self::TransferReceived(_) => "TransferReceived",
+            Self::TransferCancelled(_) => "TransferCancelled",
+            Self::Registered(_) => "SkuRegistered",
+            Self::Updated(_) => "SkuUpdated",
+            Self::Discontinued(_) => "SkuDiscontinued",
         }
     }
 
@@ -162,7 +244,21 @@ impl SkuEvent {
     /// applied in [`SkuEvent::decode`], so stored streams load unchanged and are never
     /// rewritten.
     pub fn schema_version(&self) -> u32 {
-        2
+        match self {
+            Self::Replenished(_)
+            | Self::Reserved(_)
+            | Self::Released(_)
+            | Self::Expired(_)
+            | Self::Confirmed(_)
+            | Self::Adjusted(_)
+            | Self::ReorderPointSet(_) => 2,
+            Self::TransferDispatched(_)
+            | Self::TransferReceived(_)
+            | Self::TransferCancelled(_)
+            | Self::Registered(_)
+            | Self::Updated(_)
+            | Self::Discontinued(_) => 1,
+        }
     }
 
     /// The movement kind from the glossary (replenished, reserved, ...), or `None` for an event
@@ -175,7 +271,13 @@ impl SkuEvent {
             Self::Expired(_) => Some("expired"),
             Self::Confirmed(_) => Some("confirmed"),
             Self::Adjusted(_) => Some("adjusted"),
-            Self::ReorderPointSet(_) => None,
+            Self::TransferDispatched(_) => Some("transfer_dispatched"),
+            Self::TransferReceived(_) => Some("transfer_received"),
+            Self::TransferCancelled(_) => Some("transfer_cancelled"),
+            Self::ReorderPointSet(_)
+            | Self::Registered(_)
+            | Self::Updated(_)
+            | Self::Discontinued(_) => None,
         }
     }
 
@@ -194,20 +296,36 @@ impl SkuEvent {
             Self::Expired(e) => (Some(&*e.reservation_id), e.order_id.as_deref(), None, None),
             Self::Confirmed(e) => (Some(&*e.reservation_id), e.order_id.as_deref(), None, None),
             Self::Adjusted(e) => (None, None, Some(&*e.reason), e.reference.as_deref()),
-            Self::ReorderPointSet(_) => (None, None, None, None),
+            Self::TransferDispatched(e) => (None, None, None, e.reference.as_deref()),
+            Self::TransferReceived(e) => (None, None, e.discrepancy_reason.as_deref(), None),
+            Self::TransferCancelled(e) => (None, None, e.reason.as_deref(), None),
+            Self::Discontinued(e) => (None, None, e.reason.as_deref(), None),
+            Self::ReorderPointSet(_) | Self::Registered(_) | Self::Updated(_) => {
+                (None, None, None, None)
+            }
+        };
+        let (transfer_id, counterpart_location) = match self {
+            Self::TransferDispatched(e) => (Some(&*e.transfer_id), Some(&*e.to_location)),
+            Self::TransferReceived(e) => (Some(&*e.transfer_id), Some(&*e.from_location)),
+            Self::TransferCancelled(e) => (Some(&*e.transfer_id), Some(&*e.to_location)),
+            _ => (None, None),
         };
         EventDetails {
             reservation_id,
             order_id,
             reason,
             reference,
-            location: Some(self.location()),
+            location: self.location(),
+            transfer_id,
+            counterpart_location,
         }
     }
 
-    /// The location the event happened at.
-    pub fn location(&self) -> &str {
-        match self {
+    /// The location the event happened at: for a dispatch or a cancelled transfer the source,
+    /// for a receipt the destination; `None` for a catalogue event (it concerns the SKU
+    /// everywhere).
+    pub fn location(&self) -> Option<&str> {
+        Some(match self {
             Self::Replenished(e) => &e.location,
             Self::Reserved(e) => &e.location,
             Self::Released(e) => &e.location,
@@ -215,6 +333,33 @@ impl SkuEvent {
             Self::Confirmed(e) => &e.location,
             Self::Adjusted(e) => &e.location,
             Self::ReorderPointSet(e) => &e.location,
+            Self::TransferDispatched(e) => &e.from_location,
+            Self::TransferReceived(e) => &e.to_location,
+            Self::TransferCancelled(e) => &e.from_location,
+            Self::Registered(_) | Self::Updated(_) | Self::Discontinued(_) => return None,
+        })
+    }
+
+    /// Whether the event concerns `location`: it happened there, or it is a transfer from or
+    /// to there, or it is a catalogue event (which concerns every location).
+    pub fn concerns(&self, location: &str) -> bool {
+        match self {
+            Self::TransferDispatched(TransferDispatched {
+                from_location,
+                to_location,
+                ..
+            })
+            | Self::TransferReceived(TransferReceived {
+                from_location,
+                to_location,
+                ..
+            })
+            | Self::TransferCancelled(TransferCancelled {
+                from_location,
+                to_location,
+                ..
+            }) => from_location == location || to_location == location,
+            other => other.location().is_none_or(|at| at == location),
         }
     }
 
@@ -227,6 +372,12 @@ impl SkuEvent {
             Self::Confirmed(e) => serde_json::to_value(e),
             Self::Adjusted(e) => serde_json::to_value(e),
             Self::ReorderPointSet(e) => serde_json::to_value(e),
+            Self::TransferDispatched(e) => serde_json::to_value(e),
+            Self::TransferReceived(e) => serde_json::to_value(e),
+            Self::TransferCancelled(e) => serde_json::to_value(e),
+            Self::Registered(e) => serde_json::to_value(e),
+            Self::Updated(e) => serde_json::to_value(e),
+            Self::Discontinued(e) => serde_json::to_value(e),
         };
         value.expect("event payloads are plain structs that always serialise")
     }
@@ -256,6 +407,12 @@ impl SkuEvent {
             ("ReservationConfirmed", 2) => Self::Confirmed(payload(t, v, data)?),
             ("StockAdjusted", 2) => Self::Adjusted(payload(t, v, data)?),
             ("ReorderPointSet", 2) => Self::ReorderPointSet(payload(t, v, data)?),
+            ("TransferDispatched", 1) => Self::TransferDispatched(payload(t, v, data)?),
+            ("TransferReceived", 1) => Self::TransferReceived(payload(t, v, data)?),
+            ("TransferCancelled", 1) => Self::TransferCancelled(payload(t, v, data)?),
+            ("SkuRegistered", 1) => Self::Registered(payload(t, v, data)?),
+            ("SkuUpdated", 1) => Self::Updated(payload(t, v, data)?),
+            ("SkuDiscontinued", 1) => Self::Discontinued(payload(t, v, data)?),
             ("StockReplenished", 1) => {
                 Self::Replenished(payload::<v1::StockReplenished>(t, v, data)?.upcast())
             }

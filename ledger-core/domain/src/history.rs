@@ -18,6 +18,10 @@ pub struct Balances {
     pub on_hand: u64,
     pub reserved: u64,
     pub reorder_point: u64,
+    /// Units dispatched by transfers and not yet received or cancelled: for the SKU's totals
+    /// all of them, for one location those on their way to it.
+    #[serde(default)]
+    pub in_transit: u64,
 }
 
 impl Balances {
@@ -26,6 +30,7 @@ impl Balances {
             on_hand: state.on_hand,
             reserved: state.reserved,
             reorder_point: state.reorder_point,
+            in_transit: state.in_transit,
         }
     }
 
@@ -33,31 +38,78 @@ impl Balances {
         self.on_hand.saturating_sub(self.reserved)
     }
 
-    /// The balances after `event`.
+    /// The SKU's total balances after `event`.
     pub fn apply(&mut self, event: &SkuEvent) {
+        self.apply_at(event, None);
+    }
+
+    /// The balances after `event`: the SKU's totals (`location` `None`), or one location's
+    /// (an event elsewhere leaves them alone; a transfer moves the source's on hand and the
+    /// destination's units in transit).
+    pub fn apply_at(&mut self, event: &SkuEvent, location: Option<&str>) {
+        let here = |at: &str| location.is_none_or(|location| location == at);
+        let add = |value: u64, by: u64| value.saturating_add(by);
+        let sub = |value: u64, by: u64| value.saturating_sub(by);
         match event {
-            SkuEvent::Replenished(e) => self.on_hand = self.on_hand.saturating_add(e.quantity),
-            SkuEvent::Reserved(e) => self.reserved = self.reserved.saturating_add(e.quantity),
-            SkuEvent::Released(e) => self.reserved = self.reserved.saturating_sub(e.quantity),
-            SkuEvent::Expired(e) => self.reserved = self.reserved.saturating_sub(e.quantity),
+            SkuEvent::TransferDispatched(e) => {
+                if here(&e.from_location) {
+                    self.on_hand = sub(self.on_hand, e.quantity);
+                }
+                if here(&e.to_location) {
+                    self.in_transit = add(self.in_transit, e.quantity);
+                }
+                return;
+            }
+            SkuEvent::TransferReceived(e) => {
+                if here(&e.to_location) {
+                    self.in_transit = sub(self.in_transit, e.quantity_dispatched);
+                    self.on_hand = add(self.on_hand, e.quantity_received);
+                }
+                return;
+            }
+            SkuEvent::TransferCancelled(e) => {
+                if here(&e.to_location) {
+                    self.in_transit = sub(self.in_transit, e.quantity);
+                }
+                if here(&e.from_location) {
+                    self.on_hand = add(self.on_hand, e.quantity);
+                }
+                return;
+            }
+            _ => {}
+        }
+        if !event.location().is_some_and(here) {
+            return;
+        }
+        match event {
+            SkuEvent::Replenished(e) => self.on_hand = add(self.on_hand, e.quantity),
+            SkuEvent::Reserved(e) => self.reserved = add(self.reserved, e.quantity),
+            SkuEvent::Released(e) => self.reserved = sub(self.reserved, e.quantity),
+            SkuEvent::Expired(e) => self.reserved = sub(self.reserved, e.quantity),
             SkuEvent::Confirmed(e) => {
-                self.reserved = self.reserved.saturating_sub(e.quantity);
-                self.on_hand = self.on_hand.saturating_sub(e.quantity);
+                self.reserved = sub(self.reserved, e.quantity);
+                self.on_hand = sub(self.on_hand, e.quantity);
             }
             SkuEvent::Adjusted(e) => {
                 self.on_hand = if e.delta >= 0 {
-                    self.on_hand.saturating_add(e.delta.unsigned_abs())
+                    add(self.on_hand, e.delta.unsigned_abs())
                 } else {
-                    self.on_hand.saturating_sub(e.delta.unsigned_abs())
+                    sub(self.on_hand, e.delta.unsigned_abs())
                 }
             }
             // The total reorder point is the sum of the locations' points.
             SkuEvent::ReorderPointSet(e) => {
-                self.reorder_point = self
-                    .reorder_point
-                    .saturating_sub(e.previous_reorder_point)
-                    .saturating_add(e.reorder_point)
+                self.reorder_point = add(
+                    sub(self.reorder_point, e.previous_reorder_point),
+                    e.reorder_point,
+                )
             }
+            SkuEvent::TransferDispatched(_)
+            | SkuEvent::TransferReceived(_)
+            | SkuEvent::TransferCancelled(_)
+            | SkuEvent::Registered(_)
+            | SkuEvent::Updated(_)
+            | SkuEvent::Discontinued(_) => {}
         }
     }
 }
@@ -111,12 +163,19 @@ pub struct HistoryEntry {
     pub reserved_after: u64,
     pub available_after: u64,
     pub reorder_point_after: u64,
+    /// Units in transit after the event (the SKU's, or on their way to the location of a page
+    /// filtered to one).
+    pub in_transit_after: u64,
     pub reservation_id: Option<String>,
     pub order_id: Option<String>,
     pub reason: Option<String>,
     pub reference: Option<String>,
-    /// Where the movement happened.
+    /// Where the movement happened (a dispatch: where the units left; a receipt: where they
+    /// arrived; a catalogue change: nowhere in particular).
     pub location: Option<String>,
+    pub transfer_id: Option<String>,
+    /// A transfer's other location.
+    pub counterpart_location: Option<String>,
     /// The acting principal from the event's metadata (the movement ledger calls its column
     /// `actor`; both hold the same value).
     pub principal: Option<String>,
@@ -138,6 +197,7 @@ impl HistoryEntry {
             on_hand: before.on_hand,
             reserved: before.reserved,
             reorder_point: before.reorder_point,
+            in_transit: before.in_transit,
         };
         Self::between(recorded, event, before, Balances::of(after))
     }
@@ -173,11 +233,14 @@ impl HistoryEntry {
             reserved_after: change.reserved_after,
             available_after: change.available_after,
             reorder_point_after: change.reorder_point_after,
+            in_transit_after: after.in_transit,
             reservation_id: owned(details.reservation_id),
             order_id: owned(details.order_id),
             reason: owned(details.reason),
             reference: owned(details.reference),
             location: owned(details.location),
+            transfer_id: owned(details.transfer_id),
+            counterpart_location: owned(details.counterpart_location),
             principal: recorded.metadata.principal.clone(),
             correlation_id: recorded.metadata.correlation_id.clone(),
             causation_id: recorded.metadata.causation_id.clone(),

@@ -12,6 +12,7 @@
 //! - [`event`]: the facts it records, each with a type name and a schema version, and how a
 //!   stored payload is decoded.
 //! - [`reservation`]: a hold's terms and status, apart so that rejections can name a status.
+//! - [`transfer`]: a transfer's terms and status, and a SKU's catalogue entry, likewise.
 //! - [`state`]: the SKU aggregate: `decide` (pure, may reject) and `apply` (folds, never fails).
 //! - [`error`]: the rejections, each carrying what a caller needs to act.
 //! - [`envelope`]: what travels with a stored event (ids, positions, metadata).
@@ -25,6 +26,7 @@ pub mod event;
 pub mod history;
 pub mod reservation;
 pub mod state;
+pub mod transfer;
 pub mod values;
 
 pub use command::*;
@@ -34,4 +36,5 @@ pub use event::*;
 pub use history::{BalanceChange, Balances, HistoryEntry};
 pub use reservation::{Reservation, ReservationStatus};
 pub use state::{LocationStock, SkuState, SkuSummary};
+pub use transfer::{CatalogueEntry, Transfer, TransferStatus};
 pub use values::*;

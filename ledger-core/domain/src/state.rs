@@ -4,10 +4,12 @@
 use super::command::{Allocation, SkuCommand};
 use super::error::DomainError;
 use super::event::{
-    ReorderPointSet, ReservationConfirmed, ReservationExpired, ReservationReleased, SkuEvent,
-    StockAdjusted, StockReplenished, StockReserved,
+    ReorderPointSet, ReservationConfirmed, ReservationExpired, ReservationReleased,
+    SkuDiscontinued, SkuEvent, SkuRegistered, SkuUpdated, StockAdjusted, StockReplenished,
+    StockReserved, TransferCancelled, TransferDispatched, TransferReceived,
 };
 use super::reservation::{Reservation, ReservationStatus};
+use super::transfer::{CatalogueEntry, Transfer, TransferStatus};
 use super::values::{Sku, ON_HAND_MAX};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,18 @@ pub struct SkuState {
     /// `reserved` and `reorder_point` above are their sums.
     #[serde(default)]
     pub locations: BTreeMap<String, LocationStock>,
+    /// Units dispatched by transfers and not yet received or cancelled (not in `on_hand`).
+    #[serde(default)]
+    pub in_transit: u64,
+    /// Every transfer the SKU ever had, kept for the same reason as ended reservations.
+    #[serde(default)]
+    pub transfers: BTreeMap<String, Transfer>,
+    /// The catalogue entry, once registered.
+    #[serde(default)]
+    pub catalogue: Option<CatalogueEntry>,
+    /// Whether the SKU was discontinued.
+    #[serde(default)]
+    pub discontinued: bool,
 }
 
 /// One location's balances of a SKU.
@@ -43,6 +57,9 @@ pub struct LocationStock {
     pub on_hand: u64,
     pub reserved: u64,
     pub reorder_point: u64,
+    /// Units on their way here by transfers not yet received or cancelled.
+    #[serde(default)]
+    pub in_transit: u64,
 }
 
 impl LocationStock {
@@ -71,6 +88,9 @@ pub struct SkuSummary {
     /// The balances per location (a SKU has a handful; a deployment that never names one has
     /// only [`crate::DEFAULT_LOCATION`]).
     pub locations: BTreeMap<String, LocationStock>,
+    /// Units in transit between locations.
+    pub in_transit: u64,
+    pub discontinued: bool,
 }
 
 impl SkuState {
@@ -84,6 +104,10 @@ impl SkuState {
             reservations: BTreeMap::new(),
             open_reservation_count: 0,
             locations: BTreeMap::new(),
+            in_transit: 0,
+            transfers: BTreeMap::new(),
+            catalogue: None,
+            discontinued: false,
         }
     }
 
@@ -114,6 +138,8 @@ impl SkuState {
             open_reservations: self.open_reservation_count,
             version: self.version,
             locations: self.locations.clone(),
+            in_transit: self.in_transit,
+            discontinued: self.discontinued,
         }
     }
 
@@ -206,6 +232,65 @@ impl SkuState {
                     .saturating_sub(previous)
                     .saturating_add(e.reorder_point);
             }
+            SkuEvent::TransferDispatched(e) => {
+                self.on_hand = self.on_hand.saturating_sub(e.quantity);
+                let from = self.location_mut(&e.from_location);
+                from.on_hand = from.on_hand.saturating_sub(e.quantity);
+                self.in_transit = self.in_transit.saturating_add(e.quantity);
+                let to = self.location_mut(&e.to_location);
+                to.in_transit = to.in_transit.saturating_add(e.quantity);
+                self.transfers.insert(
+                    e.transfer_id.clone(),
+                    Transfer {
+                        transfer_id: e.transfer_id.clone(),
+                        from_location: e.from_location.clone(),
+                        to_location: e.to_location.clone(),
+                        quantity: e.quantity,
+                        reference: e.reference.clone(),
+                        status: TransferStatus::InTransit,
+                        quantity_received: None,
+                    },
+                );
+            }
+            SkuEvent::TransferReceived(e) => {
+                self.in_transit = self.in_transit.saturating_sub(e.quantity_dispatched);
+                self.on_hand = self.on_hand.saturating_add(e.quantity_received);
+                let to = self.location_mut(&e.to_location);
+                to.in_transit = to.in_transit.saturating_sub(e.quantity_dispatched);
+                to.on_hand = to.on_hand.saturating_add(e.quantity_received);
+                if let Some(transfer) = self.transfers.get_mut(&e.transfer_id) {
+                    transfer.status = TransferStatus::Received;
+                    transfer.quantity_received = Some(e.quantity_received);
+                }
+            }
+            SkuEvent::TransferCancelled(e) => {
+                self.in_transit = self.in_transit.saturating_sub(e.quantity);
+                let to = self.location_mut(&e.to_location);
+                to.in_transit = to.in_transit.saturating_sub(e.quantity);
+                self.on_hand = self.on_hand.saturating_add(e.quantity);
+                let from = self.location_mut(&e.from_location);
+                from.on_hand = from.on_hand.saturating_add(e.quantity);
+                if let Some(transfer) = self.transfers.get_mut(&e.transfer_id) {
+                    transfer.status = TransferStatus::Cancelled;
+                }
+            }
+            SkuEvent::Registered(SkuRegistered {
+                name,
+                unit,
+                attributes,
+            })
+            | SkuEvent::Updated(SkuUpdated {
+                name,
+                unit,
+                attributes,
+            }) => {
+                self.catalogue = Some(CatalogueEntry {
+                    name: name.clone(),
+                    unit: unit.clone(),
+                    attributes: attributes.clone(),
+                });
+            }
+            SkuEvent::Discontinued(_) => self.discontinued = true,
         }
         self.version = Some(self.version.map_or(0, |v| v + 1));
     }
@@ -219,7 +304,15 @@ impl SkuState {
         self.on_hand = balances.on_hand;
         self.reserved = balances.reserved;
         self.reorder_point = balances.reorder_point;
+        self.in_transit = balances.in_transit;
         self.version = Some(self.version.map_or(0, |v| v + 1));
+    }
+
+    /// The transfers dispatched and neither received nor cancelled.
+    pub fn transfers_in_transit(&self) -> impl Iterator<Item = &Transfer> {
+        self.transfers
+            .values()
+            .filter(|t| t.status == TransferStatus::InTransit)
     }
 
     fn close(
@@ -287,14 +380,28 @@ impl SkuState {
                     stock.reserved
                 ));
             }
+            let arriving: u64 = self
+                .transfers_in_transit()
+                .filter(|t| t.to_location == *location)
+                .map(|t| t.quantity)
+                .sum();
+            if arriving != stock.in_transit {
+                return Err(format!(
+                    "transfers in transit to {location} carry {arriving} units but in transit \
+                     there is {}",
+                    stock.in_transit
+                ));
+            }
             sums.on_hand += stock.on_hand;
             sums.reserved += stock.reserved;
             sums.reorder_point += stock.reorder_point;
+            sums.in_transit += stock.in_transit;
         }
         let totals = LocationStock {
             on_hand: self.on_hand,
             reserved: self.reserved,
             reorder_point: self.reorder_point,
+            in_transit: self.in_transit,
         };
         if sums != totals {
             return Err(format!(
@@ -321,6 +428,9 @@ impl SkuState {
     ) -> Result<Vec<SkuEvent>, DomainError> {
         match command {
             SkuCommand::Replenish(c) => {
+                if self.discontinued {
+                    return Err(DomainError::SkuDiscontinued);
+                }
                 let on_hand_after = self.on_hand + c.quantity.get();
                 if on_hand_after > ON_HAND_MAX {
                     return Err(DomainError::OnHandLimitExceeded {
@@ -352,6 +462,9 @@ impl SkuState {
                             existing_ttl_seconds: existing.ttl_seconds,
                         })
                     };
+                }
+                if self.discontinued {
+                    return Err(DomainError::SkuDiscontinued);
                 }
                 let requested = c.quantity.get();
                 let location = self.allocate(&c.allocation, requested)?;
@@ -438,7 +551,171 @@ impl SkuState {
                     location: c.location.as_str().to_owned(),
                 })])
             }
+            SkuCommand::DispatchTransfer(c) => {
+                let reference = c.reference.as_ref().map(|r| r.as_str().to_owned());
+                if let Some(existing) = self.transfers.get(c.transfer_id.as_str()) {
+                    let identical = existing.from_location == c.from_location.as_str()
+                        && existing.to_location == c.to_location.as_str()
+                        && existing.quantity == c.quantity.get()
+                        && existing.reference == reference;
+                    return if identical {
+                        Ok(Vec::new())
+                    } else {
+                        Err(DomainError::TransferIdConflict {
+                            transfer_id: existing.transfer_id.clone(),
+                            existing_from_location: existing.from_location.clone(),
+                            existing_to_location: existing.to_location.clone(),
+                            existing_quantity: existing.quantity,
+                        })
+                    };
+                }
+                if c.from_location == c.to_location {
+                    return Err(DomainError::TransferWithinOneLocation {
+                        location: c.from_location.as_str().to_owned(),
+                    });
+                }
+                let requested = c.quantity.get();
+                let available = self.at(c.from_location.as_str()).available();
+                if requested > available {
+                    return Err(DomainError::InsufficientStock {
+                        requested,
+                        available,
+                        location: Some(c.from_location.as_str().to_owned()),
+                    });
+                }
+                Ok(vec![SkuEvent::TransferDispatched(TransferDispatched {
+                    transfer_id: c.transfer_id.as_str().to_owned(),
+                    from_location: c.from_location.as_str().to_owned(),
+                    to_location: c.to_location.as_str().to_owned(),
+                    quantity: requested,
+                    reference,
+                })])
+            }
+            SkuCommand::ReceiveTransfer(c) => {
+                let transfer = self.transfer_in_transit(c.transfer_id.as_str())?;
+                let dispatched = transfer.quantity;
+                let received = c.quantity_received.unwrap_or(dispatched);
+                let shortfall = |received| (transfer.transfer_id.clone(), dispatched, received);
+                if received > dispatched {
+                    let (transfer_id, dispatched, received) = shortfall(received);
+                    return Err(DomainError::ReceiptExceedsDispatch {
+                        transfer_id,
+                        dispatched,
+                        received,
+                    });
+                }
+                if received < dispatched && c.discrepancy_reason.is_none() {
+                    let (transfer_id, dispatched, received) = shortfall(received);
+                    return Err(DomainError::DiscrepancyReasonRequired {
+                        transfer_id,
+                        dispatched,
+                        received,
+                    });
+                }
+                self.check_on_hand_limit(received)?;
+                Ok(vec![SkuEvent::TransferReceived(TransferReceived {
+                    transfer_id: transfer.transfer_id.clone(),
+                    from_location: transfer.from_location.clone(),
+                    to_location: transfer.to_location.clone(),
+                    quantity_dispatched: dispatched,
+                    quantity_received: received,
+                    discrepancy_reason: c
+                        .discrepancy_reason
+                        .as_ref()
+                        .map(|r| r.as_str().to_owned()),
+                })])
+            }
+            SkuCommand::CancelTransfer(c) => {
+                let transfer = self.transfer_in_transit(c.transfer_id.as_str())?;
+                self.check_on_hand_limit(transfer.quantity)?;
+                Ok(vec![SkuEvent::TransferCancelled(TransferCancelled {
+                    transfer_id: transfer.transfer_id.clone(),
+                    from_location: transfer.from_location.clone(),
+                    to_location: transfer.to_location.clone(),
+                    quantity: transfer.quantity,
+                    reason: c.reason.as_ref().map(|r| r.as_str().to_owned()),
+                })])
+            }
+            SkuCommand::Register(c) => {
+                let entry = CatalogueEntry {
+                    name: c.name.as_str().to_owned(),
+                    unit: c.unit.as_str().to_owned(),
+                    attributes: c.attributes.get().clone(),
+                };
+                match &self.catalogue {
+                    Some(existing) if *existing == entry => Ok(Vec::new()),
+                    Some(_) => Err(DomainError::SkuAlreadyRegistered),
+                    None => Ok(vec![SkuEvent::Registered(SkuRegistered {
+                        name: entry.name,
+                        unit: entry.unit,
+                        attributes: entry.attributes,
+                    })]),
+                }
+            }
+            SkuCommand::Update(c) => {
+                let Some(existing) = &self.catalogue else {
+                    return Err(DomainError::SkuNotRegistered);
+                };
+                let entry = CatalogueEntry {
+                    name: c
+                        .name
+                        .as_ref()
+                        .map_or_else(|| existing.name.clone(), |n| n.as_str().to_owned()),
+                    unit: c
+                        .unit
+                        .as_ref()
+                        .map_or_else(|| existing.unit.clone(), |u| u.as_str().to_owned()),
+                    attributes: c
+                        .attributes
+                        .as_ref()
+                        .map_or_else(|| existing.attributes.clone(), |a| a.get().clone()),
+                };
+                if entry == *existing {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![SkuEvent::Updated(SkuUpdated {
+                    name: entry.name,
+                    unit: entry.unit,
+                    attributes: entry.attributes,
+                })])
+            }
+            SkuCommand::Discontinue(c) => {
+                if self.discontinued {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![SkuEvent::Discontinued(SkuDiscontinued {
+                    reason: c.reason.as_ref().map(|r| r.as_str().to_owned()),
+                })])
+            }
         }
+    }
+
+    /// Refuses units coming back into on hand (a receipt, a cancelled transfer) past the limit.
+    fn check_on_hand_limit(&self, arriving: u64) -> Result<(), DomainError> {
+        let on_hand_after = self.on_hand + arriving;
+        if on_hand_after > ON_HAND_MAX {
+            return Err(DomainError::OnHandLimitExceeded {
+                on_hand_after,
+                limit: ON_HAND_MAX,
+            });
+        }
+        Ok(())
+    }
+
+    fn transfer_in_transit(&self, transfer_id: &str) -> Result<&Transfer, DomainError> {
+        let transfer =
+            self.transfers
+                .get(transfer_id)
+                .ok_or_else(|| DomainError::TransferNotFound {
+                    transfer_id: transfer_id.to_owned(),
+                })?;
+        if transfer.status != TransferStatus::InTransit {
+            return Err(DomainError::TransferClosed {
+                transfer_id: transfer_id.to_owned(),
+                status: transfer.status,
+            });
+        }
+        Ok(transfer)
     }
 
     /// The location a reserve of `requested` units holds them at, or why none can.

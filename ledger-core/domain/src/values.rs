@@ -236,6 +236,94 @@ identifier!(
     "order_id"
 );
 
+identifier!(
+    /// Identifies one transfer of a SKU between two of its locations; same alphabet as a
+    /// reservation id. Unique forever within the SKU, so a retried dispatch is recognised.
+    TransferId,
+    "transfer_id"
+);
+
+/// Longest catalogue name of a SKU ("Trail shoe, blue, size 42").
+pub const PRODUCT_NAME_LENGTH_MAX: usize = 200;
+
+/// Longest unit of measure ("each", "kg", "box of 12").
+pub const UNIT_LENGTH_MAX: usize = 32;
+
+/// Most attributes one catalogue entry carries.
+pub const ATTRIBUTES_MAX: usize = 32;
+
+/// Longest attribute name; names use the SKU alphabet.
+pub const ATTRIBUTE_NAME_LENGTH_MAX: usize = 64;
+
+/// Longest attribute value.
+pub const ATTRIBUTE_VALUE_LENGTH_MAX: usize = 256;
+
+/// A catalogue entry's free attributes (colour, size, supplier code): at most
+/// [`ATTRIBUTES_MAX`] of them, names from the SKU alphabet up to
+/// [`ATTRIBUTE_NAME_LENGTH_MAX`] characters, values plain text up to
+/// [`ATTRIBUTE_VALUE_LENGTH_MAX`] characters (empty allowed, no control characters).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Attributes(std::collections::BTreeMap<String, String>);
+
+impl Attributes {
+    pub fn new(
+        attributes: std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, ValidationError> {
+        let field = "attributes";
+        if attributes.len() > ATTRIBUTES_MAX {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "has {} entries; at most {ATTRIBUTES_MAX} are allowed",
+                    attributes.len()
+                ),
+            ));
+        }
+        for (name, value) in &attributes {
+            check_identifier(
+                field,
+                name,
+                ATTRIBUTE_NAME_LENGTH_MAX,
+                Sku::CHARACTERS_EXTRA,
+            )
+            .map_err(|e| ValidationError::new(field, format!("name {name:?} {}", e.message)))?;
+            let length = value.chars().count();
+            if length > ATTRIBUTE_VALUE_LENGTH_MAX {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "{name} is {length} characters long; at most \
+                         {ATTRIBUTE_VALUE_LENGTH_MAX} are allowed"
+                    ),
+                ));
+            }
+            if !value.chars().all(is_text_character) {
+                return Err(ValidationError::new(
+                    field,
+                    format!("{name} must not contain control characters"),
+                ));
+            }
+        }
+        Ok(Self(attributes))
+    }
+
+    pub fn get(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> std::collections::BTreeMap<String, String> {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = std::collections::BTreeMap::<String, String>::deserialize(deserializer)?;
+        Self::new(value).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Units moved by one command: 1 to [`QUANTITY_MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
@@ -434,6 +522,22 @@ text!(
     REFERENCE_LENGTH_MAX
 );
 
+text!(
+    /// A SKU's name in the catalogue: 1 to [`PRODUCT_NAME_LENGTH_MAX`] characters, not blank,
+    /// no control characters.
+    ProductName,
+    "name",
+    PRODUCT_NAME_LENGTH_MAX
+);
+
+text!(
+    /// The unit a SKU is counted in ("each", "kg", "box of 12"): 1 to [`UNIT_LENGTH_MAX`]
+    /// characters, not blank, no control characters.
+    Unit,
+    "unit",
+    UNIT_LENGTH_MAX
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,6 +595,23 @@ mod tests {
         assert!(Reason::parse("broken\u{2028}shelf").is_err());
         assert!(Reason::parse(&"x".repeat(REASON_LENGTH_MAX + 1)).is_err());
         assert!(Reason::parse("damaged in transit").is_ok());
+    }
+
+    #[test]
+    fn attributes_are_bounded_in_count_name_and_value() {
+        let one = |name: &str, value: &str| {
+            Attributes::new([(name.to_owned(), value.to_owned())].into_iter().collect())
+        };
+        assert!(one("colour", "blue").is_ok());
+        assert!(one("colour", "").is_ok());
+        assert!(one("", "blue").is_err());
+        assert!(one("col our", "blue").is_err());
+        assert!(one("colour", "blue\nred").is_err());
+        assert!(one("colour", &"x".repeat(ATTRIBUTE_VALUE_LENGTH_MAX + 1)).is_err());
+        let many = (0..=ATTRIBUTES_MAX)
+            .map(|i| (format!("a{i}"), "v".to_owned()))
+            .collect();
+        assert!(Attributes::new(many).is_err());
     }
 
     #[test]

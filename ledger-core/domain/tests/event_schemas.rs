@@ -6,15 +6,17 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use jsonschema::Validator;
 use ledger_domain::{
-    AdjustStock, AdjustmentDelta, Allocation, Balances, ConfirmReservation, DecodeError,
-    ExpireReservation, LocationId, OrderId, Quantity, Reason, Reference, ReleaseReservation,
-    ReorderPoint, ReplenishStock, ReservationId, ReserveStock, SetReorderPoint, Sku, SkuCommand,
-    SkuEvent, SkuState, TtlSeconds, EVENT_TYPES, IDENTIFIER_LENGTH_MAX, LOCATION_LENGTH_MAX,
-    QUANTITY_MAX, REASON_LENGTH_MAX, REFERENCE_LENGTH_MAX, RESERVATION_TTL_SECONDS_MAX,
+    AdjustStock, AdjustmentDelta, Allocation, Attributes, Balances, CancelTransfer,
+    ConfirmReservation, DecodeError, DiscontinueSku, DispatchTransfer, ExpireReservation,
+    LocationId, OrderId, ProductName, Quantity, Reason, ReceiveTransfer, Reference, RegisterSku,
+    ReleaseReservation, ReorderPoint, ReplenishStock, ReservationId, ReserveStock, SetReorderPoint,
+    Sku, SkuCommand, SkuEvent, SkuState, TransferId, TtlSeconds, Unit, UpdateSku, EVENT_TYPES,
+    IDENTIFIER_LENGTH_MAX, LOCATION_LENGTH_MAX, PRODUCT_NAME_LENGTH_MAX, QUANTITY_MAX,
+    REASON_LENGTH_MAX, REFERENCE_LENGTH_MAX, RESERVATION_TTL_SECONDS_MAX, UNIT_LENGTH_MAX,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -402,6 +404,45 @@ fn adjust(delta: i64, reason: &str, reference: Option<&str>) -> SkuCommand {
     })
 }
 
+fn dispatch(id: &str, from: &str, to: &str, quantity: u64, reference: Option<&str>) -> SkuCommand {
+    SkuCommand::DispatchTransfer(DispatchTransfer {
+        transfer_id: TransferId::parse(id).unwrap(),
+        from_location: LocationId::parse(from).unwrap(),
+        to_location: LocationId::parse(to).unwrap(),
+        quantity: Quantity::new(quantity).unwrap(),
+        reference: reference.map(|r| Reference::parse(r).unwrap()),
+    })
+}
+
+fn receive(id: &str, received: Option<u64>, reason: Option<&str>) -> SkuCommand {
+    SkuCommand::ReceiveTransfer(ReceiveTransfer {
+        transfer_id: TransferId::parse(id).unwrap(),
+        quantity_received: received,
+        discrepancy_reason: reason.map(|r| Reason::parse(r).unwrap()),
+    })
+}
+
+fn cancel(id: &str, reason: Option<&str>) -> SkuCommand {
+    SkuCommand::CancelTransfer(CancelTransfer {
+        transfer_id: TransferId::parse(id).unwrap(),
+        reason: reason.map(|r| Reason::parse(r).unwrap()),
+    })
+}
+
+fn register(name: &str, unit: &str, attributes: &[(&str, &str)]) -> SkuCommand {
+    SkuCommand::Register(RegisterSku {
+        name: ProductName::parse(name).unwrap(),
+        unit: Unit::parse(unit).unwrap(),
+        attributes: Attributes::new(
+            attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap(),
+    })
+}
+
 fn set_reorder_point(reorder_point: u64) -> SkuCommand {
     SkuCommand::SetReorderPoint(SetReorderPoint {
         reorder_point: ReorderPoint::new(reorder_point as i64).unwrap(),
@@ -491,6 +532,43 @@ fn every_event_the_code_emits_validates_against_its_schema() {
     ));
     session.run(adjust(-delta_max, &longest_reason, None));
     session.run(adjust(-3, "Three units damaged on shelf B-12", None));
+    session.run(dispatch(
+        "TR-1",
+        "default",
+        "store-12",
+        10,
+        Some(&longest_reference),
+    ));
+    session.run(replenish(QUANTITY_MAX, None));
+    session.run(dispatch(
+        &longest_identifier,
+        "default",
+        "wh-1",
+        QUANTITY_MAX,
+        None,
+    ));
+    session.run(dispatch("TR-3", "default", "wh-1", 1, None));
+    session.run(dispatch("TR-4", "default", "wh-1", 2, None));
+    session.run(receive("TR-1", Some(0), Some(&longest_reason)));
+    session.run(receive(&longest_identifier, None, None));
+    session.run(cancel("TR-3", Some("Truck broke down")));
+    session.run(cancel("TR-4", None));
+    session.run(register(
+        "Trail shoe",
+        "pair",
+        &[("colour", "blue"), ("size", "")],
+    ));
+    session.run(SkuCommand::Update(UpdateSku {
+        name: Some(ProductName::parse(&"n".repeat(PRODUCT_NAME_LENGTH_MAX)).unwrap()),
+        unit: Some(Unit::parse(&"u".repeat(UNIT_LENGTH_MAX)).unwrap()),
+        attributes: Some(Attributes::new(BTreeMap::new()).unwrap()),
+    }));
+    session.run(SkuCommand::Discontinue(DiscontinueSku {
+        reason: Some(Reason::parse("Replaced").unwrap()),
+    }));
+    let mut other = Session::new();
+    other.run(SkuCommand::Discontinue(DiscontinueSku { reason: None }));
+    session.events.extend(other.events);
 
     let mut problems = Vec::new();
     // (type, field, whether the value was null) for every field of every emitted payload.
@@ -589,9 +667,10 @@ fn a_payload_that_breaks_the_schema_is_refused_by_both() {
 /// `value`, or `None` when they agree. The rest of the payload is the valid example, so the
 /// field alone decides.
 fn disagreement(event_type: &str, field: &str, value: Value, code_accepts: bool) -> Option<String> {
-    let mut payload = ContractFile::example(event_type, CURRENT_VERSION).read_json();
+    let version = current_version(event_type);
+    let mut payload = ContractFile::example(event_type, version).read_json();
     payload[field] = value.clone();
-    let schema = emitted_schema(event_type, CURRENT_VERSION);
+    let schema = emitted_schema(event_type, version);
     let schema_accepts = schema.validator.is_valid(&payload);
     let verdict = |accepts: bool| if accepts { "accepts" } else { "refuses" };
     (schema_accepts != code_accepts).then(|| {
@@ -602,6 +681,15 @@ fn disagreement(event_type: &str, field: &str, value: Value, code_accepts: bool)
             verdict(code_accepts)
         )
     })
+}
+
+/// The schema version `event_type` is written with today.
+fn current_version(event_type: &str) -> u32 {
+    EVENT_TYPES
+        .iter()
+        .find(|(name, _)| *name == event_type)
+        .map(|&(_, version)| version)
+        .unwrap_or_else(|| panic!("{event_type} is not emitted"))
 }
 
 /// The events that carry a reservation id, an order id and a reservation's quantity.
@@ -716,8 +804,26 @@ fn the_schemas_accept_exactly_the_values_that_commands_accept() {
     }
     for identifier in identifiers.clone() {
         let location_accepted = LocationId::parse(&identifier).is_ok();
-        for &(event_type, _) in EVENT_TYPES {
-            check(event_type, "location", json!(identifier), location_accepted);
+        for &(event_type, version) in EVENT_TYPES {
+            let example = ContractFile::example(event_type, version).read_json();
+            for field in ["location", "from_location", "to_location"] {
+                if example.get(field).is_some() {
+                    check(event_type, field, json!(identifier), location_accepted);
+                }
+            }
+        }
+        let transfer_id_accepted = TransferId::parse(&identifier).is_ok();
+        for event_type in [
+            "TransferDispatched",
+            "TransferReceived",
+            "TransferCancelled",
+        ] {
+            check(
+                event_type,
+                "transfer_id",
+                json!(identifier),
+                transfer_id_accepted,
+            );
         }
     }
     for location in [
@@ -883,49 +989,74 @@ fn allocation_strategy() -> impl Strategy<Value = Allocation> {
 fn command_strategy() -> impl Strategy<Value = SkuCommand> {
     let reorder_point_max = QUANTITY_MAX as i64;
     prop_oneof![
-        3 => (quantity_strategy(), reference_strategy(), location_strategy()).prop_map(
-            |(quantity, reference, location)| {
-                SkuCommand::Replenish(ReplenishStock { quantity, reference, location })
-            }
-        ),
-        4 => (
-            reservation_id_strategy(),
-            order_id_strategy(),
-            quantity_strategy(),
-            ttl_strategy(),
-            allocation_strategy(),
-        )
-            .prop_map(|(reservation_id, order_id, quantity, ttl_seconds, allocation)| {
-                SkuCommand::Reserve(ReserveStock {
-                    reservation_id,
-                    order_id,
-                    quantity,
-                    ttl_seconds,
-                    allocation,
-                })
-            }),
-        2 => (reservation_id_strategy(), proptest::option::of(reason_strategy())).prop_map(
-            |(reservation_id, reason)| {
-                SkuCommand::Release(ReleaseReservation { reservation_id, reason })
-            }
-        ),
-        2 => reservation_id_strategy()
-            .prop_map(|reservation_id| SkuCommand::Expire(ExpireReservation { reservation_id })),
-        2 => reservation_id_strategy()
-            .prop_map(|reservation_id| SkuCommand::Confirm(ConfirmReservation { reservation_id })),
-        2 => (delta_strategy(), reason_strategy(), reference_strategy(), location_strategy())
-            .prop_map(|(delta, reason, reference, location)| {
-                SkuCommand::Adjust(AdjustStock { delta, reason, reference, location })
-            }),
-        1 => (
-            prop_oneof![0..=100i64, 0..=reorder_point_max, Just(reorder_point_max)],
-            location_strategy(),
-        )
-            .prop_map(|(value, location)| SkuCommand::SetReorderPoint(SetReorderPoint {
-                reorder_point: ReorderPoint::new(value).unwrap(),
-                location,
-            })),
-    ]
+           3 => (quantity_strategy(), reference_strategy(), location_strategy()).prop_map(
+               |(quantity, reference, location)| {
+                   SkuCommand::Replenish(ReplenishStock { quantity, reference, location })
+               }
+           ),
+           4 => (
+               reservation_id_strategy(),
+               order_id_strategy(),
+               quantity_strategy(),
+               ttl_strategy(),
+               allocation_strategy(),
+           )
+               .prop_map(|(reservation_id, order_id, quantity, ttl_seconds, allocation)| {
+                   SkuCommand::Reserve(ReserveStock {
+                       reservation_id,
+                       order_id,
+                       quantity,
+                       ttl_seconds,
+                       allocation,
+                   })
+               }),
+           2 => (reservation_id_strategy(), proptest::option::of(reason_strategy())).prop_map(
+               |(reservation_id, reason)| {
+                   SkuCommand::Release(ReleaseReservation { reservation_id, reason })
+               }
+           ),
+           2 => reservation_id_strategy()
+               .prop_map(|reservation_id| SkuCommand::Expire(ExpireReservation { reservation_id })),
+           2 => reservation_id_strategy()
+               .prop_map(|reservation_id| SkuCommand::Confirm(ConfirmReservation { reservation_id })),
+           2 => (delta_strategy(), reason_strategy(), reference_strategy(), location_strategy())
+               .prop_map(|(delta, reason, reference, location)| {
+                   SkuCommand::Adjust(AdjustStock { delta, reason, reference, location })
+               }),
+           1 => (
+               prop_oneof![0..=100i64, 0..=reorder_point_max, Just(reorder_point_max)],
+               location_strategy(),
+           )
+               .prop_map(|(value, location)| SkuCommand::SetReorderPoint(SetReorderPoint {
+                   reorder_point: ReorderPoint::new(value).unwrap(),
+                   location,
+               })),
+           2 => ((0..4u32), location_strategy(), location_strategy(), quantity_strategy(), reference_strategy())
+               .prop_filter("two locations", |(_, from, to, _, _)| from != to)
+               .prop_map(|(n, from, to, quantity, reference)| SkuCommand::DispatchTransfer(
+                   DispatchTransfer {
+    transfer_id: TransferId::parse(&format!("t-{n}")).unwrap(),
+    from_location: from,
+    to_location: to,
+    quantity,
+    reference,
+    }
+               )),
+           2 => ((0..4u32), proptest::option::of(0..=QUANTITY_MAX), proptest::option::of(reason_strategy()))
+               .prop_map(|(n, received, discrepancy_reason)| SkuCommand::ReceiveTransfer(ReceiveTransfer {
+                   transfer_id: TransferId::parse(&format!("t-{n}")).unwrap(),
+                   quantity_received: received,
+                   discrepancy_reason,
+               })),
+           1 => ((0..4u32), proptest::option::of(reason_strategy())).prop_map(|(n, reason)| {
+               SkuCommand::CancelTransfer(CancelTransfer {
+                   transfer_id: TransferId::parse(&format!("t-{n}")).unwrap(),
+                   reason,
+               })
+           }),
+           1 => Just(register("Trail shoe", "pair", &[("colour", "blue")])),
+           1 => Just(SkuCommand::Discontinue(DiscontinueSku { reason: None })),
+       ]
 }
 
 /// How far the clock moves before a command is decided: often not at all, sometimes past any

@@ -4,9 +4,10 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use ledger_domain::{
-    AdjustStock, AdjustmentDelta, Allocation, DomainError, LocationId, Quantity, Reason,
-    ReleaseReservation, ReorderPoint, ReplenishStock, ReservationId, ReserveStock, SetReorderPoint,
-    Sku, SkuCommand, SkuEvent, SkuState, DEFAULT_LOCATION, EVENT_TYPES_UPCAST,
+    AdjustStock, AdjustmentDelta, Allocation, CancelTransfer, DispatchTransfer, DomainError,
+    LocationId, Quantity, Reason, ReceiveTransfer, ReleaseReservation, ReorderPoint,
+    ReplenishStock, ReservationId, ReserveStock, SetReorderPoint, Sku, SkuCommand, SkuEvent,
+    SkuState, TransferId, DEFAULT_LOCATION, EVENT_TYPES_UPCAST,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -178,7 +179,7 @@ fn releases_adjustments_and_reorder_points_stay_at_their_location() {
         reason: None,
     });
     let events = run(&mut state, &release).unwrap();
-    assert_eq!(events[0].location(), "wh-1");
+    assert_eq!(events[0].location(), Some("wh-1"));
     assert_eq!(state.at("wh-1").available(), 40);
 
     let point = |value: i64, at: &str| {
@@ -204,6 +205,170 @@ fn releases_adjustments_and_reorder_points_stay_at_their_location() {
     );
 }
 
+fn receive(id: &str, received: Option<u64>, reason: Option<&str>) -> SkuCommand {
+    SkuCommand::ReceiveTransfer(ReceiveTransfer {
+        transfer_id: TransferId::parse(id).unwrap(),
+        quantity_received: received,
+        discrepancy_reason: reason.map(|r| Reason::parse(r).unwrap()),
+    })
+}
+
+#[test]
+fn a_transfer_takes_units_off_the_source_and_holds_them_in_transit_until_received() {
+    let mut state = stocked();
+    run(&mut state, &dispatch("t-1", "wh-1", "store-12", 20)).unwrap();
+    assert_eq!(state.at("wh-1").on_hand, 30);
+    assert_eq!(state.at("store-12").in_transit, 20);
+    assert_eq!((state.on_hand, state.in_transit), (41, 20));
+    // In-transit units cannot be sold at either end.
+    assert!(run(
+        &mut state,
+        &reserve_with("r-1", 2, Allocation::At(location("store-12")))
+    )
+    .is_err());
+    // A retried dispatch changes nothing; the same id with other terms is refused.
+    assert_eq!(
+        run(&mut state, &dispatch("t-1", "wh-1", "store-12", 20)),
+        Ok(vec![])
+    );
+    assert!(matches!(
+        run(&mut state, &dispatch("t-1", "wh-1", "store-12", 21)),
+        Err(DomainError::TransferIdConflict { .. })
+    ));
+    // Short without a reason is refused; with one, the shortfall leaves the books.
+    assert!(matches!(
+        run(&mut state, &receive("t-1", Some(18), None)),
+        Err(DomainError::DiscrepancyReasonRequired {
+            dispatched: 20,
+            received: 18,
+            ..
+        })
+    ));
+    assert!(matches!(
+        run(&mut state, &receive("t-1", Some(21), Some("extra"))),
+        Err(DomainError::ReceiptExceedsDispatch { .. })
+    ));
+    run(&mut state, &receive("t-1", Some(18), Some("two crushed"))).unwrap();
+    assert_eq!(state.at("store-12").on_hand, 19);
+    assert_eq!((state.on_hand, state.in_transit), (59, 0));
+    assert!(matches!(
+        run(&mut state, &receive("t-1", None, None)),
+        Err(DomainError::TransferClosed { .. })
+    ));
+    assert_eq!(
+        run(&mut state, &dispatch("t-2", "wh-1", "wh-1", 1)),
+        Err(DomainError::TransferWithinOneLocation {
+            location: "wh-1".into()
+        })
+    );
+}
+
+#[test]
+fn a_cancelled_transfer_returns_its_units_and_reserved_units_cannot_leave() {
+    let mut state = stocked();
+    run(
+        &mut state,
+        &reserve_with("r-1", 45, Allocation::At(location("wh-1"))),
+    )
+    .unwrap();
+    assert_eq!(
+        run(&mut state, &dispatch("t-1", "wh-1", "default", 6)),
+        Err(DomainError::InsufficientStock {
+            requested: 6,
+            available: 5,
+            location: Some("wh-1".into()),
+        })
+    );
+    run(&mut state, &dispatch("t-1", "wh-1", "default", 5)).unwrap();
+    let cancel = SkuCommand::CancelTransfer(CancelTransfer {
+        transfer_id: TransferId::parse("t-1").unwrap(),
+        reason: Some(Reason::parse("truck broke down").unwrap()),
+    });
+    run(&mut state, &cancel).unwrap();
+    assert_eq!(state.at("wh-1").on_hand, 50);
+    assert_eq!(state.at("default").in_transit, 0);
+    assert!(matches!(
+        run(&mut state, &cancel),
+        Err(DomainError::TransferClosed { .. })
+    ));
+}
+
+#[test]
+fn a_discontinued_sku_refuses_replenishment_and_new_reservations_but_keeps_the_rest() {
+    use ledger_domain::{Attributes, DiscontinueSku, ProductName, RegisterSku, Unit, UpdateSku};
+    let mut state = stocked();
+    let register = SkuCommand::Register(RegisterSku {
+        name: ProductName::parse("Trail shoe 42").unwrap(),
+        unit: Unit::parse("pair").unwrap(),
+        attributes: Attributes::new([("colour".into(), "blue".into())].into()).unwrap(),
+    });
+    run(&mut state, &register).unwrap();
+    assert_eq!(
+        run(&mut state, &register),
+        Ok(vec![]),
+        "the same entry again"
+    );
+    let rename = SkuCommand::Update(UpdateSku {
+        name: Some(ProductName::parse("Trail shoe, size 42").unwrap()),
+        unit: None,
+        attributes: None,
+    });
+    run(&mut state, &rename).unwrap();
+    assert_eq!(
+        run(&mut state, &register),
+        Err(DomainError::SkuAlreadyRegistered)
+    );
+    let entry = state.catalogue.clone().unwrap();
+    assert_eq!(
+        (entry.name.as_str(), entry.unit.as_str()),
+        ("Trail shoe, size 42", "pair")
+    );
+    run(
+        &mut state,
+        &reserve_with("r-1", 1, Allocation::At(location("wh-1"))),
+    )
+    .unwrap();
+    let discontinue = SkuCommand::Discontinue(DiscontinueSku { reason: None });
+    run(&mut state, &discontinue).unwrap();
+    assert_eq!(run(&mut state, &discontinue), Ok(vec![]));
+    assert_eq!(
+        run(&mut state, &replenish_at("wh-1", 1)),
+        Err(DomainError::SkuDiscontinued)
+    );
+    assert_eq!(
+        run(
+            &mut state,
+            &reserve_with("r-2", 1, Allocation::At(location("wh-1")))
+        ),
+        Err(DomainError::SkuDiscontinued)
+    );
+    // A retry of a reserve made before is still recognised, and open holds still end.
+    assert_eq!(
+        run(
+            &mut state,
+            &reserve_with("r-1", 1, Allocation::At(location("wh-1")))
+        ),
+        Ok(vec![])
+    );
+    let confirm = SkuCommand::Confirm(ledger_domain::ConfirmReservation {
+        reservation_id: ReservationId::parse("r-1").unwrap(),
+    });
+    run(&mut state, &confirm).unwrap();
+    run(&mut state, &dispatch("t-1", "wh-1", "default", 3)).unwrap();
+    let mut fresh = SkuState::new(Sku::parse("NEW-1").unwrap());
+    assert_eq!(
+        run(
+            &mut fresh,
+            &SkuCommand::Update(UpdateSku {
+                name: None,
+                unit: None,
+                attributes: None
+            })
+        ),
+        Err(DomainError::SkuNotRegistered)
+    );
+}
+
 #[test]
 fn allocation_lists_are_bounded_and_have_no_repeats() {
     assert!(Allocation::preference(Vec::new()).is_err());
@@ -226,7 +391,7 @@ fn every_version_1_event_reads_as_happening_at_the_default_location() {
         let event = SkuEvent::decode(event_type, version, &old).unwrap();
         assert_eq!(
             event.location(),
-            DEFAULT_LOCATION,
+            Some(DEFAULT_LOCATION),
             "{event_type} v{version}"
         );
         assert_eq!(event.schema_version(), 2);
@@ -237,11 +402,13 @@ fn every_version_1_event_reads_as_happening_at_the_default_location() {
     }
 }
 
-/// A plain bookkeeping of what each location holds, kept from the events alone.
+/// A plain bookkeeping of what each location holds, kept from the events alone: (on hand,
+/// reserved) per location, the holds, and the transfers (from, to, quantity, still in transit).
 #[derive(Default)]
 struct Reference {
     locations: BTreeMap<String, (u64, u64)>,
     holds: BTreeMap<String, (String, u64, bool)>,
+    transfers: BTreeMap<String, (String, String, u64, bool)>,
 }
 
 impl Reference {
@@ -249,6 +416,21 @@ impl Reference {
         self.locations
             .get(at)
             .map_or(0, |(on_hand, reserved)| on_hand - reserved)
+    }
+
+    /// Units on their way to `at`.
+    fn arriving(&self, at: &str) -> u64 {
+        self.transfers
+            .values()
+            .filter(|(_, to, _, open)| *open && to == at)
+            .map(|(_, _, quantity, _)| quantity)
+            .sum()
+    }
+
+    fn move_on_hand(&mut self, at: &str, change: i64) {
+        let (h, r) = *self.locations.entry(at.to_owned()).or_default();
+        self.locations
+            .insert(at.to_owned(), ((h as i64 + change) as u64, r));
     }
 
     fn record(&mut self, event: &SkuEvent) {
@@ -276,7 +458,36 @@ impl Reference {
                 self.locations
                     .insert(e.location.clone(), ((h as i64 + e.delta) as u64, r));
             }
-            SkuEvent::ReorderPointSet(_) => {}
+            SkuEvent::TransferDispatched(e) => {
+                self.move_on_hand(&e.from_location, -(e.quantity as i64));
+                self.locations.entry(e.to_location.clone()).or_default();
+                self.transfers.insert(
+                    e.transfer_id.clone(),
+                    (
+                        e.from_location.clone(),
+                        e.to_location.clone(),
+                        e.quantity,
+                        true,
+                    ),
+                );
+            }
+            SkuEvent::TransferReceived(e) => {
+                let transfer = self.transfers.get_mut(&e.transfer_id).unwrap();
+                assert!(transfer.3 && transfer.2 == e.quantity_dispatched);
+                assert!(e.quantity_received <= e.quantity_dispatched);
+                transfer.3 = false;
+                self.move_on_hand(&e.to_location, e.quantity_received as i64);
+            }
+            SkuEvent::TransferCancelled(e) => {
+                let transfer = self.transfers.get_mut(&e.transfer_id).unwrap();
+                assert!(transfer.3 && transfer.2 == e.quantity);
+                transfer.3 = false;
+                self.move_on_hand(&e.from_location, e.quantity as i64);
+            }
+            SkuEvent::ReorderPointSet(_)
+            | SkuEvent::Registered(_)
+            | SkuEvent::Updated(_)
+            | SkuEvent::Discontinued(_) => {}
         }
     }
 
@@ -299,6 +510,7 @@ impl Reference {
 fn command_strategy() -> impl Strategy<Value = SkuCommand> {
     let at = proptest::sample::select(LOCATIONS.to_vec());
     let id = (0..8u32).prop_map(|n| format!("r-{n}"));
+    let transfer = (0..5u32).prop_map(|n| format!("t-{n}"));
     let allocation = prop_oneof![
         3 => at.clone().prop_map(|a| Allocation::At(location(a))),
         1 => proptest::sample::subsequence(LOCATIONS.to_vec(), 1..=3)
@@ -316,7 +528,7 @@ fn command_strategy() -> impl Strategy<Value = SkuCommand> {
         2 => id.prop_map(|i| SkuCommand::Confirm(ledger_domain::ConfirmReservation {
             reservation_id: ReservationId::parse(&i).unwrap(),
         })),
-        2 => (at, -10..10i64).prop_filter("non-zero", |(_, d)| *d != 0).prop_map(|(a, d)| {
+        2 => (at.clone(), -10..10i64).prop_filter("non-zero", |(_, d)| *d != 0).prop_map(|(a, d)| {
             SkuCommand::Adjust(AdjustStock {
                 delta: AdjustmentDelta::new(d).unwrap(),
                 reason: Reason::parse("count").unwrap(),
@@ -324,7 +536,31 @@ fn command_strategy() -> impl Strategy<Value = SkuCommand> {
                 location: location(a),
             })
         }),
+        2 => (transfer.clone(), at.clone(), at, 1..15u64)
+            .prop_filter("two locations", |(_, from, to, _)| from != to)
+            .prop_map(|(t, from, to, q)| dispatch(&t, from, to, q)),
+        2 => (transfer.clone(), proptest::option::of(0..16u64), any::<bool>()).prop_map(|(t, received, reason)| {
+            SkuCommand::ReceiveTransfer(ReceiveTransfer {
+                transfer_id: TransferId::parse(&t).unwrap(),
+                quantity_received: received,
+                discrepancy_reason: reason.then(|| Reason::parse("damaged").unwrap()),
+            })
+        }),
+        1 => transfer.prop_map(|t| SkuCommand::CancelTransfer(CancelTransfer {
+            transfer_id: TransferId::parse(&t).unwrap(),
+            reason: None,
+        })),
     ]
+}
+
+fn dispatch(id: &str, from: &str, to: &str, quantity: u64) -> SkuCommand {
+    SkuCommand::DispatchTransfer(DispatchTransfer {
+        transfer_id: TransferId::parse(id).unwrap(),
+        from_location: location(from),
+        to_location: location(to),
+        quantity: Quantity::new(quantity).unwrap(),
+        reference: None,
+    })
 }
 
 proptest! {
@@ -372,6 +608,30 @@ proptest! {
                     (Err(_), _) => prop_assert!(is_retry),
                 }
             }
+            match (command, &decided) {
+                (SkuCommand::DispatchTransfer(c), Err(DomainError::InsufficientStock { .. })) => {
+                    prop_assert!(reference.available(c.from_location.as_str()) < c.quantity.get());
+                }
+                (SkuCommand::DispatchTransfer(c), Ok(events)) if !events.is_empty() => {
+                    prop_assert!(reference.available(c.from_location.as_str()) >= c.quantity.get());
+                }
+                (SkuCommand::ReceiveTransfer(c), result) => {
+                    let open = reference.transfers.get(c.transfer_id.as_str()).filter(|t| t.3);
+                    match (open, result) {
+                        (None, result) => prop_assert!(result.is_err()),
+                        (Some(t), Ok(_)) => {
+                            let received = c.quantity_received.unwrap_or(t.2);
+                            prop_assert!(received <= t.2);
+                            prop_assert!(received == t.2 || c.discrepancy_reason.is_some());
+                        }
+                        (Some(t), Err(_)) => {
+                            let received = c.quantity_received.unwrap_or(t.2);
+                            prop_assert!(received > t.2 || c.discrepancy_reason.is_none());
+                        }
+                    }
+                }
+                _ => {}
+            }
             let Ok(events) = decided else { continue };
             for event in &events {
                 state.apply(event);
@@ -381,6 +641,7 @@ proptest! {
             for (at, (on_hand, reserved)) in &reference.locations {
                 let stock = state.at(at);
                 prop_assert_eq!((stock.on_hand, stock.reserved), (*on_hand, *reserved), "at {}", at);
+                prop_assert_eq!(stock.in_transit, reference.arriving(at), "in transit to {}", at);
                 prop_assert!(stock.reserved <= stock.on_hand);
             }
         }

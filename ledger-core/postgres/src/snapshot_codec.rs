@@ -9,15 +9,23 @@
 //! - sku: str, on_hand: u64, reserved: u64, reorder_point: u64, version: opt<u64>,
 //!   open_reservation_count: u64
 //! - locations: u32 count, then in name order: name: str, on_hand: u64, reserved: u64,
-//!   reorder_point: u64
+//!   reorder_point: u64, in_transit: u64
 //! - reservations: u32 count, then in id order: id: str, order_id: opt<str>, quantity: u64,
 //!   ttl_seconds: opt<u64>, expires_at: opt<i64 microseconds since the epoch>, status: u8,
 //!   location: u32 index into the locations above (a hot SKU has many reservations and few
 //!   locations)
 //! - recent keys: u32 count, then key: str, first: u64, last: u64.
+//! - holders: u32 count, then reservation id: str, holder: str.
+//! - in_transit: u64; transfers: u32 count, then in id order: id: str, from: u32 index,
+//!   to: u32 index, quantity: u64, reference: opt<str>, status: u8, received: opt<u64>.
+//! - catalogue: opt<name: str, unit: str, attributes: u32 count, then name: str, value: str>;
+//!   discontinued: u8.
 
 use chrono::{DateTime, Utc};
-use ledger_domain::{LocationStock, Reservation, ReservationStatus, Sku, SkuState};
+use ledger_domain::{
+    CatalogueEntry, LocationStock, Reservation, ReservationStatus, Sku, SkuState, Transfer,
+    TransferStatus,
+};
 use std::collections::BTreeMap;
 
 /// A snapshot body as its two parts.
@@ -47,6 +55,7 @@ pub fn encode(
         put_u64(&mut out, stock.on_hand);
         put_u64(&mut out, stock.reserved);
         put_u64(&mut out, stock.reorder_point);
+        put_u64(&mut out, stock.in_transit);
     }
     put_u32(&mut out, state.reservations.len());
     for reservation in state.reservations.values() {
@@ -79,6 +88,37 @@ pub fn encode(
         put_str(&mut out, reservation_id);
         put_str(&mut out, holder);
     }
+    put_u64(&mut out, state.in_transit);
+    put_u32(&mut out, state.transfers.len());
+    let place = |name: &str| {
+        index
+            .get(name)
+            .copied()
+            .expect("a transfer's locations have balances in the state")
+    };
+    for transfer in state.transfers.values() {
+        put_str(&mut out, &transfer.transfer_id);
+        put_u32(&mut out, place(&transfer.from_location));
+        put_u32(&mut out, place(&transfer.to_location));
+        put_u64(&mut out, transfer.quantity);
+        put_option(&mut out, transfer.reference.as_deref(), put_str);
+        out.push(match transfer.status {
+            TransferStatus::InTransit => 0,
+            TransferStatus::Received => 1,
+            TransferStatus::Cancelled => 2,
+        });
+        put_option(&mut out, transfer.quantity_received, put_u64);
+    }
+    put_option(&mut out, state.catalogue.as_ref(), |out, entry| {
+        put_str(out, &entry.name);
+        put_str(out, &entry.unit);
+        put_u32(out, entry.attributes.len());
+        for (name, value) in &entry.attributes {
+            put_str(out, name);
+            put_str(out, value);
+        }
+    });
+    out.push(u8::from(state.discontinued));
     out
 }
 
@@ -101,6 +141,7 @@ pub fn decode(bytes: &[u8]) -> Option<SnapshotBody> {
             on_hand: input.u64()?,
             reserved: input.u64()?,
             reorder_point: input.u64()?,
+            in_transit: input.u64()?,
         };
         state.locations.insert(name.clone(), stock);
         names.push(name);
@@ -135,6 +176,47 @@ pub fn decode(bytes: &[u8]) -> Option<SnapshotBody> {
     for _ in 0..count {
         holders.push((input.str()?.to_owned(), input.str()?.to_owned()));
     }
+    state.in_transit = input.u64()?;
+    let count = input.u32()?;
+    let mut transfers = Vec::with_capacity(count.min(bytes.len()));
+    for _ in 0..count {
+        let transfer_id = input.str()?.to_owned();
+        let transfer = Transfer {
+            transfer_id: transfer_id.clone(),
+            from_location: names.get(input.u32()?)?.clone(),
+            to_location: names.get(input.u32()?)?.clone(),
+            quantity: input.u64()?,
+            reference: input.option(|input| input.str().map(str::to_owned))?,
+            status: match input.byte()? {
+                0 => TransferStatus::InTransit,
+                1 => TransferStatus::Received,
+                2 => TransferStatus::Cancelled,
+                _ => return None,
+            },
+            quantity_received: input.option(Input::u64)?,
+        };
+        transfers.push((transfer_id, transfer));
+    }
+    state.transfers = BTreeMap::from_iter(transfers);
+    state.catalogue = input.option(|input| {
+        let name = input.str()?.to_owned();
+        let unit = input.str()?.to_owned();
+        let count = input.u32()?;
+        let mut attributes = BTreeMap::new();
+        for _ in 0..count {
+            attributes.insert(input.str()?.to_owned(), input.str()?.to_owned());
+        }
+        Some(CatalogueEntry {
+            name,
+            unit,
+            attributes,
+        })
+    })?;
+    state.discontinued = match input.byte()? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
     (input.at == bytes.len()).then_some(SnapshotBody {
         state,
         recent_keys,
@@ -244,9 +326,39 @@ mod tests {
                     on_hand,
                     reserved,
                     reorder_point: 1,
+                    in_transit: 2,
                 },
             );
         }
+        state.in_transit = 4;
+        for (index, status) in [
+            TransferStatus::InTransit,
+            TransferStatus::Received,
+            TransferStatus::Cancelled,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("t-{index}");
+            state.transfers.insert(
+                id.clone(),
+                Transfer {
+                    transfer_id: id,
+                    from_location: "default".to_owned(),
+                    to_location: "store-12".to_owned(),
+                    quantity: 2,
+                    reference: (index == 0).then(|| "DN-1".to_owned()),
+                    status,
+                    quantity_received: (status == TransferStatus::Received).then_some(1),
+                },
+            );
+        }
+        state.catalogue = Some(CatalogueEntry {
+            name: "Trail shoe".to_owned(),
+            unit: "pair".to_owned(),
+            attributes: [("colour".to_owned(), "blue".to_owned())].into(),
+        });
+        state.discontinued = true;
         for (index, status) in [
             ReservationStatus::Open,
             ReservationStatus::Released,

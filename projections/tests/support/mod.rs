@@ -62,6 +62,7 @@ impl Ledger {
             self.assert_stock_level(&state).await;
             self.assert_reservations(&state).await;
             self.assert_movements(&sku).await;
+            self.assert_locations(&state).await;
             expected_notifications += self.assert_alerts(&sku).await;
         }
         let notifications = self
@@ -106,6 +107,52 @@ impl Ledger {
             "stock level of {}",
             state.sku
         );
+    }
+
+    async fn assert_locations(&self, state: &SkuState) {
+        for (location, stock) in &state.locations {
+            let location = ledger_domain::LocationId::parse(location).unwrap();
+            let rows = self
+                .read_models
+                .location_stock(
+                    &location,
+                    &ledger_projections::LocationStockFilter {
+                        limit: ledger_projections::PAGE_SIZE_MAX,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let row = rows
+                .iter()
+                .find(|r| r.sku == state.sku)
+                .unwrap_or_else(|| panic!("no row of {} at {location}", state.sku));
+            assert_eq!(
+                (row.on_hand, row.reserved, row.reorder_point, row.in_transit),
+                (
+                    stock.on_hand,
+                    stock.reserved,
+                    stock.reorder_point,
+                    stock.in_transit
+                ),
+                "{} at {location}",
+                state.sku
+            );
+        }
+        let in_transit: Vec<String> = self
+            .read_models
+            .transfers_in_transit(None, ledger_projections::PAGE_SIZE_MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.sku == state.sku)
+            .map(|t| t.transfer_id)
+            .collect();
+        let folded: Vec<String> = state
+            .transfers_in_transit()
+            .map(|t| t.transfer_id.clone())
+            .collect();
+        assert_eq!(in_transit, folded, "transfers in transit of {}", state.sku);
     }
 
     async fn assert_reservations(&self, state: &SkuState) {
@@ -325,6 +372,18 @@ pub async fn mixed_history(ledger: &Ledger, rounds: u64) {
                 }
             }
             ledger.run(sku, adjust(-1)).await;
+            // Stock at a second location, and a transfer from it (received whole, short, or
+            // cancelled), so the per-location read model and its transfers are exercised.
+            let transfer = format!("t{round}");
+            ledger.run(sku, replenish_at("store-12", 3)).await;
+            ledger
+                .run(sku, dispatch(&transfer, "store-12", "wh-1", 2))
+                .await;
+            match round % 3 {
+                0 => ledger.run(sku, receive(&transfer, None)).await,
+                1 => ledger.run(sku, receive(&transfer, Some(1))).await,
+                _ => ledger.run(sku, cancel_transfer(&transfer)).await,
+            }
         }
     }
 }
