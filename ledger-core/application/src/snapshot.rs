@@ -10,7 +10,8 @@
 
 use crate::store::StoreError;
 use async_trait::async_trait;
-use ledger_domain::SkuState;
+use chrono::{DateTime, Utc};
+use ledger_domain::{EventHash, SkuState};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,7 @@ pub const SNAPSHOT_INTERVAL_EVENTS: u64 = 1_000;
 
 /// The layout of the stored state; bump it when `SkuState` or the key window changes shape so
 /// that older snapshots are ignored rather than misread.
-pub const SNAPSHOT_FORMAT: i32 = 4;
+pub const SNAPSHOT_FORMAT: i32 = 5;
 
 /// A SKU's folded state at one version of its stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +40,11 @@ pub struct Snapshot {
     /// Who holds each open reservation: (reservation id, principal).
     #[serde(default)]
     pub holders: Vec<(String, String)>,
+    /// The hash of the event at `version`: what the next event chains to. A loader also
+    /// checks it against that event as stored.
+    pub head_hash: EventHash,
+    /// When the event at `version` was recorded.
+    pub head_recorded_at: DateTime<Utc>,
 }
 
 #[async_trait]

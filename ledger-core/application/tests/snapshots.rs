@@ -133,6 +133,8 @@ async fn a_snapshot_that_does_not_match_the_stream_is_discarded_and_the_stream_r
         state: foreign,
         recent_keys: Vec::new(),
         holders: Vec::new(),
+        head_hash: ledger_domain::EventHash::GENESIS,
+        head_recorded_at: chrono::Utc::now(),
     });
     let loaded = handler.load(&sku()).await.unwrap();
     assert_eq!(loaded.state.on_hand, 12);
