@@ -27,7 +27,8 @@ Examples:
 
 Exit codes:
   0  success; verify found no difference
-  1  verify found a difference (drift, version gap, schema violation), or another failure
+  1  verify found a difference (drift, version gap, schema violation, a broken hash chain),
+     or another failure
   2  usage error (unknown flag, bad SKU, bad time)
   3  unknown SKU (no events) or unknown projection
   4  event store or read model database unreachable
@@ -42,8 +43,9 @@ Formats:
          version, position, event_id, recorded_at, event_type, schema_version, movement,
          on_hand_change, reserved_change, on_hand_after, reserved_after, available_after,
          reorder_point_after, reservation_id, order_id, reason, reference, principal,
-         correlation_id, causation_id, data (the event's JSON), location (added last, so
-         older readers of the earlier columns keep working); a text cell that a
+         correlation_id, causation_id, data (the event's JSON), location, hash (the
+         event's hash chain link, 64 hexadecimal digits; location and hash were added last,
+         so older readers of the earlier columns keep working); a text cell that a
          spreadsheet would run as a formula (starting =, +, -, @, tab) gets a leading '
 
 Examples:
@@ -55,8 +57,10 @@ Examples:
 const VERIFY_AFTER_HELP: &str = "\
 Folds every SKU's events (or one SKU's) and compares the result with the read models at their
 checkpoints: stock levels (on hand, reserved, reorder point, version) and reservations (status,
-quantity). Also checks that each stream's versions have no gaps and that every event matches
-its JSON Schema under schemas/. Exits 1 on any difference.
+quantity). Also checks that each stream's versions have no gaps, that every event matches
+its JSON Schema under schemas/, and that every stream's hash chain verifies: the first broken
+link of a stream is named with its version, the hash recomputed and the hash stored. Exits 1 on
+any difference.
 
 Examples:
   ledger-replay verify
@@ -88,7 +92,8 @@ pub enum Command {
     /// Every movement of one SKU, replayed from the event store, with the balances after each.
     #[command(after_help = HISTORY_AFTER_HELP)]
     History(HistoryArguments),
-    /// Recompute every SKU from its events and compare with the read models.
+    /// Recompute every SKU from its events and compare with the read models; check the hash
+    /// chains.
     #[command(after_help = VERIFY_AFTER_HELP)]
     Verify(VerifyArguments),
     /// Rebuild read models from the start of the log without downtime.

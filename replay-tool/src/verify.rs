@@ -6,14 +6,22 @@
 //! reported as drift. While folding, every event is checked against its JSON Schema (the files
 //! under `schemas/`, embedded) and decoded strictly with `SkuEvent::decode`, and each stream's
 //! versions must follow 0, 1, 2… without a gap.
+//!
+//! The hash chain is checked in the same pass: each event's hash is recomputed from the hash
+//! of the event before it and its canonical form, and the first link of a stream that does not
+//! verify is named (SKU, version, expected and found hash). Within a stream the log holds
+//! events in version order, so one pass suffices; a stream whose versions come out of order
+//! (a row renumbered, deleted or inserted) is walked again in version order to name its first
+//! broken link.
 
 use crate::cli::{ReportFormat, VerifyArguments};
 use crate::error::{ExitCodeName, ToolError};
 use crate::output::events_per_second;
 use crate::schemas::EventSchemas;
 use crate::status::show;
+use ledger_application::chain::{BrokenLink, ChainWalk};
 use ledger_application::store::READ_EVENTS_MAX;
-use ledger_domain::{Position, RecordedEvent};
+use ledger_domain::{EventHash, Position, RecordedEvent};
 use ledger_domain::{Sku, SkuEvent, SkuState};
 use ledger_projections::verification::{StockFigures, VerificationSnapshot};
 use ledger_projections::LogPosition;
@@ -36,9 +44,18 @@ pub struct Difference {
     /// The SKU concerned, when the difference concerns one.
     pub sku: Option<String>,
     /// What disagrees: `stock_level`, `reservation`, `version_gap`, `schema`, `undecodable`,
-    /// `invariant` or `read_model_missing`.
+    /// `invariant`, `read_model_missing`, or `chain` (a link of the hash chain).
     pub kind: &'static str,
     pub detail: String,
+    /// For `chain`: the version of the first event whose hash does not verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// For `chain`: the hash recomputed from the event before it and its canonical form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_hash: Option<EventHash>,
+    /// For `chain`: the hash stored with the event (`null`: none stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found_hash: Option<Option<EventHash>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +66,9 @@ pub struct VerifyReport {
     pub events_per_second: f64,
     pub stock_levels_checkpoint: Option<LogPosition>,
     pub reservations_checkpoint: Option<LogPosition>,
+    /// Events stored without a hash (EventStoreDB events written before the chain); the
+    /// chain runs through them with their hashes recomputed.
+    pub events_without_hash: u64,
     pub differences_total: u64,
     /// The first [`DIFFERENCES_SHOWN_MAX`] differences.
     pub differences: Vec<Difference>,
@@ -96,7 +116,10 @@ fn write_table<W: Write>(out: &mut W, report: &VerifyReport) -> std::io::Result<
         show(report.reservations_checkpoint.as_ref()),
     )?;
     if report.differences_total == 0 {
-        return writeln!(out, "OK: the read models agree with the events");
+        return writeln!(
+            out,
+            "OK: every hash chain verifies and the read models agree with the events"
+        );
     }
     writeln!(
         out,
@@ -179,15 +202,55 @@ pub async fn verify(backends: &Backends, sku: Option<&Sku>) -> Result<VerifyRepo
             }
         }
     }
+    for sku in fold.streams_to_walk() {
+        let link = first_broken_link(store, &sku).await?;
+        if let Some(broken) = link {
+            fold.broken_link(&sku, broken);
+        }
+    }
     fold.finish();
     let duration = started.elapsed();
     Ok(fold.report(duration))
+}
+
+/// The first link of `sku`'s chain that does not verify, read in version order.
+async fn first_broken_link(
+    store: &dyn ledger_application::EventStore,
+    sku: &Sku,
+) -> Result<Option<BrokenLink>, ToolError> {
+    let stream = sku.stream();
+    let mut walk = ChainWalk::new(&stream);
+    let mut from = 0;
+    loop {
+        let page = store.read_stream(&stream, from, READ_EVENTS_MAX).await?;
+        for recorded in &page {
+            if let Err(broken) = walk.step(recorded) {
+                return Ok(Some(broken));
+            }
+        }
+        match page.last() {
+            Some(last) if (page.len() as u64) == READ_EVENTS_MAX => from = last.version + 1,
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Where the check of one SKU's chain stands in the pass over the log.
+enum ChainCheck {
+    /// Every link so far verified; the walk goes on.
+    Walking(ChainWalk),
+    /// A broken link was reported; the rest of the stream is not checked.
+    Broken,
+    /// Versions came out of order: walked again in version order after the pass.
+    OutOfOrder,
 }
 
 /// The fold of the log, with the differences found so far.
 struct Fold {
     schemas: EventSchemas,
     states: HashMap<Sku, SkuState>,
+    chains: HashMap<Sku, ChainCheck>,
+    events_without_hash: u64,
     snapshot: VerificationSnapshot,
     stock_compared: bool,
     reservations_compared: bool,
@@ -202,6 +265,8 @@ impl Fold {
         let mut fold = Self {
             schemas: EventSchemas::compile(),
             states: HashMap::new(),
+            chains: HashMap::new(),
+            events_without_hash: 0,
             stock_compared: false,
             reservations_compared: false,
             events_checked: 0,
@@ -227,18 +292,71 @@ impl Fold {
     }
 
     fn differ(&mut self, sku: Option<&str>, kind: &'static str, detail: String) {
+        self.note(Difference {
+            sku: sku.map(str::to_owned),
+            kind,
+            detail,
+            version: None,
+            expected_hash: None,
+            found_hash: None,
+        });
+    }
+
+    fn note(&mut self, difference: Difference) {
         self.differences_total += 1;
-        if let Some(sku) = sku {
+        if let Some(sku) = &difference.sku {
             if self.skus_with_differences.len() < SKUS_NAMED_MAX {
-                self.skus_with_differences.insert(sku.to_owned());
+                self.skus_with_differences.insert(sku.clone());
             }
         }
         if self.differences.len() < DIFFERENCES_SHOWN_MAX {
-            self.differences.push(Difference {
-                sku: sku.map(str::to_owned),
-                kind,
-                detail,
-            });
+            self.differences.push(difference);
+        }
+    }
+
+    /// Report `sku`'s first broken link.
+    fn broken_link(&mut self, sku: &Sku, broken: BrokenLink) {
+        self.chains.insert(sku.clone(), ChainCheck::Broken);
+        self.note(Difference {
+            sku: Some(sku.as_str().to_owned()),
+            kind: "chain",
+            detail: broken.to_string(),
+            version: Some(broken.version),
+            expected_hash: Some(broken.expected),
+            found_hash: Some(broken.found),
+        });
+    }
+
+    /// The SKUs whose versions came out of order, to walk again in version order.
+    fn streams_to_walk(&self) -> Vec<Sku> {
+        let mut skus: Vec<Sku> = self
+            .chains
+            .iter()
+            .filter(|(_, check)| matches!(check, ChainCheck::OutOfOrder))
+            .map(|(sku, _)| sku.clone())
+            .collect();
+        skus.sort();
+        skus
+    }
+
+    /// Check `recorded`'s link in its SKU's chain (see the module's documentation).
+    fn link(&mut self, sku: &Sku, recorded: &RecordedEvent, in_order: bool) {
+        let check = self
+            .chains
+            .entry(sku.clone())
+            .or_insert_with(|| ChainCheck::Walking(ChainWalk::new(&recorded.stream)));
+        let ChainCheck::Walking(walk) = check else {
+            return;
+        };
+        if !in_order {
+            *check = ChainCheck::OutOfOrder;
+            return;
+        }
+        let without_hash = walk.events_without_hash;
+        let outcome = walk.step(recorded);
+        self.events_without_hash += walk.events_without_hash - without_hash;
+        if let Err(broken) = outcome {
+            self.broken_link(sku, broken);
         }
     }
 
@@ -262,6 +380,7 @@ impl Fold {
             .get(&sku)
             .and_then(|state| state.version)
             .map_or(0, |v| v + 1);
+        self.link(&sku, recorded, recorded.version == expected);
         if recorded.version != expected {
             self.differ(
                 Some(sku.as_str()),
@@ -416,6 +535,7 @@ impl Fold {
             events_checked: self.events_checked,
             duration_ms: duration.as_millis() as u64,
             events_per_second: events_per_second(self.events_checked, duration),
+            events_without_hash: self.events_without_hash,
             stock_levels_checkpoint: self.snapshot.stock_checkpoint.map(Into::into),
             reservations_checkpoint: self.snapshot.reservations_checkpoint.map(Into::into),
             differences_total: self.differences_total,
