@@ -19,6 +19,7 @@ use crate::error::{ExitCodeName, ToolError};
 use crate::output::events_per_second;
 use crate::schemas::EventSchemas;
 use crate::status::show;
+use ledger_application::anchor::{check_anchor, AnchorCheck};
 use ledger_application::chain::{BrokenLink, ChainWalk};
 use ledger_application::store::READ_EVENTS_MAX;
 use ledger_domain::{EventHash, Position, RecordedEvent};
@@ -44,7 +45,8 @@ pub struct Difference {
     /// The SKU concerned, when the difference concerns one.
     pub sku: Option<String>,
     /// What disagrees: `stock_level`, `reservation`, `version_gap`, `schema`, `undecodable`,
-    /// `invariant`, `read_model_missing`, or `chain` (a link of the hash chain).
+    /// `invariant`, `read_model_missing`, `chain` (a link of the hash chain) or `anchor` (the
+    /// log does not match the anchor given).
     pub kind: &'static str,
     pub detail: String,
     /// For `chain`: the version of the first event whose hash does not verify.
@@ -74,6 +76,45 @@ pub struct VerifyReport {
     pub differences: Vec<Difference>,
     /// The SKUs with a difference, sorted, at most [`SKUS_NAMED_MAX`].
     pub skus_with_differences: Vec<String>,
+    /// The log compared with an anchor, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<AnchorCheck>,
+}
+
+impl VerifyReport {
+    /// Add the comparison with an anchor; a log that does not match it is a difference.
+    fn add_anchor_check(&mut self, check: AnchorCheck) {
+        if !check.holds() {
+            self.differences_total += 1;
+            let detail = format!(
+                "the log at or before position {} does not match the anchor taken at {}: \
+                 Merkle root {} over {} streams and {} events then, {} over {} streams and {} \
+                 events now",
+                check
+                    .anchor
+                    .log_position
+                    .map_or_else(|| "(empty)".to_owned(), |p| p.to_string()),
+                check.anchor.taken_at.to_rfc3339(),
+                check.anchor.merkle_root,
+                check.anchor.streams,
+                check.anchor.events,
+                check.merkle_root,
+                check.streams,
+                check.events,
+            );
+            if self.differences.len() < DIFFERENCES_SHOWN_MAX {
+                self.differences.push(Difference {
+                    sku: None,
+                    kind: "anchor",
+                    detail,
+                    version: None,
+                    expected_hash: None,
+                    found_hash: None,
+                });
+            }
+        }
+        self.anchor = Some(check);
+    }
 }
 
 pub async fn run(
@@ -87,7 +128,16 @@ pub async fn run(
             Sku::parse(value).map_err(|e| ToolError::Usage(format!("invalid SKU {value:?}: {e}")))
         })
         .transpose()?;
-    let report = verify(backends, sku.as_ref()).await?;
+    let anchor = arguments
+        .anchor
+        .as_deref()
+        .map(crate::anchor::read_anchor)
+        .transpose()?;
+    let mut report = verify(backends, sku.as_ref()).await?;
+    if let Some(anchor) = anchor {
+        let check = check_anchor(backends.store.as_ref(), &anchor).await?;
+        report.add_anchor_check(check);
+    }
     let mut out = std::io::stdout().lock();
     match arguments.format {
         ReportFormat::Json => {
@@ -118,7 +168,12 @@ fn write_table<W: Write>(out: &mut W, report: &VerifyReport) -> std::io::Result<
     if report.differences_total == 0 {
         return writeln!(
             out,
-            "OK: every hash chain verifies and the read models agree with the events"
+            "OK: every hash chain verifies{} and the read models agree with the events",
+            if report.anchor.is_some() {
+                ", the log matches the anchor"
+            } else {
+                ""
+            }
         );
     }
     writeln!(
@@ -541,6 +596,7 @@ impl Fold {
             differences_total: self.differences_total,
             differences: self.differences,
             skus_with_differences: self.skus_with_differences.into_iter().collect(),
+            anchor: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Tamper evidence through the real binary against a real PostgreSQL: events are edited,
 //! deleted, swapped and inserted by SQL, as someone with database access could, and
 //! `ledger-replay verify` names each stream's first broken link (SKU, version, the hash
-//! recomputed and the hash found).
+//! recomputed and the hash found); a chain forged by recomputing every hash after the edit
+//! passes `verify` but not `verify --anchor` with an anchor taken before.
 
 use ledger_application::chain::link_recorded;
 use ledger_application::store::READ_EVENTS_MAX;
@@ -226,4 +227,66 @@ async fn an_inserted_event_is_named_at_its_version() {
     let (output, report) = verify(&ledger, &[]).await;
     assert_exit(&output, EXIT_FAILED);
     assert_broken_links(&ledger, &report, &[("INSERT-1", 7), ("INSERT-2", 3)]).await;
+}
+
+/// Someone who edits an event and recomputes every hash after it leaves chains that verify;
+/// only an anchor kept from before shows the edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_chain_passes_verify_but_not_verify_against_an_anchor() {
+    let ledger = ledger_with_history(&["FORGE-1", "FORGE-2"]).await;
+    let folder = std::env::temp_dir().join(format!("anchor-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("anchor.json");
+    let output = run_binary(&ledger, &["anchor", "--output", file.to_str().unwrap()]).await;
+    assert_exit(&output, EXIT_OK);
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let kept: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(printed, kept);
+    assert_eq!(kept["format"], "ledger-anchor/1");
+    assert_eq!(kept["streams"], 2);
+    assert_eq!(kept["events"], 14);
+    assert_eq!(kept["merkle_root"].as_str().unwrap().len(), 64);
+    let anchor = ["--anchor", file.to_str().unwrap()];
+
+    // The log goes on after the anchor: still at one with it.
+    ledger.run("FORGE-2", replenish(5)).await;
+    ledger.run("FORGE-3", replenish(5)).await;
+    catch_up(&ledger).await;
+    let (output, report) = verify(&ledger, &anchor).await;
+    assert_exit(&output, EXIT_OK);
+    assert_eq!(report["anchor"]["merkle_root"], kept["merkle_root"]);
+
+    // The forgery: a replenishment's reference changed (no balance moves, so no read model
+    // disagrees), then every hash from there on recomputed and stored again.
+    sql(
+        &ledger,
+        "UPDATE event_store.events SET data = jsonb_set(data, '{reference}', '\"PO-forged\"') \
+         WHERE stream = 'sku-FORGE-1' AND version = 0",
+    )
+    .await;
+    let mut previous = EventHash::GENESIS;
+    let client = ledger.database.pool().get().await.unwrap();
+    for event in stored(&ledger, "FORGE-1").await {
+        let hash = link_recorded(&previous, &event);
+        client
+            .execute(
+                "UPDATE event_store.events SET hash = $1 WHERE event_id = $2",
+                &[&hash.as_bytes().as_slice(), &event.event_id],
+            )
+            .await
+            .unwrap();
+        previous = hash;
+    }
+
+    let (output, report) = verify(&ledger, &[]).await;
+    assert_exit(&output, EXIT_OK);
+    assert_eq!(report["differences_total"], 0, "{report:#}");
+
+    let (output, report) = verify(&ledger, &anchor).await;
+    assert_exit(&output, EXIT_FAILED);
+    let differences = report["differences"].as_array().unwrap();
+    assert_eq!(differences.len(), 1, "{report:#}");
+    assert_eq!(differences[0]["kind"], "anchor");
+    assert_ne!(report["anchor"]["merkle_root"], kept["merkle_root"]);
+    std::fs::remove_dir_all(&folder).unwrap();
 }
