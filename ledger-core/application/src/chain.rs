@@ -247,6 +247,28 @@ mod tests {
     }
 
     #[test]
+    fn events_stored_without_a_hash_are_chained_through_and_counted() {
+        let mut events = sealed_stream(4);
+        let second = events[1].hash;
+        events[0].hash = None;
+        events[1].hash = None;
+        let mut walk = ChainWalk::new("sku-A");
+        for event in &events {
+            walk.step(event).unwrap();
+        }
+        assert_eq!((walk.events, walk.events_without_hash), (4, 2));
+        // Their recomputed hashes are the ones the later events chained to.
+        let mut walk = ChainWalk::new("sku-A");
+        walk.step(&events[0]).unwrap();
+        walk.step(&events[1]).unwrap();
+        assert_eq!(Some(walk.head()), second);
+        // An edit of an event without a hash is still found at the next event that has one.
+        events[1].data["delta"] = serde_json::json!(42);
+        let broken = first_break(&events).unwrap();
+        assert_eq!(broken.version, 2);
+    }
+
+    #[test]
     fn recording_times_never_go_before_the_head_and_keep_microseconds() {
         let head = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
         let earlier = head - chrono::Duration::seconds(3);
