@@ -1,9 +1,10 @@
 //! Snapshots of SKU aggregates, so that loading a SKU with a long stream reads one row and the
 //! events after it instead of the whole stream.
 //!
-//! A snapshot is a cache, never a source of truth: it records the stream version and the id
-//! of the event it was folded up to, and a loader uses it only if the stream still holds that
-//! event at that version (a store that was reset or replaced invalidates every snapshot by
+//! A snapshot is a cache, never a source of truth: it records the stream version, the id of
+//! the event it was folded up to and that event's chain hash (what the next event chains to),
+//! and a loader uses it only if the stream still holds that event, with that hash, at that
+//! version (a store that was reset or replaced invalidates every snapshot by
 //! itself). A snapshot written by another build of the code (`SNAPSHOT_FORMAT` differs) or one
 //! that no longer decodes is ignored and the stream is replayed in full. Auditors never see
 //! snapshots: `ledger-replay verify` and `history` fold the events themselves.

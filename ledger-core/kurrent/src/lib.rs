@@ -5,7 +5,9 @@
 //! - Expected versions are the client's stream states; a refused append reports the stream's
 //!   actual revision.
 //! - Each event is stored as JSON with its id set explicitly, its type as the event type, and
-//!   the envelope's metadata plus the schema version as JSON custom metadata.
+//!   the envelope's metadata plus the schema version, the recorded time its writer chose and
+//!   its hash chain link as JSON custom metadata (the server's own time is set at its commit,
+//!   after the hash was computed, so it cannot be the time the hash covers).
 //! - The store-wide log is `$all`, read and followed with a server-side stream-name prefix
 //!   filter (`sku-` by default), so system streams and other applications' streams never reach
 //!   a projector. `$all` positions (commit, prepare) are the port's positions unchanged, and
