@@ -238,6 +238,59 @@ pub fn location() -> Object {
     .build()
 }
 
+/// An event's hash in its stream's hash chain, as history shows it.
+pub fn event_hash_pattern() -> &'static str {
+    "^[0-9a-f]{64}$"
+}
+
+/// A history page's entries. Each entry describes one event (version, position, ids, type,
+/// movement, changes, balances after it, details, metadata, data); the schema states the
+/// fields that an auditor checks the log with, and leaves the rest open.
+pub fn history_entries() -> utoipa::openapi::schema::Array {
+    let hash = or_null(
+        string(
+            ledger_domain::chain::EVENT_HASH_BYTES * 2,
+            event_hash_pattern(),
+            "The event's link in its stream's hash chain, in lower-case hexadecimal: \
+             SHA-256 of the previous event's hash (32 zero bytes before the first) and this \
+             event's canonical form (see the README, \"Tamper evidence\"). `null` for an event \
+             its store keeps without one (EventStoreDB events written before the chain).",
+        )
+        .min_length(Some(ledger_domain::chain::EVENT_HASH_BYTES * 2)),
+        Type::String,
+    );
+    let entry = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("version", version())
+        .required("version")
+        .property(
+            "event_id",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+        )
+        .required("event_id")
+        .property(
+            "recorded_at",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .description(Some(
+                    "When the event was recorded, in microseconds; the hash covers it.",
+                )),
+        )
+        .required("recorded_at")
+        .property("hash", hash)
+        .required("hash")
+        .description(Some("One event of the SKU's stream, with its effect."));
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(entry)
+        .description(Some(
+            "Every movement with who caused it and the balances after it, in version order.",
+        ))
+        .build()
+}
+
 /// A reserve's allocation preference list.
 pub fn allocation_locations() -> utoipa::openapi::schema::Array {
     utoipa::openapi::schema::ArrayBuilder::new()

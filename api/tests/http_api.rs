@@ -118,6 +118,17 @@ async fn every_command_has_a_happy_path_and_the_history_tells_the_round_trip() {
     );
     assert_eq!(entries[2]["reason"], "cart abandoned");
     assert_eq!(entries[0]["principal"], "anonymous");
+    // Every entry shows its event's link in the hash chain: 64 lower-case hex digits, each
+    // event its own.
+    let hashes: std::collections::HashSet<&str> = entries
+        .iter()
+        .map(|e| e["hash"].as_str().expect("every entry has a hash"))
+        .collect();
+    assert_eq!(hashes.len(), entries.len());
+    assert!(hashes.iter().all(|hash| hash.len() == 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))));
 
     // As of version 1 the first reservation was still holding four units.
     let (status, body) = server.get("/v1/skus/RT-1/history?at_version=1").await;

@@ -37,11 +37,20 @@ async fn load_fixture(ledger: &Ledger) -> usize {
                 schema_version: 1,
                 data: record["data"].clone(),
                 metadata,
+                recorded_at: chrono::Utc::now(),
+                hash: ledger_domain::EventHash::GENESIS,
             });
     }
     let mut count = 0;
-    for (stream, events) in streams {
+    for (stream, mut events) in streams {
         count += events.len();
+        ledger_application::chain::seal(
+            &stream,
+            0,
+            ledger_domain::EventHash::GENESIS,
+            chrono::Utc::now(),
+            &mut events,
+        );
         ledger
             .store
             .append(&stream, ExpectedVersion::NoStream, events)

@@ -20,6 +20,8 @@ Examples:
   ledger-replay history SHOE-42 --format csv > shoe-42.csv
   ledger-replay verify --all
   ledger-replay verify --sku SHOE-42 --format json
+  ledger-replay anchor --output anchor-2030-01-01.json
+  ledger-replay verify --anchor anchor-2030-01-01.json
   ledger-replay rebuild stock_levels --dry-run
   ledger-replay rebuild --all
   ledger-replay status
@@ -27,7 +29,8 @@ Examples:
 
 Exit codes:
   0  success; verify found no difference
-  1  verify found a difference (drift, version gap, schema violation), or another failure
+  1  verify found a difference (drift, version gap, schema violation, a broken hash chain,
+     a log that no longer matches the anchor), or another failure
   2  usage error (unknown flag, bad SKU, bad time)
   3  unknown SKU (no events) or unknown projection
   4  event store or read model database unreachable
@@ -42,8 +45,9 @@ Formats:
          version, position, event_id, recorded_at, event_type, schema_version, movement,
          on_hand_change, reserved_change, on_hand_after, reserved_after, available_after,
          reorder_point_after, reservation_id, order_id, reason, reference, principal,
-         correlation_id, causation_id, data (the event's JSON), location (added last, so
-         older readers of the earlier columns keep working); a text cell that a
+         correlation_id, causation_id, data (the event's JSON), location, hash (the
+         event's hash chain link, 64 hexadecimal digits; location and hash were added last,
+         so older readers of the earlier columns keep working); a text cell that a
          spreadsheet would run as a formula (starting =, +, -, @, tab) gets a leading '
 
 Examples:
@@ -55,13 +59,29 @@ Examples:
 const VERIFY_AFTER_HELP: &str = "\
 Folds every SKU's events (or one SKU's) and compares the result with the read models at their
 checkpoints: stock levels (on hand, reserved, reorder point, version) and reservations (status,
-quantity). Also checks that each stream's versions have no gaps and that every event matches
-its JSON Schema under schemas/. Exits 1 on any difference.
+quantity). Also checks that each stream's versions have no gaps, that every event matches
+its JSON Schema under schemas/, and that every stream's hash chain verifies: the first broken
+link of a stream is named with its version, the hash recomputed and the hash stored. With
+--anchor FILE, also recomputes the anchor's Merkle root from the events at or before its log
+position: a difference there shows an edit even when its author recomputed the chains. Exits 1
+on any difference.
 
 Examples:
   ledger-replay verify
   ledger-replay verify --sku SHOE-42
-  ledger-replay verify --all --format json";
+  ledger-replay verify --all --format json
+  ledger-replay verify --anchor anchor-2030-01-01.json";
+
+const ANCHOR_AFTER_HELP: &str = "\
+Prints a digest of the whole log now: a Merkle root over every stream's (name, version, head
+hash), streams sorted by name, with the log position it covers and the time. Keep it outside
+the system (print it, mail it, store it elsewhere); `verify --anchor FILE` later tells whether
+anything at or before that position changed since. The README, \"Tamper evidence\", specifies
+the digest byte for byte.
+
+Examples:
+  ledger-replay anchor
+  ledger-replay anchor --output anchor-2030-01-01.json";
 
 const REBUILD_AFTER_HELP: &str = "\
 Builds the projection into its shadow schema while the live one keeps serving, catches up with
@@ -88,9 +108,13 @@ pub enum Command {
     /// Every movement of one SKU, replayed from the event store, with the balances after each.
     #[command(after_help = HISTORY_AFTER_HELP)]
     History(HistoryArguments),
-    /// Recompute every SKU from its events and compare with the read models.
+    /// Recompute every SKU from its events and compare with the read models; check the hash
+    /// chains (and, with --anchor, the log against an anchor).
     #[command(after_help = VERIFY_AFTER_HELP)]
     Verify(VerifyArguments),
+    /// A digest of the whole log now, for an auditor to keep outside the system.
+    #[command(after_help = ANCHOR_AFTER_HELP)]
+    Anchor(AnchorArguments),
     /// Rebuild read models from the start of the log without downtime.
     #[command(after_help = REBUILD_AFTER_HELP)]
     Rebuild(RebuildArguments),
@@ -137,8 +161,18 @@ pub struct VerifyArguments {
     /// Verify every SKU (the default).
     #[arg(long)]
     pub all: bool,
+    /// Also check the log against an anchor taken earlier with `ledger-replay anchor`.
+    #[arg(long, value_name = "FILE", conflicts_with = "sku")]
+    pub anchor: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct AnchorArguments {
+    /// Also write the anchor (JSON) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -75,9 +75,9 @@ impl From<DatabaseError> for ToolError {
             DatabaseError::Query { ref source, .. } if source.is_closed() => {
                 Self::Unreachable(error.to_string())
             }
-            DatabaseError::Query { .. } | DatabaseError::Migration { .. } => {
-                Self::Failed(error.to_string())
-            }
+            DatabaseError::Query { .. }
+            | DatabaseError::Migration { .. }
+            | DatabaseError::Backfill { .. } => Self::Failed(error.to_string()),
         }
     }
 }

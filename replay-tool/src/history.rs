@@ -37,6 +37,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "causation_id",
     "data",
     "location",
+    "hash",
 ];
 
 /// Width of the fixed columns of the table (everything but the detail column), separators
@@ -309,5 +310,6 @@ fn csv_fields(entry: &HistoryEntry) -> Vec<String> {
         optional(&entry.causation_id),
         entry.data.to_string(),
         optional(&entry.location),
+        entry.hash.map(|hash| hash.to_hex()).unwrap_or_default(),
     ]
 }

@@ -2,12 +2,13 @@
 //!
 //! # Layout
 //! - [`cli`]: the arguments, the `--help` text with examples and the exit codes.
-//! - [`history`], [`verify`], [`rebuild`], [`status`]: one module per command; each turns its
+//! - [`history`], [`verify`], [`anchor`], [`rebuild`], [`status`]: one module per command; each turns its
 //!   arguments into calls of the ledger and projections libraries and prints the result.
 //! - [`schemas`]: the event contract under `schemas/`, embedded and compiled for `verify`.
 //! - [`output`]: CSV quoting and table cells shared by the commands.
 //! - [`error`]: the tool's error type and its mapping onto exit codes.
 
+pub mod anchor;
 pub mod cli;
 pub mod error;
 pub mod history;
@@ -47,7 +48,7 @@ async fn run_command(arguments: Arguments) -> Result<ExitCodeName, ToolError> {
     let options = BackendsOptions {
         pool_size: TOOL_POOL_SIZE,
         embedded: EmbeddedMode::Existing,
-        needs_database: !matches!(arguments.command, Command::History(_)),
+        needs_database: !matches!(arguments.command, Command::History(_) | Command::Anchor(_)),
         statement_timeout_ms: None,
         eventstore_connect_timeout_ms: Some(EVENTSTORE_CONNECT_TIMEOUT_MS),
     };
@@ -55,6 +56,7 @@ async fn run_command(arguments: Arguments) -> Result<ExitCodeName, ToolError> {
     let result = match arguments.command {
         Command::History(options) => history::run(&backends, options).await,
         Command::Verify(options) => verify::run(&backends, options).await,
+        Command::Anchor(options) => anchor::run(&backends, options).await,
         Command::Rebuild(options) => rebuild::run(&backends, options).await,
         Command::Status(options) => status::run(&backends, options).await,
     };

@@ -6,14 +6,23 @@
 //! reported as drift. While folding, every event is checked against its JSON Schema (the files
 //! under `schemas/`, embedded) and decoded strictly with `SkuEvent::decode`, and each stream's
 //! versions must follow 0, 1, 2… without a gap.
+//!
+//! The hash chain is checked in the same pass: each event's hash is recomputed from the hash
+//! of the event before it and its canonical form, and the first link of a stream that does not
+//! verify is named (SKU, version, expected and found hash). Within a stream the log holds
+//! events in version order, so one pass suffices; a stream whose versions come out of order
+//! (a row renumbered, deleted or inserted) is walked again in version order to name its first
+//! broken link.
 
 use crate::cli::{ReportFormat, VerifyArguments};
 use crate::error::{ExitCodeName, ToolError};
 use crate::output::events_per_second;
 use crate::schemas::EventSchemas;
 use crate::status::show;
+use ledger_application::anchor::{check_anchor, AnchorCheck};
+use ledger_application::chain::{BrokenLink, ChainWalk};
 use ledger_application::store::READ_EVENTS_MAX;
-use ledger_domain::{Position, RecordedEvent};
+use ledger_domain::{EventHash, Position, RecordedEvent};
 use ledger_domain::{Sku, SkuEvent, SkuState};
 use ledger_projections::verification::{StockFigures, VerificationSnapshot};
 use ledger_projections::LogPosition;
@@ -36,9 +45,19 @@ pub struct Difference {
     /// The SKU concerned, when the difference concerns one.
     pub sku: Option<String>,
     /// What disagrees: `stock_level`, `reservation`, `version_gap`, `schema`, `undecodable`,
-    /// `invariant` or `read_model_missing`.
+    /// `invariant`, `read_model_missing`, `chain` (a link of the hash chain) or `anchor` (the
+    /// log does not match the anchor given).
     pub kind: &'static str,
     pub detail: String,
+    /// For `chain`: the version of the first event whose hash does not verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// For `chain`: the hash recomputed from the event before it and its canonical form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_hash: Option<EventHash>,
+    /// For `chain`: the hash stored with the event (`null`: none stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found_hash: Option<Option<EventHash>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,11 +68,53 @@ pub struct VerifyReport {
     pub events_per_second: f64,
     pub stock_levels_checkpoint: Option<LogPosition>,
     pub reservations_checkpoint: Option<LogPosition>,
+    /// Events stored without a hash (EventStoreDB events written before the chain); the
+    /// chain runs through them with their hashes recomputed.
+    pub events_without_hash: u64,
     pub differences_total: u64,
     /// The first [`DIFFERENCES_SHOWN_MAX`] differences.
     pub differences: Vec<Difference>,
     /// The SKUs with a difference, sorted, at most [`SKUS_NAMED_MAX`].
     pub skus_with_differences: Vec<String>,
+    /// The log compared with an anchor, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<AnchorCheck>,
+}
+
+impl VerifyReport {
+    /// Add the comparison with an anchor; a log that does not match it is a difference.
+    fn add_anchor_check(&mut self, check: AnchorCheck) {
+        if !check.holds() {
+            self.differences_total += 1;
+            let detail = format!(
+                "the log at or before position {} does not match the anchor taken at {}: \
+                 Merkle root {} over {} streams and {} events then, {} over {} streams and {} \
+                 events now",
+                check
+                    .anchor
+                    .log_position
+                    .map_or_else(|| "(empty)".to_owned(), |p| p.to_string()),
+                check.anchor.taken_at.to_rfc3339(),
+                check.anchor.merkle_root,
+                check.anchor.streams,
+                check.anchor.events,
+                check.merkle_root,
+                check.streams,
+                check.events,
+            );
+            if self.differences.len() < DIFFERENCES_SHOWN_MAX {
+                self.differences.push(Difference {
+                    sku: None,
+                    kind: "anchor",
+                    detail,
+                    version: None,
+                    expected_hash: None,
+                    found_hash: None,
+                });
+            }
+        }
+        self.anchor = Some(check);
+    }
 }
 
 pub async fn run(
@@ -67,7 +128,16 @@ pub async fn run(
             Sku::parse(value).map_err(|e| ToolError::Usage(format!("invalid SKU {value:?}: {e}")))
         })
         .transpose()?;
-    let report = verify(backends, sku.as_ref()).await?;
+    let anchor = arguments
+        .anchor
+        .as_deref()
+        .map(crate::anchor::read_anchor)
+        .transpose()?;
+    let mut report = verify(backends, sku.as_ref()).await?;
+    if let Some(anchor) = anchor {
+        let check = check_anchor(backends.store.as_ref(), &anchor).await?;
+        report.add_anchor_check(check);
+    }
     let mut out = std::io::stdout().lock();
     match arguments.format {
         ReportFormat::Json => {
@@ -96,7 +166,15 @@ fn write_table<W: Write>(out: &mut W, report: &VerifyReport) -> std::io::Result<
         show(report.reservations_checkpoint.as_ref()),
     )?;
     if report.differences_total == 0 {
-        return writeln!(out, "OK: the read models agree with the events");
+        return writeln!(
+            out,
+            "OK: every hash chain verifies{} and the read models agree with the events",
+            if report.anchor.is_some() {
+                ", the log matches the anchor"
+            } else {
+                ""
+            }
+        );
     }
     writeln!(
         out,
@@ -179,15 +257,55 @@ pub async fn verify(backends: &Backends, sku: Option<&Sku>) -> Result<VerifyRepo
             }
         }
     }
+    for sku in fold.streams_to_walk() {
+        let link = first_broken_link(store, &sku).await?;
+        if let Some(broken) = link {
+            fold.broken_link(&sku, broken);
+        }
+    }
     fold.finish();
     let duration = started.elapsed();
     Ok(fold.report(duration))
+}
+
+/// The first link of `sku`'s chain that does not verify, read in version order.
+async fn first_broken_link(
+    store: &dyn ledger_application::EventStore,
+    sku: &Sku,
+) -> Result<Option<BrokenLink>, ToolError> {
+    let stream = sku.stream();
+    let mut walk = ChainWalk::new(&stream);
+    let mut from = 0;
+    loop {
+        let page = store.read_stream(&stream, from, READ_EVENTS_MAX).await?;
+        for recorded in &page {
+            if let Err(broken) = walk.step(recorded) {
+                return Ok(Some(broken));
+            }
+        }
+        match page.last() {
+            Some(last) if (page.len() as u64) == READ_EVENTS_MAX => from = last.version + 1,
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Where the check of one SKU's chain stands in the pass over the log.
+enum ChainCheck {
+    /// Every link so far verified; the walk goes on.
+    Walking(ChainWalk),
+    /// A broken link was reported; the rest of the stream is not checked.
+    Broken,
+    /// Versions came out of order: walked again in version order after the pass.
+    OutOfOrder,
 }
 
 /// The fold of the log, with the differences found so far.
 struct Fold {
     schemas: EventSchemas,
     states: HashMap<Sku, SkuState>,
+    chains: HashMap<Sku, ChainCheck>,
+    events_without_hash: u64,
     snapshot: VerificationSnapshot,
     stock_compared: bool,
     reservations_compared: bool,
@@ -202,6 +320,8 @@ impl Fold {
         let mut fold = Self {
             schemas: EventSchemas::compile(),
             states: HashMap::new(),
+            chains: HashMap::new(),
+            events_without_hash: 0,
             stock_compared: false,
             reservations_compared: false,
             events_checked: 0,
@@ -227,18 +347,71 @@ impl Fold {
     }
 
     fn differ(&mut self, sku: Option<&str>, kind: &'static str, detail: String) {
+        self.note(Difference {
+            sku: sku.map(str::to_owned),
+            kind,
+            detail,
+            version: None,
+            expected_hash: None,
+            found_hash: None,
+        });
+    }
+
+    fn note(&mut self, difference: Difference) {
         self.differences_total += 1;
-        if let Some(sku) = sku {
+        if let Some(sku) = &difference.sku {
             if self.skus_with_differences.len() < SKUS_NAMED_MAX {
-                self.skus_with_differences.insert(sku.to_owned());
+                self.skus_with_differences.insert(sku.clone());
             }
         }
         if self.differences.len() < DIFFERENCES_SHOWN_MAX {
-            self.differences.push(Difference {
-                sku: sku.map(str::to_owned),
-                kind,
-                detail,
-            });
+            self.differences.push(difference);
+        }
+    }
+
+    /// Report `sku`'s first broken link.
+    fn broken_link(&mut self, sku: &Sku, broken: BrokenLink) {
+        self.chains.insert(sku.clone(), ChainCheck::Broken);
+        self.note(Difference {
+            sku: Some(sku.as_str().to_owned()),
+            kind: "chain",
+            detail: broken.to_string(),
+            version: Some(broken.version),
+            expected_hash: Some(broken.expected),
+            found_hash: Some(broken.found),
+        });
+    }
+
+    /// The SKUs whose versions came out of order, to walk again in version order.
+    fn streams_to_walk(&self) -> Vec<Sku> {
+        let mut skus: Vec<Sku> = self
+            .chains
+            .iter()
+            .filter(|(_, check)| matches!(check, ChainCheck::OutOfOrder))
+            .map(|(sku, _)| sku.clone())
+            .collect();
+        skus.sort();
+        skus
+    }
+
+    /// Check `recorded`'s link in its SKU's chain (see the module's documentation).
+    fn link(&mut self, sku: &Sku, recorded: &RecordedEvent, in_order: bool) {
+        let check = self
+            .chains
+            .entry(sku.clone())
+            .or_insert_with(|| ChainCheck::Walking(ChainWalk::new(&recorded.stream)));
+        let ChainCheck::Walking(walk) = check else {
+            return;
+        };
+        if !in_order {
+            *check = ChainCheck::OutOfOrder;
+            return;
+        }
+        let without_hash = walk.events_without_hash;
+        let outcome = walk.step(recorded);
+        self.events_without_hash += walk.events_without_hash - without_hash;
+        if let Err(broken) = outcome {
+            self.broken_link(sku, broken);
         }
     }
 
@@ -262,6 +435,7 @@ impl Fold {
             .get(&sku)
             .and_then(|state| state.version)
             .map_or(0, |v| v + 1);
+        self.link(&sku, recorded, recorded.version == expected);
         if recorded.version != expected {
             self.differ(
                 Some(sku.as_str()),
@@ -416,11 +590,13 @@ impl Fold {
             events_checked: self.events_checked,
             duration_ms: duration.as_millis() as u64,
             events_per_second: events_per_second(self.events_checked, duration),
+            events_without_hash: self.events_without_hash,
             stock_levels_checkpoint: self.snapshot.stock_checkpoint.map(Into::into),
             reservations_checkpoint: self.snapshot.reservations_checkpoint.map(Into::into),
             differences_total: self.differences_total,
             differences: self.differences,
             skus_with_differences: self.skus_with_differences.into_iter().collect(),
+            anchor: None,
         }
     }
 }

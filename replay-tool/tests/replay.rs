@@ -589,13 +589,24 @@ async fn measure_verify_and_rebuild_throughput() {
                     schema_version: event.schema_version(),
                     data: event.encode(),
                     metadata: ledger_domain::Metadata::default(),
+                    recorded_at: Utc::now(),
+                    hash: ledger_domain::EventHash::GENESIS,
                 }
             })
             .collect();
+        let mut events: Vec<ledger_domain::NewEvent> = events;
+        let stream = format!("sku-LOAD-{sku}");
+        ledger_application::chain::seal(
+            &stream,
+            0,
+            ledger_domain::EventHash::GENESIS,
+            Utc::now(),
+            &mut events,
+        );
         ledger
             .store
             .append(
-                &format!("sku-LOAD-{sku}"),
+                &stream,
                 ledger_application::ExpectedVersion::NoStream,
                 events,
             )

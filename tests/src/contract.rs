@@ -8,10 +8,12 @@
 //! ```
 
 use futures::StreamExt;
+use ledger_application::chain::{seal, ChainWalk};
 use ledger_application::store::{
     AnswerKey, Appended, EventStore, ExpectedVersion, NewAnswer, StoreError, ANSWER_POSITION_PATH,
 };
 use ledger_domain::envelope::{Metadata, NewEvent, Position, RecordedEvent};
+use ledger_domain::EventHash;
 use std::collections::HashSet;
 use std::time::Duration;
 use uuid::Uuid;
@@ -42,6 +44,7 @@ macro_rules! event_store_contract {
             concurrent_appends_at_the_same_version_let_exactly_one_win,
             reading_a_missing_stream_gives_nothing,
             events_read_back_exactly_as_appended,
+            sealed_events_keep_their_time_and_hash_and_their_chain_verifies,
             reading_a_stream_pages_forwards_from_a_version,
             the_log_lists_every_event_once_in_position_order,
             reading_the_log_after_a_position_pages_through_it,
@@ -83,6 +86,8 @@ pub fn event(event_type: &str, n: u64) -> NewEvent {
             idempotency_key: None,
             idempotency_scope: None,
         },
+        recorded_at: ledger_domain::chain::to_microseconds(chrono::Utc::now()),
+        hash: ledger_domain::EventHash::GENESIS,
     }
 }
 
@@ -441,6 +446,69 @@ pub async fn events_read_back_exactly_as_appended<S: EventStore>(store: &S) {
         "{}",
         got.recorded_at
     );
+}
+
+/// The hash chain is stable across backends: what the writer sealed (recorded time, hash) is
+/// what every store gives back, from the stream and from the log, and the hashes recomputed
+/// from the events as read (their JSON as the store returns it) equal the ones sealed.
+pub async fn sealed_events_keep_their_time_and_hash_and_their_chain_verifies<S: EventStore>(
+    store: &S,
+) {
+    let stream = stream_name("chain");
+    let mut first = events(3);
+    first[1].data = serde_json::json!({
+        "zeta": -4, "alpha": { "list": [1, 2, { "b": null, "a": true }], "empty": {} },
+        "text": "quote \" backslash \\ tab \t ünïcødé ✓ \u{1f} 😀", "big": 18446744073709551615u64
+    });
+    first[2].metadata.idempotency_key = Some("key \"x\"".into());
+    first[2].metadata.idempotency_scope = Some("principal:ana".into());
+    let recorded_at = ledger_domain::chain::to_microseconds(chrono::Utc::now())
+        + chrono::Duration::nanoseconds(999);
+    let head = seal(&stream, 0, EventHash::GENESIS, recorded_at, &mut first);
+    store
+        .append(&stream, ExpectedVersion::NoStream, first.clone())
+        .await
+        .unwrap();
+    let mut second = events(2);
+    let later = recorded_at + chrono::Duration::milliseconds(3);
+    seal(&stream, 3, head, later, &mut second);
+    store
+        .append(&stream, ExpectedVersion::Exact(2), second.clone())
+        .await
+        .unwrap();
+    let sent: Vec<NewEvent> = first.into_iter().chain(second).collect();
+    assert_eq!(sent[0].recorded_at.timestamp_subsec_nanos() % 1_000, 0);
+
+    let read = store.read_stream(&stream, 0, 10).await.unwrap();
+    // The log shows an append once older transactions have ended (PostgreSQL): poll.
+    let started = std::time::Instant::now();
+    let mut from_log = Vec::new();
+    let mut after = None;
+    while from_log.len() < sent.len() {
+        assert!(
+            started.elapsed() < Duration::from_millis(SUBSCRIPTION_DEADLINE_MS),
+            "the log shows {} of the stream's {} events",
+            from_log.len(),
+            sent.len()
+        );
+        let page = store.read_all(after, 1_000).await.unwrap();
+        match page.last() {
+            Some(last) => after = Some(last.position),
+            None => tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await,
+        }
+        from_log.extend(page.into_iter().filter(|e| e.stream == stream));
+    }
+    for got in [&read, &from_log] {
+        assert_eq!(got.len(), sent.len());
+        let mut walk = ChainWalk::new(&stream);
+        for (recorded, sent) in got.iter().zip(&sent) {
+            assert_eq!(recorded.event_id, sent.event_id);
+            assert_eq!(recorded.recorded_at, sent.recorded_at);
+            assert_eq!(recorded.hash, Some(sent.hash));
+            walk.step(recorded)
+                .unwrap_or_else(|broken| panic!("{broken}"));
+        }
+    }
 }
 
 pub async fn reading_a_stream_pages_forwards_from_a_version<S: EventStore>(store: &S) {

@@ -24,6 +24,8 @@ fn event(n: usize) -> NewEvent {
         schema_version: 1,
         data: serde_json::json!({ "quantity": n + 1, "reference": null }),
         metadata: Metadata::default(),
+        recorded_at: ledger_domain::chain::to_microseconds(chrono::Utc::now()),
+        hash: ledger_domain::EventHash::GENESIS,
     }
 }
 

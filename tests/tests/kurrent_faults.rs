@@ -126,6 +126,8 @@ fn movement(n: u64) -> NewEvent {
             principal: Some("fault-test".into()),
             ..Metadata::default()
         },
+        recorded_at: ledger_domain::chain::to_microseconds(chrono::Utc::now()),
+        hash: ledger_domain::EventHash::GENESIS,
     }
 }
 

@@ -42,6 +42,8 @@ fn movement(n: u64) -> NewEvent {
             principal: Some("mode-test".into()),
             ..Metadata::default()
         },
+        recorded_at: ledger_domain::chain::to_microseconds(chrono::Utc::now()),
+        hash: ledger_domain::EventHash::GENESIS,
     }
 }
 

@@ -230,8 +230,7 @@ pub struct HistoryQuery {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryBody {
     pub sku: String,
-    /// Every movement with who caused it and the balances after it, in version order.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(schema_with = contract::history_entries)]
     pub entries: Vec<ledger_application::history::HistoryEntry>,
     /// Pass as `after_version` for the next page; absent on the last page.
     pub next_after_version: Option<u64>,

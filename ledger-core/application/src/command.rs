@@ -4,7 +4,7 @@
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use ledger_domain::envelope::{event_id_for, Metadata, NewEvent, Position, RecordedEvent};
-use ledger_domain::{scoped_key, DomainError, SkuEvent, SkuSummary};
+use ledger_domain::{scoped_key, DomainError, EventHash, SkuEvent, SkuSummary};
 
 /// Whose idempotency key a command carries. A client names keys in its principal's scope; the
 /// system's workers (expiry) name theirs in the system scope, which no client can reach, so a
@@ -182,7 +182,8 @@ pub(crate) fn decode(stream: &str, recorded: &RecordedEvent) -> Result<SkuEvent,
 }
 
 /// Wrap decided events for the store: type, schema version, JSON payload, the context's
-/// metadata, and ids derived from the idempotency key when there is one.
+/// metadata, and ids derived from the idempotency key when there is one. Not yet sealed: the
+/// recorded time and the hash are set by [`crate::chain::seal`], which needs the stream's head.
 pub fn encode_events(stream: &str, events: &[SkuEvent], context: &CommandContext) -> Vec<NewEvent> {
     let metadata = context.metadata();
     let scoped = context.scoped_key();
@@ -195,6 +196,8 @@ pub fn encode_events(stream: &str, events: &[SkuEvent], context: &CommandContext
             schema_version: event.schema_version(),
             data: event.encode(),
             metadata: metadata.clone(),
+            recorded_at: DateTime::<Utc>::MIN_UTC,
+            hash: EventHash::GENESIS,
         })
         .collect()
 }

@@ -20,6 +20,7 @@
 //!   the remembered keys) is reported to the caller, who sorts the commands out one at a time.
 
 use crate::answer::KeptAnswer;
+use crate::chain::{recording_time, seal};
 use crate::command::{
     encode_events, versioned, CommandContext, CommandError, CommandOutcome, ReservationRights,
     VersionedEvent,
@@ -144,11 +145,14 @@ fn known_answer(
 /// Decide every job in order against `loaded`, folding each accepted one into it before the
 /// next, so each command sees the effects of the ones before it. Refused commands change
 /// nothing. `kept` holds answers the store already keeps for some of the batch's keys. Pure
-/// apart from its arguments: `now` is the one moment the batch is decided at.
+/// apart from its arguments: `now` is the one moment the batch is decided at, `recorded_at`
+/// the time its events are recorded with (see [`crate::chain::recording_time`]); accepted
+/// events are sealed onto the SKU's chain as they are decided.
 pub fn decide_batch(
     loaded: &mut LoadedSku,
     jobs: &[Job<'_>],
     now: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
     kept: &KeptAnswers,
 ) -> BatchDecision {
     let stream = loaded.state.sku.stream();
@@ -181,7 +185,8 @@ pub fn decide_batch(
                 continue;
             }
         }
-        let plan = decide_one(loaded, &stream, job, now, &mut new_events);
+        let moments = Moments { now, recorded_at };
+        let plan = decide_one(loaded, &stream, job, moments, &mut new_events);
         refused |= matches!(plan, Plan::Refused(_));
         let keep = scoped.is_some_and(|scoped| !kept.contains_key(&scoped));
         if let (true, Some((key, fingerprint))) = (keep, answer_key(job.context)) {
@@ -204,15 +209,23 @@ pub fn decide_batch(
     }
 }
 
-/// Decide one command against `loaded`; an accepted one is folded in and its events added to
-/// `new_events`.
+/// When a batch is decided, and when its events are recorded.
+#[derive(Debug, Clone, Copy)]
+struct Moments {
+    now: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
+}
+
+/// Decide one command against `loaded`; an accepted one is sealed onto the chain, folded in and
+/// its events added to `new_events`.
 fn decide_one(
     loaded: &mut LoadedSku,
     stream: &str,
     job: &Job<'_>,
-    now: DateTime<Utc>,
+    moments: Moments,
     new_events: &mut Vec<NewEvent>,
 ) -> Plan {
+    let now = moments.now;
     if let Some(expected) = job.context.expected_version {
         if expected != loaded.state.version {
             return Plan::Refused(CommandError::VersionMismatch {
@@ -232,7 +245,14 @@ fn decide_one(
         return Plan::Unchanged(loaded.state.summary());
     }
     let first = loaded.state.version.map_or(0, |v| v + 1);
-    let encoded = encode_events(stream, &events, job.context);
+    let mut encoded = encode_events(stream, &events, job.context);
+    seal(
+        stream,
+        first,
+        loaded.head_hash(),
+        moments.recorded_at,
+        &mut encoded,
+    );
     loaded.record_appended(&events, &encoded);
     if let Err(broken) = loaded.state.check_balances() {
         panic!(
@@ -341,7 +361,10 @@ pub async fn decide_and_append<S: EventStore + ?Sized>(
         }
         must_refresh = false;
         let base_version = loaded.state.version;
-        let decision = decide_batch(&mut loaded, jobs, handler.now(), &kept);
+        // Recorded by the wall clock, as the stores recorded times before the writer chose
+        // them; `handler.now()` is the decisions' clock, which tests move by hand.
+        let recorded_at = recording_time(Utc::now(), loaded.head_recorded_at());
+        let decision = decide_batch(&mut loaded, jobs, handler.now(), recorded_at, &kept);
         if decision.new_events.is_empty() {
             if decision.refused && !fresh && handler.refresh(&mut loaded).await? > 0 {
                 // Another writer changed the SKU since it was cached: decide again.

@@ -149,7 +149,9 @@ impl<S: EventStore + ?Sized> CommandHandler<S> {
             .read_stream(&stream, snapshot.version, READ_EVENTS_MAX)
             .await?;
         let anchored = page.first().is_some_and(|first| {
-            first.version == snapshot.version && first.event_id == snapshot.last_event_id
+            first.version == snapshot.version
+                && first.event_id == snapshot.last_event_id
+                && first.hash.is_none_or(|hash| hash == snapshot.head_hash)
         }) && snapshot.state.sku == *sku
             && snapshot.state.version == Some(snapshot.version);
         if !anchored {
@@ -161,6 +163,8 @@ impl<S: EventStore + ?Sized> CommandHandler<S> {
         }
         let mut loaded = LoadedSku::new(snapshot.state);
         loaded.last_event_id = Some(snapshot.last_event_id);
+        loaded.head_hash = snapshot.head_hash;
+        loaded.head_recorded_at = Some(snapshot.head_recorded_at);
         loaded.snapshot_version = Some(snapshot.version);
         for (key, first, last) in snapshot.recent_keys {
             loaded.keys.restore(key, first, last);
@@ -179,9 +183,12 @@ impl<S: EventStore + ?Sized> CommandHandler<S> {
 
     /// Save a snapshot in the background when enough events were folded since the last one.
     pub fn maybe_snapshot(&self, loaded: &mut LoadedSku) {
-        let (Some(snapshots), Some(version), Some(last_event_id)) =
-            (&self.snapshots, loaded.state.version, loaded.last_event_id)
-        else {
+        let (Some(snapshots), Some(version), Some(last_event_id), Some(head_recorded_at)) = (
+            &self.snapshots,
+            loaded.state.version,
+            loaded.last_event_id,
+            loaded.head_recorded_at,
+        ) else {
             return;
         };
         let since = loaded
@@ -198,6 +205,8 @@ impl<S: EventStore + ?Sized> CommandHandler<S> {
             state: loaded.state.clone(),
             recent_keys: loaded.keys.entries(),
             holders: loaded.holders(),
+            head_hash: loaded.head_hash,
+            head_recorded_at,
         };
         let snapshots = snapshots.clone();
         tokio::spawn(async move {

@@ -5,6 +5,10 @@
 //! - [`store`]: the event store port (append with an expected version, read a stream, read and
 //!   follow the store-wide log), its limits and errors, and the in-memory adapter.
 //! - [`snapshot`]: the snapshot port, and snapshots in memory.
+//! - [`chain`]: the hash chain's digest: sealing decided events onto their stream's head, and
+//!   walking a stream to find the first link that does not verify.
+//! - [`anchor`]: a digest of the whole log at a position (a Merkle root over every stream's
+//!   head), for an auditor to keep outside the system and check the log against later.
 //! - [`answer`]: answers kept for keyed commands, so a retry gets exactly its first answer.
 //! - [`command`]: the vocabulary of carrying out a command (context, outcome, errors) and how
 //!   decided events are wrapped for the store.
@@ -17,7 +21,9 @@
 //!
 //! Adapters (PostgreSQL, EventStoreDB) depend on this crate, never the other way round.
 
+pub mod anchor;
 pub mod answer;
+pub mod chain;
 pub mod command;
 pub mod decision;
 pub mod handler;

@@ -1,9 +1,11 @@
 //! A SKU as loaded from its stream: the folded state, and the idempotency keys its recent
 //! events carry (so that a retried command gets its original answer).
 
+use crate::chain::link_recorded;
 use crate::command::{decode, CommandError};
+use chrono::{DateTime, Utc};
 use ledger_domain::envelope::{Metadata, NewEvent, RecordedEvent};
-use ledger_domain::{Sku, SkuEvent, SkuState};
+use ledger_domain::{EventHash, Sku, SkuEvent, SkuState};
 use std::collections::{HashMap, VecDeque};
 
 /// Idempotency keys remembered per loaded SKU. A retried command whose key is remembered gets
@@ -19,6 +21,12 @@ pub struct LoadedSku {
     pub(crate) keys: IdempotencyWindow,
     /// The id of the last event folded (what a snapshot taken now is anchored to).
     pub(crate) last_event_id: Option<uuid::Uuid>,
+    /// The hash of the last event folded (the genesis hash before the first): what the next
+    /// decided events chain to. Taken from the stored event, not recomputed, so a load costs
+    /// no hashing; `ledger-replay verify` is what checks stored hashes.
+    pub(crate) head_hash: EventHash,
+    /// When the last event folded was recorded: the next events are never recorded before it.
+    pub(crate) head_recorded_at: Option<DateTime<Utc>>,
     /// The version of the last snapshot this SKU was loaded from or saved at.
     pub(crate) snapshot_version: Option<u64>,
     /// Who holds each open reservation: the principal recorded on the event that made it.
@@ -38,9 +46,21 @@ impl LoadedSku {
             state,
             keys: IdempotencyWindow::default(),
             last_event_id: None,
+            head_hash: EventHash::GENESIS,
+            head_recorded_at: None,
             snapshot_version: None,
             holders: HashMap::new(),
         }
+    }
+
+    /// The hash of the last event folded or appended (what the next event chains to).
+    pub fn head_hash(&self) -> EventHash {
+        self.head_hash
+    }
+
+    /// When the last event folded or appended was recorded.
+    pub fn head_recorded_at(&self) -> Option<DateTime<Utc>> {
+        self.head_recorded_at
     }
 
     /// The principal holding the open reservation `reservation_id`, when one is recorded.
@@ -103,6 +123,8 @@ impl LoadedSku {
                 self.keys.record(&key, version);
             }
             self.last_event_id = Some(new_event.event_id);
+            self.head_hash = new_event.hash;
+            self.head_recorded_at = Some(new_event.recorded_at);
         }
     }
 
@@ -128,6 +150,10 @@ impl LoadedSku {
             self.keys.record(&key, recorded.version);
         }
         self.last_event_id = Some(recorded.event_id);
+        self.head_hash = recorded
+            .hash
+            .unwrap_or_else(|| link_recorded(&self.head_hash, recorded));
+        self.head_recorded_at = Some(recorded.recorded_at);
         Ok(())
     }
 }

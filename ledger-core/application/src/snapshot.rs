@@ -1,16 +1,18 @@
 //! Snapshots of SKU aggregates, so that loading a SKU with a long stream reads one row and the
 //! events after it instead of the whole stream.
 //!
-//! A snapshot is a cache, never a source of truth: it records the stream version and the id
-//! of the event it was folded up to, and a loader uses it only if the stream still holds that
-//! event at that version (a store that was reset or replaced invalidates every snapshot by
+//! A snapshot is a cache, never a source of truth: it records the stream version, the id of
+//! the event it was folded up to and that event's chain hash (what the next event chains to),
+//! and a loader uses it only if the stream still holds that event, with that hash, at that
+//! version (a store that was reset or replaced invalidates every snapshot by
 //! itself). A snapshot written by another build of the code (`SNAPSHOT_FORMAT` differs) or one
 //! that no longer decodes is ignored and the stream is replayed in full. Auditors never see
 //! snapshots: `ledger-replay verify` and `history` fold the events themselves.
 
 use crate::store::StoreError;
 use async_trait::async_trait;
-use ledger_domain::SkuState;
+use chrono::{DateTime, Utc};
+use ledger_domain::{EventHash, SkuState};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,7 +25,7 @@ pub const SNAPSHOT_INTERVAL_EVENTS: u64 = 1_000;
 
 /// The layout of the stored state; bump it when `SkuState` or the key window changes shape so
 /// that older snapshots are ignored rather than misread.
-pub const SNAPSHOT_FORMAT: i32 = 5;
+pub const SNAPSHOT_FORMAT: i32 = 6;
 
 /// A SKU's folded state at one version of its stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +41,11 @@ pub struct Snapshot {
     /// Who holds each open reservation: (reservation id, principal).
     #[serde(default)]
     pub holders: Vec<(String, String)>,
+    /// The hash of the event at `version`: what the next event chains to. A loader also
+    /// checks it against that event as stored.
+    pub head_hash: EventHash,
+    /// When the event at `version` was recorded.
+    pub head_recorded_at: DateTime<Utc>,
 }
 
 #[async_trait]

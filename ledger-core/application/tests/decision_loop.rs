@@ -359,7 +359,13 @@ fn decide(
         })
         .collect();
     let mut loaded = LoadedSku::new(state.clone());
-    let decision = decide_batch(&mut loaded, &jobs, batch_now(), &KeptAnswers::new());
+    let decision = decide_batch(
+        &mut loaded,
+        &jobs,
+        batch_now(),
+        batch_now(),
+        &KeptAnswers::new(),
+    );
     *state = loaded.state;
     decision
         .plans

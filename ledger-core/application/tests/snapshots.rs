@@ -133,8 +133,46 @@ async fn a_snapshot_that_does_not_match_the_stream_is_discarded_and_the_stream_r
         state: foreign,
         recent_keys: Vec::new(),
         holders: Vec::new(),
+        head_hash: ledger_domain::EventHash::GENESIS,
+        head_recorded_at: chrono::Utc::now(),
     });
     let loaded = handler.load(&sku()).await.unwrap();
     assert_eq!(loaded.state.on_hand, 12);
+    assert!(snapshots.load(&sku().stream()).await.unwrap().is_none());
+}
+
+/// A snapshot anchored to the right event id but another head hash (the event was rewritten
+/// since, or the snapshot forged) is not trusted: the loader replays the stream, and the chain
+/// continues from the hash the stream holds.
+#[tokio::test]
+async fn a_snapshot_whose_head_hash_differs_from_the_stream_is_discarded() {
+    use ledger_application::snapshot::{MemorySnapshots, Snapshot, SnapshotStore};
+    use ledger_application::EventStore;
+    let snapshots = MemorySnapshots::new();
+    let store = Arc::new(MemoryStore::new());
+    let handler = CommandHandler::new(store.clone()).with_snapshots(Arc::new(snapshots.clone()));
+    for quantity in [5, 7] {
+        handler
+            .execute(&sku(), &replenish(quantity), &CommandContext::default())
+            .await
+            .unwrap();
+    }
+    let events = store.read_stream(&sku().stream(), 0, 10).await.unwrap();
+    let mut state = SkuState::new(sku());
+    state.on_hand = 1_000;
+    state.version = Some(1);
+    snapshots.put(Snapshot {
+        stream: sku().stream(),
+        version: 1,
+        last_event_id: events[1].event_id,
+        state,
+        recent_keys: Vec::new(),
+        holders: Vec::new(),
+        head_hash: ledger_domain::EventHash([7; 32]),
+        head_recorded_at: events[1].recorded_at,
+    });
+    let loaded = handler.load(&sku()).await.unwrap();
+    assert_eq!(loaded.state.on_hand, 12);
+    assert_eq!(Some(loaded.head_hash()), events[1].hash);
     assert!(snapshots.load(&sku().stream()).await.unwrap().is_none());
 }

@@ -2,7 +2,7 @@
 //! type and schema version, payload, and the metadata that says who caused it and why.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use uuid::Uuid;
 
@@ -61,6 +61,86 @@ impl std::str::FromStr for Position {
     }
 }
 
+/// Bytes of one event hash (SHA-256).
+pub const EVENT_HASH_BYTES: usize = 32;
+
+/// The hash of one event in its stream's hash chain (see [`crate::chain`]). Shown (API, CLI, EventStoreDB metadata) as 64
+/// lower-case hexadecimal digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventHash(pub [u8; EVENT_HASH_BYTES]);
+
+impl EventHash {
+    /// What the first event of a stream chains to: 32 zero bytes.
+    pub const GENESIS: EventHash = EventHash([0; EVENT_HASH_BYTES]);
+
+    /// The hash from its stored bytes; `None` unless there are exactly 32.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; EVENT_HASH_BYTES] {
+        &self.0
+    }
+
+    /// The 64 lower-case hexadecimal digits.
+    pub fn to_hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = String::with_capacity(EVENT_HASH_BYTES * 2);
+        for byte in self.0 {
+            text.push(DIGITS[usize::from(byte >> 4)] as char);
+            text.push(DIGITS[usize::from(byte & 0x0f)] as char);
+        }
+        text
+    }
+
+    /// The hash from 64 hexadecimal digits (either case).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != EVENT_HASH_BYTES * 2 || !text.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; EVENT_HASH_BYTES];
+        for (index, pair) in text.as_bytes().chunks(2).enumerate() {
+            let pair = std::str::from_utf8(pair).ok()?;
+            bytes[index] = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+}
+
+impl fmt::Display for EventHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for EventHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventHash({})", self.to_hex())
+    }
+}
+
+impl std::str::FromStr for EventHash {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::from_hex(text)
+            .ok_or_else(|| format!("{text:?} is not a hash of 64 hexadecimal digits"))
+    }
+}
+
+impl Serialize for EventHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Who caused an event and in answer to what. Stored as JSON beside every event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -104,7 +184,8 @@ pub fn scoped_key(scope: &str, key: &str) -> String {
     }
 }
 
-/// An event about to be appended.
+/// An event about to be appended. Its writer decides the recorded time and the chain hash
+/// (it knows the stream's head), so that the hash covers the time the store keeps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     pub event_id: Uuid,
@@ -112,6 +193,10 @@ pub struct NewEvent {
     pub schema_version: u32,
     pub data: serde_json::Value,
     pub metadata: Metadata,
+    /// When the event is recorded, in whole microseconds (what every store keeps).
+    pub recorded_at: DateTime<Utc>,
+    /// The event's link in its stream's hash chain (see [`crate::chain`]).
+    pub hash: EventHash,
 }
 
 /// An event as stored.
@@ -126,6 +211,9 @@ pub struct RecordedEvent {
     pub data: serde_json::Value,
     pub metadata: Metadata,
     pub recorded_at: DateTime<Utc>,
+    /// The event's link in its stream's hash chain as stored; `None` for an event stored
+    /// without one (EventStoreDB events written before the chain existed).
+    pub hash: Option<EventHash>,
 }
 
 /// The id of the `index`-th event a command produces. With an idempotency key (scoped: see

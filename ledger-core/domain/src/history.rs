@@ -182,6 +182,9 @@ pub struct HistoryEntry {
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
     pub data: serde_json::Value,
+    /// The event's link in its stream's hash chain, as stored (64 hexadecimal digits; `null`
+    /// for an event stored without one).
+    pub hash: Option<crate::envelope::EventHash>,
 }
 
 impl HistoryEntry {
@@ -245,6 +248,7 @@ impl HistoryEntry {
             correlation_id: recorded.metadata.correlation_id.clone(),
             causation_id: recorded.metadata.causation_id.clone(),
             data: recorded.data.clone(),
+            hash: recorded.hash,
         }
     }
 }

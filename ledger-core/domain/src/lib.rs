@@ -18,7 +18,10 @@
 //! - [`envelope`]: what travels with a stored event (ids, positions, metadata).
 //! - [`history`]: what one stored event did, as auditors read it: shared by the replayed
 //!   history and the movement ledger.
+//! - [`chain`]: the hash chain's canonical form of an event (the bytes its hash covers); the
+//!   hash's value type travels in the envelope, the digest itself is the application layer's.
 
+pub mod chain;
 pub mod command;
 pub mod envelope;
 pub mod error;
@@ -29,8 +32,11 @@ pub mod state;
 pub mod transfer;
 pub mod values;
 
+pub use chain::CanonicalEvent;
 pub use command::*;
-pub use envelope::{event_id_for, scoped_key, Metadata, NewEvent, Position, RecordedEvent};
+pub use envelope::{
+    event_id_for, scoped_key, EventHash, Metadata, NewEvent, Position, RecordedEvent,
+};
 pub use error::DomainError;
 pub use event::*;
 pub use history::{BalanceChange, Balances, HistoryEntry};

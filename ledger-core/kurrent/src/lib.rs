@@ -5,7 +5,9 @@
 //! - Expected versions are the client's stream states; a refused append reports the stream's
 //!   actual revision.
 //! - Each event is stored as JSON with its id set explicitly, its type as the event type, and
-//!   the envelope's metadata plus the schema version as JSON custom metadata.
+//!   the envelope's metadata plus the schema version, the recorded time its writer chose and
+//!   its hash chain link as JSON custom metadata (the server's own time is set at its commit,
+//!   after the hash was computed, so it cannot be the time the hash covers).
 //! - The store-wide log is `$all`, read and followed with a server-side stream-name prefix
 //!   filter (`sku-` by default), so system streams and other applications' streams never reach
 //!   a projector. `$all` positions (commit, prepare) are the port's positions unchanged, and
@@ -35,6 +37,7 @@ use ledger_application::store::{
     AppendResult, Appended, EventStore, EventStream, ExpectedVersion, NewAnswer, StoreError,
     StoredAnswer,
 };
+use ledger_domain::chain::{to_microseconds, EventHash};
 use ledger_domain::envelope::{Metadata, NewEvent, Position, RecordedEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -189,12 +192,29 @@ impl Default for KurrentOptions {
 }
 
 /// The envelope's metadata as stored in an event's custom metadata: the port's fields, plus the
-/// schema version, which has no system field of its own.
+/// schema version, which has no system field of its own, and the hash chain's fields: the
+/// recorded time the writer chose (the server's own `created` is set at its commit, after the
+/// hash was computed) and the event's hash. Events written before the chain carry neither.
 #[derive(Serialize, Deserialize)]
 struct StoredMetadata {
     schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recorded_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hash: Option<EventHash>,
     #[serde(flatten)]
     metadata: Metadata,
+}
+
+impl StoredMetadata {
+    fn of(event: &NewEvent) -> Self {
+        Self {
+            schema_version: event.schema_version,
+            recorded_at: Some(event.recorded_at),
+            hash: Some(event.hash),
+            metadata: event.metadata.clone(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -438,10 +458,7 @@ impl KurrentStore {
     fn check_size(&self, stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
         let mut size_bytes: u64 = 0;
         for event in events {
-            let metadata = StoredMetadata {
-                schema_version: event.schema_version,
-                metadata: event.metadata.clone(),
-            };
+            let metadata = StoredMetadata::of(event);
             let encoded = |value: serde_json::Result<Vec<u8>>| {
                 value
                     .map(|bytes| bytes.len() as u64)
@@ -959,10 +976,7 @@ fn position_to(position: Position) -> kurrentdb::Position {
 }
 
 fn event_data(event: &NewEvent) -> Result<EventData, StoreError> {
-    let metadata = StoredMetadata {
-        schema_version: event.schema_version,
-        metadata: event.metadata.clone(),
-    };
+    let metadata = StoredMetadata::of(event);
     let encode = |e: serde_json::Error| StoreError::InvalidAppend(e.to_string());
     EventData::json(&event.event_type, &event.data)
         .map_err(encode)?
@@ -995,7 +1009,11 @@ fn decode(event: &kurrentdb::RecordedEvent) -> Result<RecordedEvent, StoreError>
         schema_version: stored.schema_version,
         data,
         metadata: stored.metadata,
-        recorded_at: event.created,
+        // Events written before the chain: the server's time, cut to what the chain covers.
+        recorded_at: stored
+            .recorded_at
+            .unwrap_or_else(|| to_microseconds(event.created)),
+        hash: stored.hash,
     })
 }
 
@@ -1273,9 +1291,32 @@ mod tests {
     }
 
     #[test]
+    fn metadata_round_trips_with_the_recorded_time_and_the_hash() {
+        let recorded_at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2030, 1, 2, 3, 4, 5).unwrap()
+            + chrono::Duration::microseconds(7);
+        let stored = StoredMetadata {
+            schema_version: 2,
+            recorded_at: Some(recorded_at),
+            hash: Some(EventHash([0xa5; 32])),
+            metadata: Metadata {
+                principal: Some("p".into()),
+                ..Metadata::default()
+            },
+        };
+        let json = serde_json::to_value(&stored).unwrap();
+        assert_eq!(json["hash"], serde_json::json!("a5".repeat(32)));
+        let back: StoredMetadata = serde_json::from_value(json).unwrap();
+        assert_eq!(back.recorded_at, Some(recorded_at));
+        assert_eq!(back.hash, stored.hash);
+        assert_eq!(back.metadata, stored.metadata);
+    }
+
+    #[test]
     fn metadata_round_trips_with_the_schema_version() {
         let stored = StoredMetadata {
             schema_version: 2,
+            recorded_at: None,
+            hash: None,
             metadata: Metadata {
                 correlation_id: Some("c".into()),
                 causation_id: None,

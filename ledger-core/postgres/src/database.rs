@@ -70,6 +70,11 @@ pub enum DatabaseError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A migration's backfill found data it cannot convert (`context` says which migration
+    /// and where); the transaction rolled back and nothing was changed. An operator has to
+    /// look at the data named.
+    #[error("database migration failed: {context}: {message}")]
+    Backfill { context: String, message: String },
 }
 
 impl DatabaseError {

@@ -3,7 +3,8 @@
 //! advisory lock so that several processes starting at once apply each script exactly once.
 
 use crate::database::DatabaseError;
-use tokio_postgres::Client;
+use futures::future::BoxFuture;
+use tokio_postgres::{Client, Transaction};
 
 pub struct Migration {
     pub version: i32,
@@ -14,10 +15,25 @@ pub struct Migration {
 /// Key of the advisory lock that serialises migrations across processes ("ledger-migrate").
 const MIGRATION_LOCK_KEY: i64 = 0x6c65_6467_6572_6d67;
 
+/// A step a script cannot take (it needs the application's code, e.g. its hashing), run in the
+/// migrations' transaction right after the script of the migration it belongs to.
+pub type Backfill = for<'a> fn(&'a Transaction<'a>) -> BoxFuture<'a, Result<(), DatabaseError>>;
+
 pub async fn migrate(
     client: &mut Client,
     component: &str,
     migrations: &[Migration],
+) -> Result<(), DatabaseError> {
+    migrate_with_backfills(client, component, migrations, &[]).await
+}
+
+/// [`migrate`], running each `(version, backfill)` right after that migration's script, in the
+/// same transaction: the migration and its backfill land together, once, or not at all.
+pub async fn migrate_with_backfills(
+    client: &mut Client,
+    component: &str,
+    migrations: &[Migration],
+    backfills: &[(i32, Backfill)],
 ) -> Result<(), DatabaseError> {
     assert!(
         migrations.windows(2).all(|w| w[0].version < w[1].version),
@@ -64,6 +80,9 @@ pub async fn migrate(
                 ),
                 source,
             })?;
+        for (_, backfill) in backfills.iter().filter(|(v, _)| *v == migration.version) {
+            backfill(&transaction).await?;
+        }
         transaction
             .execute(
                 "INSERT INTO public.ledger_migrations (component, version, name) VALUES ($1, $2, $3)",

@@ -15,30 +15,43 @@
 //!   location: u32 index into the locations above (a hot SKU has many reservations and few
 //!   locations)
 //! - recent keys: u32 count, then key: str, first: u64, last: u64.
-//! - holders: u32 count, then reservation id: str, holder: str.
+//! - holders: u32 count, then reservation id: str, principal: str.
+//! - chain head: the hash of the last event folded (32 bytes), its recorded time (i64
+//!   microseconds since the epoch).
 //! - in_transit: u64; transfers: u32 count, then in id order: id: str, from: u32 index,
 //!   to: u32 index, quantity: u64, reference: opt<str>, status: u8, received: opt<u64>.
 //! - catalogue: opt<name: str, unit: str, attributes: u32 count, then name: str, value: str>;
 //!   discontinued: u8.
 
 use chrono::{DateTime, Utc};
+use ledger_domain::chain::EVENT_HASH_BYTES;
 use ledger_domain::{
-    CatalogueEntry, LocationStock, Reservation, ReservationStatus, Sku, SkuState, Transfer,
-    TransferStatus,
+    CatalogueEntry, EventHash, LocationStock, Reservation, ReservationStatus, Sku, SkuState,
+    Transfer, TransferStatus,
 };
 use std::collections::BTreeMap;
 
-/// A snapshot body as its two parts.
+/// A snapshot body as its parts.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotBody {
     pub state: SkuState,
     pub recent_keys: Vec<(String, u64, u64)>,
     pub holders: Vec<(String, String)>,
+    pub head: ChainHead,
+}
+
+/// The last event folded into a snapshot, as the hash chain needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub hash: EventHash,
+    pub recorded_at: DateTime<Utc>,
 }
 
 pub fn encode(
     state: &SkuState,
     recent_keys: &[(String, u64, u64)],
     holders: &[(String, String)],
+    head: ChainHead,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + state.reservations.len() * 64);
     put_str(&mut out, state.sku.as_str());
@@ -88,6 +101,8 @@ pub fn encode(
         put_str(&mut out, reservation_id);
         put_str(&mut out, holder);
     }
+    out.extend_from_slice(head.hash.as_bytes());
+    out.extend_from_slice(&head.recorded_at.timestamp_micros().to_le_bytes());
     put_u64(&mut out, state.in_transit);
     put_u32(&mut out, state.transfers.len());
     let place = |name: &str| {
@@ -176,6 +191,12 @@ pub fn decode(bytes: &[u8]) -> Option<SnapshotBody> {
     for _ in 0..count {
         holders.push((input.str()?.to_owned(), input.str()?.to_owned()));
     }
+    let head = ChainHead {
+        hash: EventHash::from_slice(input.take(EVENT_HASH_BYTES)?)?,
+        recorded_at: DateTime::<Utc>::from_timestamp_micros(i64::from_le_bytes(
+            input.take(8)?.try_into().ok()?,
+        ))?,
+    };
     state.in_transit = input.u64()?;
     let count = input.u32()?;
     let mut transfers = Vec::with_capacity(count.min(bytes.len()));
@@ -221,6 +242,7 @@ pub fn decode(bytes: &[u8]) -> Option<SnapshotBody> {
         state,
         recent_keys,
         holders,
+        head,
     })
 }
 
@@ -385,18 +407,32 @@ mod tests {
         }
         let keys = vec![("k1".to_owned(), 3, 4), ("k2".to_owned(), 5, 5)];
         let holders = vec![("r-0".to_owned(), "checkout".to_owned())];
-        let bytes = encode(&state, &keys, &holders);
+        let head = ChainHead {
+            hash: EventHash([7; 32]),
+            recorded_at: Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap()
+                + chrono::Duration::microseconds(6),
+        };
+        let bytes = encode(&state, &keys, &holders, head);
         let body = decode(&bytes).expect("decodes");
         assert_eq!(
-            (body.state, body.recent_keys, body.holders),
-            (state, keys, holders)
+            body,
+            SnapshotBody {
+                state,
+                recent_keys: keys,
+                holders,
+                head
+            }
         );
     }
 
     #[test]
     fn truncated_or_trailing_bytes_are_not_a_snapshot() {
         let state = SkuState::new(Sku::parse("A").unwrap());
-        let bytes = encode(&state, &[], &[]);
+        let head = ChainHead {
+            hash: EventHash::GENESIS,
+            recorded_at: Utc::now(),
+        };
+        let bytes = encode(&state, &[], &[], head);
         assert!(decode(&bytes[..bytes.len() - 1]).is_none());
         let mut longer = bytes.clone();
         longer.push(0);

@@ -88,12 +88,21 @@ impl SnapshotStore for PostgresSnapshots {
             state: body.state,
             recent_keys: body.recent_keys,
             holders: body.holders,
+            head_hash: body.head.hash,
+            head_recorded_at: body.head.recorded_at,
         }))
     }
 
     async fn save(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        let data =
-            snapshot_codec::encode(&snapshot.state, &snapshot.recent_keys, &snapshot.holders);
+        let data = snapshot_codec::encode(
+            &snapshot.state,
+            &snapshot.recent_keys,
+            &snapshot.holders,
+            snapshot_codec::ChainHead {
+                hash: snapshot.head_hash,
+                recorded_at: snapshot.head_recorded_at,
+            },
+        );
         let version = i64::try_from(snapshot.version).unwrap_or(i64::MAX);
         self.database
             .with_client(async |client| {

@@ -14,16 +14,18 @@
 use crate::database::{
     Database, DatabaseError, DeadlineExceeded, POOL_WAIT_TIMEOUT_MS, STATEMENT_TIMEOUT_MS_DEFAULT,
 };
-use crate::migrate::{migrate, Migration};
+use crate::migrate::{migrate_with_backfills, Migration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use ledger_application::chain::link_recorded;
 use ledger_application::store::{
     check_answered_append, check_append, clamp_read_count, set_answer_position, subscription,
     AnswerKey, AppendResult, Appended, Backlog, EventStore, EventStream, ExpectedVersion,
     NewAnswer, StoreError, StoredAnswer,
 };
 use ledger_domain::envelope::{Metadata, NewEvent, Position, RecordedEvent};
+use ledger_domain::EventHash;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,7 +51,24 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "answers",
         sql: include_str!("../migrations/event_store/0003_answers.sql"),
     },
+    Migration {
+        version: 4,
+        name: "hash_chain",
+        sql: include_str!("../migrations/event_store/0004_hash_chain.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "hash_chain_required",
+        sql: include_str!("../migrations/event_store/0005_hash_chain_required.sql"),
+    },
 ];
+
+/// The migration after whose script the chain of the events written before it is computed
+/// (in Rust, with the code that computes it for new events), in the same transaction.
+pub const CHAIN_BACKFILL_MIGRATION: i32 = 4;
+
+/// Events the chain's backfill reads, hashes and updates at a time.
+const CHAIN_BACKFILL_PAGE_EVENTS: i64 = 4_096;
 
 /// Committer tasks, each writing one batch (one transaction) at a time. More than one lets a
 /// batch be prepared and sent while another waits for its commit to reach the disk; more than
@@ -97,7 +116,7 @@ const NOTIFY_CHANNEL: &str = "event_store_appended";
 const LISTENER_RECONNECT_DELAY_MS: u64 = 1_000;
 
 const EVENT_COLUMNS: &str = "transaction_id, sequence, event_id, stream, version, event_type, \
-                             schema_version, data, metadata, recorded_at";
+                             schema_version, data, metadata, recorded_at, hash";
 
 /// Lock the streams of a group commit in one global order (by lock key), so that two group
 /// commits sharing streams queue instead of deadlocking. Class 1 is the streams' key space.
@@ -112,8 +131,9 @@ const KNOWN_ANSWERS_SQL: &str = "SELECT k.scope, k.key, k.fingerprint, k.answer,
 const STREAM_VERSIONS_SQL: &str =
     "SELECT stream, version FROM event_store.streams WHERE stream = ANY($1::text[])";
 
-/// The transaction's id (taken here, after the locks) and the wall clock under the locks, so
-/// recorded times follow version order within a stream.
+/// The transaction's id (taken here, after the locks) and the wall clock, which dates the
+/// kept answers. Events carry their own recorded time: their writer chose it (never before the
+/// stream's head) and their hash covers it.
 const TRANSACTION_IDENTITY_SQL: &str =
     "SELECT pg_current_xact_id()::text::bigint, clock_timestamp(), pg_backend_pid()";
 
@@ -123,9 +143,10 @@ const UPSERT_STREAMS_SQL: &str = "INSERT INTO event_store.streams AS s (stream, 
 
 const INSERT_EVENTS_SQL: &str = "INSERT INTO event_store.events \
      (transaction_id, sequence, event_id, stream, version, event_type, schema_version, data, \
-      metadata, recorded_at) \
-     SELECT $1::bigint, e.* , $10::timestamptz FROM unnest($2::bigint[], $3::uuid[], $4::text[], \
-         $5::bigint[], $6::text[], $7::integer[], $8::jsonb[], $9::jsonb[]) AS e";
+      metadata, recorded_at, hash) \
+     SELECT $1::bigint, e.* FROM unnest($2::bigint[], $3::uuid[], $4::text[], \
+         $5::bigint[], $6::text[], $7::integer[], $8::jsonb[], $9::jsonb[], \
+         $10::timestamptz[], $11::bytea[]) AS e";
 
 const INSERT_ANSWERS_SQL: &str = "INSERT INTO event_store.answers \
      (scope, key, fingerprint, answer, position_commit, position_prepare, recorded_at) \
@@ -269,7 +290,13 @@ impl PostgresStore {
         settings: StoreSettings,
     ) -> Result<Self, DatabaseError> {
         let mut client = database.client().await?;
-        migrate(&mut client, "event_store", MIGRATIONS).await?;
+        migrate_with_backfills(
+            &mut client,
+            "event_store",
+            MIGRATIONS,
+            &[(CHAIN_BACKFILL_MIGRATION, backfill_chain)],
+        )
+        .await?;
         drop(client);
         Self::start(database, settings, None)
     }
@@ -457,6 +484,69 @@ fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
         data: row.get("data"),
         metadata,
         recorded_at: row.get("recorded_at"),
+        hash: row
+            .get::<_, Option<&[u8]>>("hash")
+            .and_then(EventHash::from_slice),
+    })
+}
+
+/// The chain of every event stored before it existed (migration 4), computed once: stream by
+/// stream, in version order, from the genesis hash, with the code that seals new events.
+fn backfill_chain<'a>(
+    transaction: &'a tokio_postgres::Transaction<'a>,
+) -> futures::future::BoxFuture<'a, Result<(), DatabaseError>> {
+    Box::pin(async move {
+        let failed = |source| DatabaseError::Migration {
+            context: "event_store: computing the hash chain of stored events".to_owned(),
+            source,
+        };
+        let streams = transaction
+            .query(
+                "SELECT DISTINCT stream FROM event_store.events ORDER BY stream",
+                &[],
+            )
+            .await
+            .map_err(failed)?;
+        let select = format!(
+            "SELECT {EVENT_COLUMNS} FROM event_store.events \
+             WHERE stream = $1 AND version > $2 ORDER BY version LIMIT $3"
+        );
+        for row in streams {
+            let stream: String = row.get(0);
+            let mut head = EventHash::GENESIS;
+            let mut after: i64 = -1;
+            loop {
+                let rows = transaction
+                    .query(&select, &[&stream, &after, &CHAIN_BACKFILL_PAGE_EVENTS])
+                    .await
+                    .map_err(failed)?;
+                let mut versions = Vec::with_capacity(rows.len());
+                let mut hashes = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let recorded = decode_event(row).map_err(|error| DatabaseError::Backfill {
+                        context: "event_store migration 4 (hash_chain)".to_owned(),
+                        message: format!("{stream}: {error}"),
+                    })?;
+                    head = link_recorded(&head, &recorded);
+                    versions.push(to_i64(recorded.version));
+                    hashes.push(head.as_bytes().to_vec());
+                }
+                transaction
+                    .execute(
+                        "UPDATE event_store.events e SET hash = h.hash \
+                         FROM unnest($2::bigint[], $3::bytea[]) AS h(version, hash) \
+                         WHERE e.stream = $1 AND e.version = h.version",
+                        &[&stream, &versions, &hashes],
+                    )
+                    .await
+                    .map_err(failed)?;
+                match versions.last() {
+                    Some(last) if rows.len() as i64 == CHAIN_BACKFILL_PAGE_EVENTS => after = *last,
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
     })
 }
 
@@ -1289,7 +1379,7 @@ async fn write_plan(
     let events = transaction.prepare_cached(INSERT_EVENTS_SQL).await?;
     let kept = transaction.prepare_cached(INSERT_ANSWERS_SQL).await?;
     let stream_parameters: [&(dyn ToSql + Sync); 2] = [&stream_names, &stream_versions];
-    let event_parameters: [&(dyn ToSql + Sync); 10] = [
+    let event_parameters: [&(dyn ToSql + Sync); 11] = [
         &transaction_id,
         &rows.sequences,
         &rows.ids,
@@ -1299,7 +1389,8 @@ async fn write_plan(
         &rows.schema_versions,
         &rows.data,
         &rows.metadata,
-        &plan.recorded_at,
+        &rows.recorded_at,
+        &rows.hashes,
     ];
     let answer_parameters: [&(dyn ToSql + Sync); 7] = [
         &answers.scopes,
@@ -1334,6 +1425,8 @@ struct EventRows<'a> {
     data: Vec<&'a serde_json::Value>,
     /// Serialised straight into the statement's parameter (no JSON tree built first).
     metadata: Vec<Json<&'a Metadata>>,
+    recorded_at: Vec<DateTime<Utc>>,
+    hashes: Vec<&'a [u8]>,
 }
 
 impl<'a> EventRows<'a> {
@@ -1346,6 +1439,8 @@ impl<'a> EventRows<'a> {
         self.schema_versions.push(event.schema_version as i32);
         self.data.push(&event.data);
         self.metadata.push(Json(&event.metadata));
+        self.recorded_at.push(event.recorded_at);
+        self.hashes.push(event.hash.as_bytes());
     }
 }
 

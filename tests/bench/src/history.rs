@@ -7,9 +7,11 @@
 //! have real work to do.
 
 use chrono::Utc;
+use ledger_application::chain::seal;
 use ledger_application::command::{encode_events, CommandContext};
 use ledger_application::store::APPEND_EVENTS_MAX;
 use ledger_application::{EventStore, ExpectedVersion};
+use ledger_domain::EventHash;
 use ledger_domain::NewEvent;
 use ledger_domain::{
     AdjustStock, AdjustmentDelta, ConfirmReservation, OrderId, Quantity, Reason, Reference,
@@ -70,6 +72,8 @@ pub struct SkuHistory {
     open: VecDeque<String>,
     commands: u64,
     random: Sequence,
+    /// The hash of the last event generated: the next one chains to it.
+    head_hash: EventHash,
 }
 
 impl SkuHistory {
@@ -81,6 +85,7 @@ impl SkuHistory {
             open: VecDeque::new(),
             commands: 0,
             random: Sequence::new(seed),
+            head_hash: EventHash::GENESIS,
         }
     }
 
@@ -98,10 +103,19 @@ impl SkuHistory {
                 panic!("the generator chose a command the domain refuses: {e}")
             });
             assert_eq!(events.len(), 1, "every generated command is one event");
+            let first_version = self.state.version.map_or(0, |v| v + 1);
             for event in &events {
                 self.state.apply(event);
             }
-            encoded.extend(encode_events(&self.stream, &events, &context));
+            let mut sealed = encode_events(&self.stream, &events, &context);
+            self.head_hash = seal(
+                &self.stream,
+                first_version,
+                self.head_hash,
+                now,
+                &mut sealed,
+            );
+            encoded.extend(sealed);
         }
         if let Err(broken) = self.state.check_invariants() {
             panic!("a generated history breaks an invariant: {broken}");

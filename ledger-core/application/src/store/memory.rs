@@ -126,7 +126,6 @@ impl Inner {
                 actual: current,
             });
         }
-        let now = Utc::now();
         let mut version = current.map_or(0, |v| v + 1);
         let mut position = Position {
             commit: 0,
@@ -144,7 +143,8 @@ impl Inner {
                 schema_version: event.schema_version,
                 data: event.data,
                 metadata: event.metadata,
-                recorded_at: now,
+                recorded_at: event.recorded_at,
+                hash: Some(event.hash),
             });
             self.streams
                 .entry(stream.to_owned())

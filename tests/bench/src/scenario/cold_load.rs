@@ -145,6 +145,7 @@ async fn save_snapshot_behind_head(
     };
     let mut state = SkuState::new(sku.clone());
     let mut last_event_id = None;
+    let mut head = None;
     while state.version != Some(version) {
         let from = state.version.map_or(0, |v| v + 1);
         let count = (version + 1 - from).min(ledger_application::store::READ_EVENTS_MAX);
@@ -164,9 +165,13 @@ async fn save_snapshot_behind_head(
             .map_err(|e| e.to_string())?;
             state.apply(&event);
             last_event_id = Some(recorded.event_id);
+            head = Some((recorded.hash, recorded.recorded_at));
         }
     }
     let last_event_id = last_event_id.ok_or("the cold-load stream is empty")?;
+    let (Some(head_hash), head_recorded_at) = head.ok_or("the cold-load stream is empty")? else {
+        return Err("the cold-load stream's events carry no hash".into());
+    };
     snapshots
         .save(&Snapshot {
             stream: sku.stream(),
@@ -175,6 +180,8 @@ async fn save_snapshot_behind_head(
             state,
             recent_keys: Vec::new(),
             holders: Vec::new(),
+            head_hash,
+            head_recorded_at,
         })
         .await
         .map_err(|e| e.to_string())
