@@ -17,12 +17,15 @@
 //! - [`envelope`]: what travels with a stored event (ids, positions, metadata).
 //! - [`history`]: what one stored event did, as auditors read it: shared by the replayed
 //!   history and the movement ledger.
+//! - [`low_stock`]: when a low-stock alert opens and closes, for the alerts read model and the
+//!   published integration events alike.
 
 pub mod command;
 pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod history;
+pub mod low_stock;
 pub mod reservation;
 pub mod state;
 pub mod values;
@@ -32,6 +35,7 @@ pub use envelope::{event_id_for, scoped_key, Metadata, NewEvent, Position, Recor
 pub use error::DomainError;
 pub use event::*;
 pub use history::{BalanceChange, Balances, HistoryEntry};
+pub use low_stock::{low_stock_change, LowStockChange, LowStockCloseReason};
 pub use reservation::{Reservation, ReservationStatus};
 pub use state::{LocationStock, SkuState, SkuSummary};
 pub use values::*;
