@@ -28,6 +28,7 @@ use ledger_nats::{NatsBroker, NatsOptions};
 use ledger_rabbitmq::{RabbitMqBroker, RabbitMqOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -316,6 +317,10 @@ pub struct PublisherArguments {
     /// or amqps://); off when unset.
     #[arg(long, env = "LEDGER_RABBITMQ_URL", hide_env_values = true)]
     pub rabbitmq_url: Option<String>,
+    /// A PEM file of the CA that RabbitMQ's certificate must chain to (amqps:// with a private
+    /// CA); without it, the public web roots.
+    #[arg(long, env = "LEDGER_RABBITMQ_CA_FILE")]
+    pub rabbitmq_ca_file: Option<PathBuf>,
     /// The durable topic exchange to publish to (declared if missing).
     #[arg(long, env = "LEDGER_RABBITMQ_EXCHANGE", default_value = ledger_rabbitmq::DEFAULT_EXCHANGE)]
     pub rabbitmq_exchange: String,
@@ -323,6 +328,10 @@ pub struct PublisherArguments {
     /// or tls://); off when unset.
     #[arg(long, env = "LEDGER_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
+    /// A PEM file of the CA that the NATS server's certificate must chain to; given, the
+    /// connection must be TLS.
+    #[arg(long, env = "LEDGER_NATS_CA_FILE")]
+    pub nats_ca_file: Option<PathBuf>,
     /// The JetStream stream to publish to (created over `inventory.>` if missing).
     #[arg(long, env = "LEDGER_NATS_STREAM", default_value = ledger_nats::DEFAULT_STREAM)]
     pub nats_stream: String,
@@ -336,8 +345,10 @@ impl fmt::Debug for PublisherArguments {
         let shown = |url: &Option<String>| url.as_deref().map(ledger_integration::redact_url);
         f.debug_struct("PublisherArguments")
             .field("rabbitmq_url", &shown(&self.rabbitmq_url))
+            .field("rabbitmq_ca_file", &self.rabbitmq_ca_file)
             .field("rabbitmq_exchange", &self.rabbitmq_exchange)
             .field("nats_url", &shown(&self.nats_url))
+            .field("nats_ca_file", &self.nats_ca_file)
             .field("nats_stream", &self.nats_stream)
             .field("integration_source", &self.integration_source)
             .finish()
@@ -349,16 +360,14 @@ impl PublisherArguments {
     pub fn publishers(&self) -> Vec<Publisher> {
         let mut publishers = Vec::new();
         if let Some(url) = &self.rabbitmq_url {
-            publishers.push(Publisher::rabbitmq(
-                RabbitMqOptions::new(url, &self.rabbitmq_exchange),
-                &self.integration_source,
-            ));
+            let mut options = RabbitMqOptions::new(url, &self.rabbitmq_exchange);
+            options.ca_file = self.rabbitmq_ca_file.clone();
+            publishers.push(Publisher::rabbitmq(options, &self.integration_source));
         }
         if let Some(url) = &self.nats_url {
-            publishers.push(Publisher::nats(
-                NatsOptions::new(url, &self.nats_stream),
-                &self.integration_source,
-            ));
+            let mut options = NatsOptions::new(url, &self.nats_stream);
+            options.ca_file = self.nats_ca_file.clone();
+            publishers.push(Publisher::nats(options, &self.integration_source));
         }
         publishers
     }

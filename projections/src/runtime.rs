@@ -234,6 +234,13 @@ fn describe_metrics() {
     metrics::describe_counter!(METRIC_ERRORS, "Failed batches and subscription errors.");
 }
 
+/// Seconds from `recorded_at` to now, 0 for a moment in the future (clocks of two hosts).
+fn seconds_since(recorded_at: chrono::DateTime<chrono::Utc>) -> f64 {
+    (chrono::Utc::now() - recorded_at)
+        .to_std()
+        .map_or(0.0, |lag| lag.as_secs_f64())
+}
+
 /// Bounded exponential backoff.
 struct Backoff {
     next_ms: u64,
@@ -465,14 +472,19 @@ impl Runner {
                     backoff.reset();
                 }
                 Err(error @ ProjectionError::InjectedFault(_)) => return Exit::Crashed(error),
-                Err(error) => return Exit::Failed(error),
+                Err(error) => {
+                    // Nothing of the batch committed: the lag is now how long its first event
+                    // has waited, and it grows with every failed attempt (a publisher whose
+                    // broker is down shows its lag here rather than the last good value).
+                    metrics::gauge!(METRIC_LAG_SECONDS, "projection" => self.name())
+                        .set(seconds_since(batch[0].recorded_at));
+                    return Exit::Failed(error);
+                }
             }
             let lag_seconds = if more_ready {
-                batch.last().map_or(0.0, |last| {
-                    (chrono::Utc::now() - last.recorded_at)
-                        .to_std()
-                        .map_or(0.0, |lag| lag.as_secs_f64())
-                })
+                batch
+                    .last()
+                    .map_or(0.0, |last| seconds_since(last.recorded_at))
             } else {
                 0.0
             };

@@ -12,6 +12,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMes
 use async_trait::async_trait;
 use ledger_integration::{redact_url, Broker, BrokerError, OutgoingMessage};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -43,6 +44,9 @@ pub struct NatsOptions {
     pub subject_prefix: String,
     pub publish_timeout_ms: u64,
     pub duplicate_window_ms: u64,
+    /// A PEM file of the CA(s) the server's certificate must chain to (a private CA); given,
+    /// the connection must be TLS.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl NatsOptions {
@@ -53,6 +57,7 @@ impl NatsOptions {
             subject_prefix: DEFAULT_SUBJECT_PREFIX.to_owned(),
             publish_timeout_ms: PUBLISH_TIMEOUT_MS,
             duplicate_window_ms: DUPLICATE_WINDOW_MS,
+            ca_file: None,
         }
     }
 
@@ -79,6 +84,7 @@ impl fmt::Debug for NatsOptions {
             .field("subject_prefix", &self.subject_prefix)
             .field("publish_timeout_ms", &self.publish_timeout_ms)
             .field("duplicate_window_ms", &self.duplicate_window_ms)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -111,9 +117,15 @@ impl NatsBroker {
 
     async fn connect(&self) -> Result<jetstream::Context, BrokerError> {
         let timeout = Duration::from_millis(self.options.publish_timeout_ms);
-        let client = async_nats::ConnectOptions::new()
+        let mut connect = async_nats::ConnectOptions::new()
             .name("inventory-ledger publisher")
-            .connection_timeout(timeout)
+            .connection_timeout(timeout);
+        if let Some(ca_file) = &self.options.ca_file {
+            connect = connect
+                .add_root_certificates(ca_file.clone())
+                .require_tls(true);
+        }
+        let client = connect
             .connect(self.options.url.as_str())
             .await
             .map_err(|e| self.error(format!("cannot connect: {e}")))?;

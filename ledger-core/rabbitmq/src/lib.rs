@@ -14,10 +14,12 @@
 
 use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use ledger_integration::{redact_url, Broker, BrokerError, OutgoingMessage};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -42,6 +44,9 @@ pub struct RabbitMqOptions {
     pub url: String,
     pub exchange: String,
     pub publish_timeout_ms: u64,
+    /// A PEM file of the CA(s) an `amqps://` server's certificate must chain to (a private
+    /// CA); without it, the public web roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RabbitMqOptions {
@@ -50,6 +55,7 @@ impl RabbitMqOptions {
             url: url.into(),
             exchange: exchange.into(),
             publish_timeout_ms: PUBLISH_TIMEOUT_MS,
+            ca_file: None,
         }
     }
 }
@@ -60,6 +66,7 @@ impl fmt::Debug for RabbitMqOptions {
             .field("url", &redact_url(&self.url))
             .field("exchange", &self.exchange)
             .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -101,7 +108,16 @@ impl RabbitMqBroker {
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio::current())
             .with_connection_name("inventory-ledger publisher".into());
-        let connection = Connection::connect(&self.options.url, properties)
+        let tls = OwnedTLSConfig {
+            identity: None,
+            cert_chain: match &self.options.ca_file {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                    self.error(format!("cannot read the CA file {}: {e}", path.display()))
+                })?),
+                None => None,
+            },
+        };
+        let connection = Connection::connect_with_config(&self.options.url, properties, tls)
             .await
             .map_err(|e| self.error(format!("cannot connect: {e}")))?;
         let channel = connection
