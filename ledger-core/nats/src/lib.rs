@@ -1,8 +1,8 @@
 //! The NATS JetStream adapter of the integration broker port.
 //!
 //! # Layout
-//! One module: [`NatsBroker`] keeps one client (which reconnects by itself) and its JetStream
-//! context, makes sure the stream exists (created over `<prefix>.>` when missing, with the
+//! One module: [`NatsBroker`] keeps one client for its life (the client reconnects by itself)
+//! and its JetStream context, makes sure the stream exists (created over `<prefix>.>` when missing, with the
 //! duplicate window set), and publishes each batch pipelined: every message sent with its
 //! `Nats-Msg-Id` header set to the integration event id, then every acknowledgement awaited.
 //! A message published again within the stream's duplicate window is acknowledged as a
@@ -89,12 +89,22 @@ impl fmt::Debug for NatsOptions {
     }
 }
 
+/// The connection a broker keeps.
+struct Session {
+    /// Kept for the broker's life once connected: the client reconnects by itself, and a
+    /// dropped client whose server is down could go on trying to reconnect in the background.
+    context: jetstream::Context,
+    /// False until the stream is known to exist, and again after any failure, so that a stream
+    /// deleted under the publisher is created again.
+    stream_ready: bool,
+}
+
 pub struct NatsBroker {
     options: NatsOptions,
     address: String,
-    /// The JetStream context once connected and the stream is known to exist. A tokio mutex,
-    /// held across the publish's awaits, so that batches never interleave.
-    context: Mutex<Option<jetstream::Context>>,
+    /// The session once connected. A tokio mutex, held across the publish's awaits, so that
+    /// batches never interleave.
+    session: Mutex<Option<Session>>,
 }
 
 impl NatsBroker {
@@ -103,7 +113,7 @@ impl NatsBroker {
         Self {
             address: redact_url(&options.url),
             options,
-            context: Mutex::new(None),
+            session: Mutex::new(None),
         }
     }
 
@@ -129,10 +139,14 @@ impl NatsBroker {
             .connect(self.options.url.as_str())
             .await
             .map_err(|e| self.error(format!("cannot connect: {e}")))?;
-        let context = jetstream::ContextBuilder::new()
+        tracing::info!(address = %self.address, "connected to NATS");
+        Ok(jetstream::ContextBuilder::new()
             .timeout(timeout)
             .ack_timeout(timeout)
-            .build(client);
+            .build(client))
+    }
+
+    async fn ensure_stream(&self, context: &jetstream::Context) -> Result<(), BrokerError> {
         context
             .get_or_create_stream(stream::Config {
                 name: self.options.stream.clone(),
@@ -148,19 +162,26 @@ impl NatsBroker {
                     self.options.stream
                 ))
             })?;
-        tracing::info!(address = %self.address, stream = %self.options.stream, "connected to NATS JetStream");
-        Ok(context)
+        Ok(())
     }
 
     async fn publish_on(
         &self,
-        context: &mut Option<jetstream::Context>,
+        session: &mut Option<Session>,
         messages: &[OutgoingMessage],
     ) -> Result<(), BrokerError> {
-        if context.is_none() {
-            *context = Some(self.connect().await?);
+        if session.is_none() {
+            *session = Some(Session {
+                context: self.connect().await?,
+                stream_ready: false,
+            });
         }
-        let jetstream = context.as_ref().expect("connected just above");
+        let session = session.as_mut().expect("connected just above");
+        if !session.stream_ready {
+            self.ensure_stream(&session.context).await?;
+            session.stream_ready = true;
+        }
+        let jetstream = &session.context;
         let mut acknowledgements: Vec<PublishAckFuture> = Vec::with_capacity(messages.len());
         for message in messages {
             let publish = PublishMessage::build()
@@ -196,10 +217,10 @@ impl Broker for NatsBroker {
         if messages.is_empty() {
             return Ok(());
         }
-        let mut context = self.context.lock().await;
+        let mut session = self.session.lock().await;
         let deadline = Duration::from_millis(self.options.publish_timeout_ms);
         let result =
-            match tokio::time::timeout(deadline, self.publish_on(&mut context, messages)).await {
+            match tokio::time::timeout(deadline, self.publish_on(&mut session, messages)).await {
                 Ok(result) => result,
                 Err(_) => Err(self.error(format!(
                     "no acknowledgement within {} ms",
@@ -208,8 +229,12 @@ impl Broker for NatsBroker {
             };
         if result.is_err() {
             // Look the stream up again on the next attempt (it may have been deleted); the
-            // client's own reconnection handles a lost connection.
-            *context = None;
+            // client's own reconnection handles a lost connection. Messages the client still
+            // holds from this attempt may reach the server once it reconnects: the same ids,
+            // which the server drops within its duplicate window and consumers after it.
+            if let Some(session) = session.as_mut() {
+                session.stream_ready = false;
+            }
         }
         result
     }
