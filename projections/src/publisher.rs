@@ -16,15 +16,24 @@
 //! so the next attempt maps the same events from the same folds to the same messages with the
 //! same ids: at least once, never lost, duplicates recognisable by id.
 
+use crate::batch::apply_page;
+use crate::checkpoint;
 use crate::convert::{stored_sku, to_i64, to_u64};
 use crate::error::ProjectionError;
+use crate::lock::LockConnection;
 use crate::projection::{distinct_skus, Projection, SkuRecord};
+use crate::schema;
 use crate::schema_name::SchemaName;
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
+use ledger_application::store::READ_EVENTS_MAX;
+use ledger_application::EventStore;
 use ledger_domain::Balances;
+use ledger_domain::Position;
+use ledger_integration::BrokerError;
 use ledger_integration::{map_event, Broker, IntegrationEventType, OutgoingMessage, SkuFold};
 use ledger_nats::{NatsBroker, NatsOptions};
+use ledger_postgres::Database;
 use ledger_rabbitmq::{RabbitMqBroker, RabbitMqOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -371,4 +380,105 @@ impl PublisherArguments {
         }
         publishers
     }
+}
+
+/// A broker that takes every message and sends none: what a restart folds through on its way
+/// to the position it publishes again from.
+struct Discard;
+
+#[async_trait]
+impl Broker for Discard {
+    fn kind(&self) -> &'static str {
+        "none"
+    }
+
+    async fn publish(&self, _messages: &[OutgoingMessage]) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+/// What [`restart_from`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartSummary {
+    /// Events folded again without publishing (those before the restart position).
+    pub events_folded: u64,
+    /// The checkpoint the next run starts after (`None`: the start of the log).
+    pub checkpoint: Option<Position>,
+}
+
+/// Make the publisher `name` publish again, on its next run, every event from `from` on (the
+/// first event to publish again; `None` for the start of the log): an operator's answer to a
+/// consumer that lost messages, or to a new consumer that needs the history.
+///
+/// The fold the messages carry (balances after, alert state) must be the one at `from`, so the
+/// publisher's tables are emptied and the log before `from` is folded again without publishing
+/// anything, page by page with the checkpoint, as the runner would. Refused while a runner holds
+/// the publisher's lock (stop it first); the lock is held here until the restart is done, so no
+/// runner starts in the middle. The messages published again carry the ids and contents they had
+/// the first time, and consumers drop the ones they already have.
+pub async fn restart_from(
+    store: &dyn EventStore,
+    database: &Database,
+    name: &str,
+    from: Option<Position>,
+) -> Result<RestartSummary, ProjectionError> {
+    let Some(&name) = NAMES.iter().find(|n| **n == name) else {
+        return Err(ProjectionError::UnknownProjection {
+            name: name.to_owned(),
+            known: NAMES.join(", "),
+        });
+    };
+    let publisher = Publisher::new(name, Arc::new(Discard), "urn:restart");
+    let lock = LockConnection::connect(database, name).await?;
+    if !lock.try_lock().await? {
+        return Err(ProjectionError::InvalidArgument(format!(
+            "{name} is running (it holds its lock); stop it before restarting it"
+        )));
+    }
+    let live = SchemaName::live(name);
+    let mut client = database.pool().get().await?;
+    schema::migrate_live(&mut client, &publisher).await?;
+    client
+        .batch_execute(&format!(
+            "BEGIN; \
+             TRUNCATE {live}.sku_folds, {live}.location_balances; \
+             UPDATE {live}.checkpoint SET position_commit = NULL, position_prepare = NULL, \
+                 events_applied = 0, updated_at = now(), last_error = NULL, last_error_at = NULL; \
+             COMMIT"
+        ))
+        .await?;
+    let mut summary = RestartSummary {
+        events_folded: 0,
+        checkpoint: None,
+    };
+    let Some(from) = from else {
+        lock.unlock().await?;
+        return Ok(summary);
+    };
+    loop {
+        let page = store.read_all(summary.checkpoint, READ_EVENTS_MAX).await?;
+        let before: Vec<_> = page
+            .iter()
+            .take_while(|event| event.position < from)
+            .cloned()
+            .collect();
+        if before.is_empty() {
+            break;
+        }
+        let transaction = client.transaction().await?;
+        let next = apply_page(&transaction, &publisher, &live, summary.checkpoint, &before).await?;
+        transaction.commit().await?;
+        summary.events_folded += before.len() as u64;
+        summary.checkpoint = next;
+        if before.len() < page.len() {
+            break;
+        }
+    }
+    let stored = checkpoint::load(&**client, &live, name).await?.position;
+    assert_eq!(
+        stored, summary.checkpoint,
+        "the restart committed its checkpoint"
+    );
+    lock.unlock().await?;
+    Ok(summary)
 }

@@ -676,3 +676,77 @@ async fn nats_cut_off_mid_run_makes_the_publisher_back_off_and_resume_without_st
     );
     context.delete_stream(&options_nats.stream).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_a_position_publishes_again_from_there_the_same_messages_ids_and_balances_included(
+) {
+    let url = rabbitmq_url();
+    require("RabbitMQ", "RABBITMQ_URL", &url, 5672).await;
+    let ledger = Ledger::new().await;
+    let exchange = unique("ledger-test-");
+    let queue = RabbitQueue::bind(&url, &exchange).await;
+    append_history(&ledger).await;
+    let running = ledger.spawn(options(rabbitmq_publisher(&url, &exchange)));
+    wait_published(&ledger, NAME_RABBITMQ).await;
+
+    // Not while a runner holds the publisher.
+    let refused = ledger_projections::publisher::restart_from(
+        &*ledger.store,
+        &ledger.database,
+        NAME_RABBITMQ,
+        None,
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(error) if error.to_string().contains("is running")),
+        "{refused:?}"
+    );
+    running.stop().await;
+    let first = queue.drain().await;
+
+    // The tenth event of the log, and everything after it, once more.
+    let (commit, prepare, tenth): (i64, i64, Uuid) = {
+        let client = ledger.database.pool().get().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT transaction_id, sequence, event_id FROM event_store.events \
+                 ORDER BY transaction_id, sequence OFFSET 9 LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    let from = ledger_domain::Position {
+        commit: commit as u64,
+        prepare: prepare as u64,
+    };
+    let summary = ledger_projections::publisher::restart_from(
+        &*ledger.store,
+        &ledger.database,
+        NAME_RABBITMQ,
+        Some(from),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        summary.events_folded, 9,
+        "the events before it are folded, not published"
+    );
+    assert!(summary.checkpoint < Some(from));
+
+    let running = ledger.spawn(options(rabbitmq_publisher(&url, &exchange)));
+    wait_published(&ledger, NAME_RABBITMQ).await;
+    running.stop().await;
+    let again = queue.drain().await;
+    let start = first
+        .iter()
+        .position(|event| event.id == tenth)
+        .expect("the tenth event was published the first time");
+    assert_eq!(
+        again,
+        first[start..].to_vec(),
+        "the same messages from there on: ids, balances after and alerts included"
+    );
+    queue.delete_exchange().await;
+}

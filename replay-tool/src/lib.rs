@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`cli`]: the arguments, the `--help` text with examples and the exit codes.
-//! - [`history`], [`verify`], [`rebuild`], [`status`]: one module per command; each turns its
+//! - [`history`], [`verify`], [`rebuild`], [`status`], [`republish`]: one module per command; each turns its
 //!   arguments into calls of the ledger and projections libraries and prints the result.
 //! - [`schemas`]: the event contract under `schemas/`, embedded and compiled for `verify`.
 //! - [`output`]: CSV quoting and table cells shared by the commands.
@@ -13,6 +13,7 @@ pub mod error;
 pub mod history;
 pub mod output;
 pub mod rebuild;
+pub mod republish;
 pub mod schemas;
 pub mod status;
 pub mod verify;
@@ -57,6 +58,7 @@ async fn run_command(arguments: Arguments) -> Result<ExitCodeName, ToolError> {
         Command::Verify(options) => verify::run(&backends, options).await,
         Command::Rebuild(options) => rebuild::run(&backends, options).await,
         Command::Status(options) => status::run(&backends, options).await,
+        Command::Republish(options) => republish::run(&backends, options).await,
     };
     backends.close().await;
     result
