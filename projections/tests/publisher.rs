@@ -750,3 +750,65 @@ async fn a_restart_from_a_position_publishes_again_from_there_the_same_messages_
     );
     queue.delete_exchange().await;
 }
+
+/// SKUs and replenishments per SKU of the throughput measurement (10,000 events).
+const MEASURED_SKUS: usize = 100;
+const MEASURED_EVENTS_PER_SKU: usize = 100;
+
+/// Measures how fast each publisher publishes a backlog: events/s from its start until its
+/// checkpoint reaches the newest event, batches of the runtime's default size (500). Run on
+/// demand, in a release build:
+/// `cargo test --release -p ledger-projections --test publisher -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run on demand"]
+async fn measure_publisher_throughput() {
+    let rabbitmq = rabbitmq_url();
+    let nats = nats_url();
+    require("RabbitMQ", "RABBITMQ_URL", &rabbitmq, 5672).await;
+    require("NATS", "NATS_URL", &nats, 4222).await;
+    let ledger = Ledger::new().await;
+    let appending = std::time::Instant::now();
+    let ledger_ref = &ledger;
+    futures::future::join_all((0..MEASURED_SKUS).map(|sku| async move {
+        let sku = format!("MEASURE-{sku}");
+        for _ in 0..MEASURED_EVENTS_PER_SKU {
+            ledger_ref.run(&sku, replenish(1)).await;
+        }
+    }))
+    .await;
+    let events = (MEASURED_SKUS * MEASURED_EVENTS_PER_SKU) as f64;
+    println!(
+        "appended {events} events in {:.1} s",
+        appending.elapsed().as_secs_f64()
+    );
+    let exchange = unique("ledger-measure-");
+    let queue = RabbitQueue::bind(&rabbitmq, &exchange).await;
+    let nats_options = nats_options(&nats);
+    for (name, publisher) in [
+        (NAME_RABBITMQ, rabbitmq_publisher(&rabbitmq, &exchange)),
+        (
+            NAME_NATS,
+            Publisher::nats(nats_options.clone(), "urn:inventory-ledger:measure"),
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let running = ledger.spawn(ProjectorOptions {
+            projections: Vec::new(),
+            publishers: vec![publisher],
+            ..ProjectorOptions::default()
+        });
+        wait_published(&ledger, name).await;
+        let seconds = started.elapsed().as_secs_f64();
+        running.stop().await;
+        println!(
+            "{name}: {events} events in {seconds:.2} s = {:.0} events/s",
+            events / seconds
+        );
+    }
+    queue.delete_exchange().await;
+    jetstream_context(&nats)
+        .await
+        .delete_stream(&nats_options.stream)
+        .await
+        .unwrap();
+}
