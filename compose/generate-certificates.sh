@@ -4,11 +4,13 @@
 #   ca/ca.crt                          the private CA that every client trusts
 #   eventstore/node.crt, node.key      KurrentDB's certificate: eventstore, localhost, 127.0.0.1
 #   postgres/server.crt, server.key    PostgreSQL's certificate: postgres, localhost, 127.0.0.1
+#   rabbitmq/server.crt, server.key    RabbitMQ's certificate: rabbitmq, localhost, 127.0.0.1
+#   nats/server.crt, server.key        NATS's certificate: nats, localhost, 127.0.0.1
 #
-# The CA's key signs these two certificates and is then deleted: nothing else can be issued
+# The CA's key signs these certificates and is then deleted: nothing else can be issued
 # under this CA, so a stolen volume cannot mint a certificate the clients would trust. Each
 # private key is readable only by the user its server runs as (EVENTSTORE_UID, POSTGRES_UID,
-# when run as root). Run again, it keeps what is there; delete the folder (in compose, the
+# RABBITMQ_UID, NATS_UID, when run as root). Run again, it keeps what is there; delete the folder (in compose, the
 # `certificates` volume) to issue new certificates, then restart every service.
 set -eu
 
@@ -17,6 +19,8 @@ out="${1:-/certs}"
 days="${CERTIFICATE_DAYS:-825}"
 eventstore_uid="${EVENTSTORE_UID:-1000}"
 postgres_uid="${POSTGRES_UID:-999}"
+rabbitmq_uid="${RABBITMQ_UID:-999}"
+nats_uid="${NATS_UID:-0}"
 
 if [ -f "$out/ca/ca.crt" ]; then
     echo "certificates already in $out; delete them to issue new ones"
@@ -26,7 +30,7 @@ fi
 umask 077
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$out/ca" "$out/eventstore" "$out/postgres"
+mkdir -p "$out/ca" "$out/eventstore" "$out/postgres" "$out/rabbitmq" "$out/nats"
 
 openssl req -x509 -new -newkey rsa:2048 -nodes -sha256 -days "$days" \
     -subj "/CN=inventory-ledger private CA" \
@@ -57,10 +61,12 @@ issue() {
 # name its own certificate generator gives every node.
 issue eventstore node eventstoredb-node "DNS:eventstore,DNS:localhost,IP:127.0.0.1" "$eventstore_uid"
 issue postgres server postgres "DNS:postgres,DNS:localhost,IP:127.0.0.1" "$postgres_uid"
+issue rabbitmq server rabbitmq "DNS:rabbitmq,DNS:localhost,IP:127.0.0.1" "$rabbitmq_uid"
+issue nats server nats "DNS:nats,DNS:localhost,IP:127.0.0.1" "$nats_uid"
 
 # The CA certificate last: its presence says the set is complete.
 cp "$work/ca.crt" "$out/ca/ca.crt.partial"
 chmod 0644 "$out/ca/ca.crt.partial"
-chmod 0755 "$out" "$out/ca" "$out/eventstore" "$out/postgres"
+chmod 0755 "$out" "$out/ca" "$out/eventstore" "$out/postgres" "$out/rabbitmq" "$out/nats"
 mv "$out/ca/ca.crt.partial" "$out/ca/ca.crt"
-echo "issued the CA and the eventstore and postgres certificates into $out"
+echo "issued the CA and the eventstore, postgres, rabbitmq and nats certificates into $out"

@@ -50,6 +50,9 @@ pub struct Config {
     #[command(flatten)]
     pub projectors: ProjectorArguments,
 
+    #[command(flatten)]
+    pub publishers: ledger_projections::PublisherArguments,
+
     /// How often the expiry worker looks for reservations whose time-to-live has passed.
     #[arg(long, env = "LEDGER_EXPIRY_INTERVAL_MS", default_value_t = 1_000)]
     pub expiry_interval_ms: u64,

@@ -238,12 +238,17 @@ async fn serve(
         Duration::from_secs(config.answer_retention_hours.saturating_mul(3_600)),
         signal.clone(),
     )));
-    if !projections.is_empty() {
+    // Integration event publishers run here when a broker is configured, whatever the
+    // projections selection says: they hold their own lock, so a separate projector process
+    // configured alike only stands by.
+    let publishers = config.publishers.publishers();
+    if !projections.is_empty() || !publishers.is_empty() {
         let set = ProjectorSet::spawn(
             backends.store.clone(),
             database.clone(),
             ProjectorOptions {
                 projections,
+                publishers,
                 ..ProjectorOptions::default()
             },
             signal.clone(),

@@ -2,6 +2,7 @@
 //! the compose checks) can see exactly which settings it reads.
 
 use crate::error::ProjectionError;
+use crate::publisher::{Publisher, PublisherArguments};
 use crate::runtime::{ProjectorOptions, ProjectorSet};
 use crate::webhook::{WebhookOptions, WebhookSecret};
 use clap::CommandFactory;
@@ -26,6 +27,8 @@ pub struct Arguments {
     pub projectors: ProjectorArguments,
     #[command(flatten)]
     pub log: LogArguments,
+    #[command(flatten)]
+    pub publishers: PublisherArguments,
     /// POST low-stock notifications to this URL (off when unset; needs the secret below).
     #[arg(
         long,
@@ -68,7 +71,7 @@ pub enum CliError {
     Projection(#[from] ProjectionError),
     #[error(transparent)]
     Startup(#[from] StartupError),
-    #[error("LEDGER_PROJECTORS=none leaves this process nothing to run")]
+    #[error("LEDGER_PROJECTORS=none and no broker configured leave this process nothing to run")]
     NothingToRun,
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
@@ -96,7 +99,8 @@ pub fn selected_projections(
 /// Start the projectors and run until a shutdown signal, then stop them between batches.
 pub async fn run(arguments: Arguments) -> Result<(), CliError> {
     let projections = selected_projections(&arguments.projectors.projectors)?;
-    if projections.is_empty() {
+    let publishers = arguments.publishers.publishers();
+    if projections.is_empty() && publishers.is_empty() {
         return Err(CliError::NothingToRun);
     }
     let backends = Backends::open(
@@ -110,7 +114,7 @@ pub async fn run(arguments: Arguments) -> Result<(), CliError> {
         },
     )
     .await?;
-    let result = serve(&backends, projections, arguments.webhook()).await;
+    let result = serve(&backends, projections, publishers, arguments.webhook()).await;
     backends.close().await;
     result
 }
@@ -118,6 +122,7 @@ pub async fn run(arguments: Arguments) -> Result<(), CliError> {
 async fn serve(
     backends: &Backends,
     projections: Vec<&'static str>,
+    publishers: Vec<Publisher>,
     webhook: Option<WebhookOptions>,
 ) -> Result<(), CliError> {
     crate::migrate(backends.database()).await?;
@@ -125,9 +130,10 @@ async fn serve(
     let options = ProjectorOptions {
         projections,
         webhook,
+        publishers,
         ..ProjectorOptions::default()
     };
-    tracing::info!(projections = ?options.projections, "projector starting");
+    tracing::info!(projections = ?options.projections, publishers = ?options.publishers, "projector starting");
     let statistics =
         ledger_postgres::statistics::spawn(backends.database().clone(), shutdown.clone());
     let set = ProjectorSet::spawn(

@@ -38,6 +38,9 @@ pub enum ProjectionError {
     InjectedFault(&'static str),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A broker did not confirm a batch; the publisher backs off and publishes it again.
+    #[error("integration events not confirmed: {0}")]
+    Publish(#[from] ledger_integration::BrokerError),
 }
 
 /// Shows an optional checkpoint the way operators read positions: `COMMIT/PREPARE` or `start`.

@@ -19,6 +19,8 @@
 //!   (lock, subscription, batches, backoff, metrics, fault injection), with [`lock`] holding
 //!   the one-runner-per-projection rule; [`rebuild`]: rebuild into the shadow and swap, live.
 //! - [`webhook`]: optional delivery of low-stock notifications.
+//! - [`publisher`]: publishers of integration events to RabbitMQ and NATS JetStream, run by
+//!   the same runtime as projections (a publisher is a projection whose apply publishes).
 //! - [`cli`]: the `ledger-projector` binary's settings and start-up.
 //!
 //! The read models and the outbox are described for their users in `READ_MODELS.md`.
@@ -32,6 +34,7 @@ pub mod locations;
 pub mod lock;
 pub mod low_stock_alerts;
 pub mod projection;
+pub mod publisher;
 pub mod read_models;
 pub mod rebuild;
 pub mod reservations;
@@ -51,6 +54,7 @@ pub use low_stock_alerts::{
     AlertCloseReason, AlertStatus, LowStockAlert, Notification, NotificationKind,
 };
 pub use projection::Projection;
+pub use publisher::{Publisher, PublisherArguments};
 pub use read_models::{ReadModels, PAGE_SIZE_MAX};
 pub use rebuild::{rebuild, RebuildOptions, RebuildProgress, RebuildSummary};
 pub use reservations::ReservationRow;

@@ -89,16 +89,6 @@ struct TransferRow {
     closed_version: Option<u64>,
 }
 
-/// The locations an event changes the balances of.
-fn concerned(event: &SkuEvent) -> Vec<&str> {
-    match event {
-        SkuEvent::TransferDispatched(e) => vec![&e.from_location, &e.to_location],
-        SkuEvent::TransferReceived(e) => vec![&e.to_location],
-        SkuEvent::TransferCancelled(e) => vec![&e.from_location, &e.to_location],
-        other => other.location().into_iter().collect(),
-    }
-}
-
 #[async_trait]
 impl Projection for Locations {
     fn name(&self) -> &'static str {
@@ -121,7 +111,12 @@ impl Projection for Locations {
     ) -> Result<(), ProjectionError> {
         let mut keys: Vec<(&str, &str)> = records
             .iter()
-            .flat_map(|r| concerned(&r.event).into_iter().map(|l| (l, r.sku.as_str())))
+            .flat_map(|r| {
+                r.event
+                    .locations_moved()
+                    .into_iter()
+                    .map(|l| (l, r.sku.as_str()))
+            })
             .collect();
         keys.sort_unstable();
         keys.dedup();
@@ -156,7 +151,7 @@ impl Projection for Locations {
         let mut transfers: BTreeMap<(String, String), TransferRow> = BTreeMap::new();
         let mut changes: BTreeMap<String, i64> = BTreeMap::new();
         for record in records {
-            for location in concerned(&record.event) {
+            for location in record.event.locations_moved() {
                 let level = levels
                     .entry((location.to_owned(), record.sku.as_str().to_owned()))
                     .or_insert_with(|| Level {

@@ -1,9 +1,11 @@
 //! Low-stock alerts and their outbox.
 //!
-//! After every event of a SKU: when available is below the reorder point and no alert is open,
-//! an alert opens, recording the available and reorder point that triggered it; when available
-//! is at or above the reorder point and an alert is open, it closes (`recovered`, or
-//! `reorder_point_lowered` when a reorder point change did it). Staying below changes nothing.
+//! After every event of a SKU, by the domain's one low-stock rule (`ledger_domain::low_stock`,
+//! which the published integration events follow too): when available is below the reorder
+//! point and no alert is open, an alert opens, recording the available and reorder point that
+//! triggered it; when available is at or above the reorder point and an alert is open, it
+//! closes (`recovered`, or `reorder_point_lowered` when a reorder point change did it).
+//! Staying below changes nothing.
 //! A partial unique index holds the "one open alert per SKU" rule in the database itself.
 //!
 //! Every opening and closing also writes a notification row. Alert and notification ids are
@@ -28,7 +30,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use ledger_domain::Sku;
-use ledger_domain::{SkuEvent, SkuState};
+use ledger_domain::{low_stock_change, Balances, LowStockChange, LowStockCloseReason, SkuState};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tokio_postgres::Row;
@@ -36,8 +38,8 @@ use tokio_postgres::Row;
 pub const NAME: &str = "low_stock_alerts";
 
 /// Why an alert closed.
-pub const CLOSED_RECOVERED: &str = "recovered";
-pub const CLOSED_REORDER_POINT_LOWERED: &str = "reorder_point_lowered";
+pub const CLOSED_RECOVERED: &str = LowStockCloseReason::Recovered.as_str();
+pub const CLOSED_REORDER_POINT_LOWERED: &str = LowStockCloseReason::ReorderPointLowered.as_str();
 
 /// Notification kinds.
 pub const KIND_OPENED: &str = "alert_opened";
@@ -166,7 +168,7 @@ impl Projection for LowStockAlerts {
             let state = levels
                 .entry(sku.to_owned())
                 .or_insert_with(|| SkuState::new(record.sku.clone()));
-            let reorder_point_before = state.reorder_point;
+            let before = Balances::of(state);
             state.apply_to_totals(&record.event);
             state.reservations.clear();
             state.version = Some(record.recorded.version);
@@ -177,9 +179,15 @@ impl Projection for LowStockAlerts {
                 available: to_i64("available", state.available())?,
                 reorder_point: to_i64("reorder point", state.reorder_point)?,
             };
-            let below = state.is_below_reorder_point();
-            match (below, open.get(sku).copied()) {
-                (true, None) => {
+            let open_alert = open.get(sku).copied();
+            let change = low_stock_change(
+                open_alert.is_some(),
+                &before,
+                &Balances::of(state),
+                &record.event,
+            );
+            match (change, open_alert) {
+                (Some(LowStockChange::Opened), _) => {
                     last_alert_id += 1;
                     last_notification_id += 1;
                     open.insert(sku.to_owned(), OpenAlert::New(new_alerts.len()));
@@ -198,14 +206,8 @@ impl Projection for LowStockAlerts {
                         close_reason: None,
                     });
                 }
-                (false, Some(alert)) => {
-                    let lowered = matches!(record.event, SkuEvent::ReorderPointSet(_))
-                        && state.reorder_point < reorder_point_before;
-                    let reason = if lowered {
-                        CLOSED_REORDER_POINT_LOWERED
-                    } else {
-                        CLOSED_RECOVERED
-                    };
+                (Some(LowStockChange::Closed(reason)), Some(alert)) => {
+                    let reason = reason.as_str();
                     let closing = Closing {
                         moment: moment.clone(),
                         reason,
@@ -231,7 +233,10 @@ impl Projection for LowStockAlerts {
                         close_reason: Some(reason),
                     });
                 }
-                (true, Some(_)) | (false, None) => {}
+                (Some(LowStockChange::Closed(_)), None) => {
+                    unreachable!("the low-stock rule closes only an open alert")
+                }
+                (None, _) => {}
             }
         }
         // Close stored alerts before inserting new ones: a SKU may close one and open the next

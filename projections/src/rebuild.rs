@@ -413,6 +413,10 @@ pub async fn shadow_checkpoint(
     database: &Database,
     projection_name: &str,
 ) -> Result<Option<Option<Position>>, ProjectionError> {
+    if crate::publisher::NAMES.contains(&projection_name) {
+        // Publishers are not rebuilt into a shadow (see `publisher::restart_from`).
+        return Ok(None);
+    }
     let projection = crate::by_name(projection_name)?;
     let shadow = SchemaName::shadow(projection.name());
     let client = database.pool().get().await?;

@@ -13,6 +13,7 @@ use crate::checkpoint;
 use crate::error::ProjectionError;
 use crate::lock::LockConnection;
 use crate::projection::Projection;
+use crate::publisher::Publisher;
 use crate::schema;
 use crate::schema_name::SchemaName;
 use crate::webhook::{self, WebhookOptions};
@@ -77,6 +78,9 @@ pub struct ProjectorOptions {
     pub faults: FaultPlan,
     /// Deliver low-stock notifications to a webhook; off (`None`) by default.
     pub webhook: Option<WebhookOptions>,
+    /// Publishers of integration events to run beside the projections, each a runner of its
+    /// own; none by default.
+    pub publishers: Vec<Publisher>,
 }
 
 impl Default for ProjectorOptions {
@@ -87,6 +91,7 @@ impl Default for ProjectorOptions {
             lock_retry_interval_ms: LOCK_RETRY_INTERVAL_MS,
             faults: FaultPlan::default(),
             webhook: None,
+            publishers: Vec::new(),
         }
     }
 }
@@ -140,20 +145,30 @@ impl ProjectorSet {
         let database = database
             .with_session_settings(
                 &[("synchronous_commit", "off")],
-                options.projections.len() + PROJECTOR_POOL_SPARE_CONNECTIONS,
+                options.projections.len()
+                    + options.publishers.len()
+                    + PROJECTOR_POOL_SPARE_CONNECTIONS,
             )
             .expect("a pool derived from a working one builds");
         let mut tasks = Vec::new();
         let mut activity = Vec::new();
+        let mut appliers: Vec<Applier> = Vec::new();
         for name in &options.projections {
             let projection = crate::by_name(name).unwrap_or_else(|e| {
                 panic!("ProjectorOptions names a projection that does not exist: {e}")
             });
+            appliers.push(Applier::ReadModel(projection));
+        }
+        for publisher in &options.publishers {
+            appliers.push(Applier::Publisher(Arc::new(publisher.clone())));
+        }
+        for applier in appliers {
+            let name = applier.get().name();
             let shared = Arc::new(Activity::default());
-            activity.push((projection.name(), shared.clone()));
+            activity.push((name, shared.clone()));
             let runner = Runner {
-                projection,
-                schema: SchemaName::live(projection.name()),
+                schema: SchemaName::live(name),
+                projection: applier,
                 store: store.clone(),
                 database: database.clone(),
                 batch_events_max: options.batch_events_max.clamp(1, BATCH_EVENTS_MAX),
@@ -219,6 +234,13 @@ fn describe_metrics() {
     metrics::describe_counter!(METRIC_ERRORS, "Failed batches and subscription errors.");
 }
 
+/// Seconds from `recorded_at` to now, 0 for a moment in the future (clocks of two hosts).
+fn seconds_since(recorded_at: chrono::DateTime<chrono::Utc>) -> f64 {
+    (chrono::Utc::now() - recorded_at)
+        .to_std()
+        .map_or(0.0, |lag| lag.as_secs_f64())
+}
+
 /// Bounded exponential backoff.
 struct Backoff {
     next_ms: u64,
@@ -259,8 +281,25 @@ enum Exit {
     Failed(ProjectionError),
 }
 
+/// What a runner applies batches to: one of the registered read models, or a publisher (which
+/// carries its broker and so is built at start-up rather than registered).
+#[derive(Clone)]
+enum Applier {
+    ReadModel(&'static dyn Projection),
+    Publisher(Arc<Publisher>),
+}
+
+impl Applier {
+    fn get(&self) -> &dyn Projection {
+        match self {
+            Self::ReadModel(projection) => *projection,
+            Self::Publisher(publisher) => &**publisher,
+        }
+    }
+}
+
 struct Runner {
-    projection: &'static dyn Projection,
+    projection: Applier,
     schema: SchemaName,
     store: Arc<dyn EventStore>,
     database: Database,
@@ -274,7 +313,7 @@ struct Runner {
 
 impl Runner {
     fn name(&self) -> &'static str {
-        self.projection.name()
+        self.projection.get().name()
     }
 
     async fn run(mut self) {
@@ -355,7 +394,7 @@ impl Runner {
 
     async fn migrate(&self) -> Result<(), ProjectionError> {
         let mut client = self.database.pool().get().await?;
-        schema::migrate_live(&mut client, self.projection).await?;
+        schema::migrate_live(&mut client, self.projection.get()).await?;
         Ok(())
     }
 
@@ -433,14 +472,19 @@ impl Runner {
                     backoff.reset();
                 }
                 Err(error @ ProjectionError::InjectedFault(_)) => return Exit::Crashed(error),
-                Err(error) => return Exit::Failed(error),
+                Err(error) => {
+                    // Nothing of the batch committed: the lag is now how long its first event
+                    // has waited, and it grows with every failed attempt (a publisher whose
+                    // broker is down shows its lag here rather than the last good value).
+                    metrics::gauge!(METRIC_LAG_SECONDS, "projection" => self.name())
+                        .set(seconds_since(batch[0].recorded_at));
+                    return Exit::Failed(error);
+                }
             }
             let lag_seconds = if more_ready {
-                batch.last().map_or(0.0, |last| {
-                    (chrono::Utc::now() - last.recorded_at)
-                        .to_std()
-                        .map_or(0.0, |lag| lag.as_secs_f64())
-                })
+                batch
+                    .last()
+                    .map_or(0.0, |last| seconds_since(last.recorded_at))
             } else {
                 0.0
             };
@@ -473,7 +517,7 @@ impl Runner {
         let transaction = client.transaction().await?;
         let next = apply_page(
             &transaction,
-            self.projection,
+            self.projection.get(),
             &self.schema,
             checkpoint,
             batch,

@@ -42,7 +42,9 @@ pub struct ProjectionStatus {
 }
 
 impl ReadModels {
-    /// Checkpoint, head, lag, last error and lock holder of every projection.
+    /// Checkpoint, head, lag, last error and lock holder of every projection, and of every
+    /// integration event publisher that has ever run on this database (a publisher's schema is
+    /// created by its first run; one never configured is not listed).
     pub async fn status(
         &self,
         store: &dyn EventStore,
@@ -51,6 +53,12 @@ impl ReadModels {
         let mut statuses = Vec::new();
         for projection in crate::all() {
             statuses.push(self.status_of(store, projection.name(), head).await?);
+        }
+        for publisher in crate::publisher::NAMES {
+            let status = self.status_of(store, publisher, head).await?;
+            if status.migrated {
+                statuses.push(status);
+            }
         }
         Ok(statuses)
     }

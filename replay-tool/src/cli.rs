@@ -26,6 +26,7 @@ Examples:
   ledger-replay rebuild --all
   ledger-replay status
   DATABASE_URL=postgresql://ledger@db/ledger ledger-replay status --format json
+  ledger-replay republish publish_rabbitmq --from 8812/3
 
 Exit codes:
   0  success; verify found no difference
@@ -93,6 +94,18 @@ Examples:
   ledger-replay rebuild --all --dry-run
   ledger-replay rebuild reservations --restart --quiet";
 
+const REPUBLISH_AFTER_HELP: &str = "\
+Makes an integration event publisher (publish_rabbitmq, publish_nats) publish again, on its next
+run, every event from a position of the log on (or from the start): for a consumer that lost
+messages, or a new one that needs the history. The events before the position are folded again
+without publishing, so the messages published again carry the same ids, balances and alerts as
+the first time; consumers drop the ones they have. Refused while the publisher runs: stop the
+process that runs it (the API or ledger-projector with a broker configured) first.
+
+Examples:
+  ledger-replay republish publish_nats
+  ledger-replay republish publish_rabbitmq --from 8812/3";
+
 /// Replay, verify and rebuild the inventory ledger from its event store.
 #[derive(Debug, Parser)]
 #[command(name = "ledger-replay", version, after_help = AFTER_HELP)]
@@ -120,6 +133,9 @@ pub enum Command {
     Rebuild(RebuildArguments),
     /// Every projection's checkpoint, the head of the log, the lag and the last error.
     Status(StatusArguments),
+    /// Make an integration event publisher publish again from a position of the log.
+    #[command(after_help = REPUBLISH_AFTER_HELP)]
+    Republish(RepublishArguments),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -200,6 +216,16 @@ pub struct RebuildArguments {
 pub struct StatusArguments {
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RepublishArguments {
+    /// The publisher: publish_rabbitmq or publish_nats.
+    pub publisher: String,
+    /// The first event to publish again, as COMMIT/PREPARE (positions as `status` and the
+    /// history show them); the start of the log when left out.
+    #[arg(long)]
+    pub from: Option<ledger_domain::Position>,
 }
 
 fn parse_moment(value: &str) -> Result<DateTime<Utc>, String> {

@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the arguments, the `--help` text with examples and the exit codes.
-//! - [`history`], [`verify`], [`anchor`], [`rebuild`], [`status`]: one module per command; each turns its
-//!   arguments into calls of the ledger and projections libraries and prints the result.
+//! - [`history`], [`verify`], [`anchor`], [`rebuild`], [`status`], [`republish`]: one module per
+//!   command; each turns its arguments into calls of the ledger and projections libraries and prints the result.
 //! - [`schemas`]: the event contract under `schemas/`, embedded and compiled for `verify`.
 //! - [`output`]: CSV quoting and table cells shared by the commands.
 //! - [`error`]: the tool's error type and its mapping onto exit codes.
@@ -14,6 +14,7 @@ pub mod error;
 pub mod history;
 pub mod output;
 pub mod rebuild;
+pub mod republish;
 pub mod schemas;
 pub mod status;
 pub mod verify;
@@ -59,6 +60,7 @@ async fn run_command(arguments: Arguments) -> Result<ExitCodeName, ToolError> {
         Command::Anchor(options) => anchor::run(&backends, options).await,
         Command::Rebuild(options) => rebuild::run(&backends, options).await,
         Command::Status(options) => status::run(&backends, options).await,
+        Command::Republish(options) => republish::run(&backends, options).await,
     };
     backends.close().await;
     result

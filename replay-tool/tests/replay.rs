@@ -548,6 +548,50 @@ async fn errors_have_their_documented_exit_codes() {
     assert!(stdout(&help).contains("Exit codes:"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn republish_folds_the_log_before_the_position_and_leaves_the_publisher_to_publish_the_rest()
+{
+    // The publisher's own tests prove what it publishes after a restart; this proves the
+    // command reaches it: the fold stops right before the position, status then lists the
+    // publisher at that checkpoint, and an unknown publisher is an unknown projection.
+    let ledger = Ledger::new().await;
+    ledger.write_mixed_history("REPUB-1", 2).await;
+    let client = ledger.database.pool().get().await.unwrap();
+    let third = client
+        .query_one(
+            "SELECT transaction_id, sequence FROM event_store.events \
+             ORDER BY transaction_id, sequence OFFSET 2 LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let from = format!("{}/{}", third.get::<_, i64>(0), third.get::<_, i64>(1));
+    let output = ledger
+        .replay(&["republish", "publish_nats", "--from", &from])
+        .await;
+    assert_exit(&output, EXIT_OK);
+    assert!(
+        stdout(&output).contains("folded 2 events again"),
+        "{}",
+        stdout(&output)
+    );
+    let status = ledger.replay(&["status", "--format", "json"]).await;
+    assert_exit(&status, EXIT_OK);
+    let rows: Value = serde_json::from_str(&stdout(&status)).unwrap();
+    let publisher = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["name"] == "publish_nats")
+        .expect("status lists a publisher once it exists");
+    assert_eq!(publisher["events_applied"], 2);
+    assert!(publisher["lag_events"].as_u64().unwrap() > 0);
+    assert_exit(
+        &ledger.replay(&["republish", "publish_nowhere"]).await,
+        EXIT_NOT_FOUND,
+    );
+}
+
 /// SKUs and events per SKU of the throughput measurement: 100,000 events unless
 /// `MEASURED_SKUS_VARIABLE` asks for more SKUs.
 const MEASURED_SKUS: u64 = 200;

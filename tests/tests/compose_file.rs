@@ -1,7 +1,8 @@
 //! The compose file checked against the code: every environment variable it sets for a ledger
 //! binary is one that binary reads, the ports agree, and every service the binaries need is
-//! there and started before them. And checked for safety: the event store and PostgreSQL run
-//! with TLS and passwords that the ledger's connections use and verify, only the host's
+//! there and started before them. And checked for safety: the event store, PostgreSQL and the
+//! brokers (RabbitMQ, NATS) run with TLS and passwords that the ledger's connections use and
+//! verify, only the host's
 //! loopback interface gets ports, secrets come only from required variables, and the image
 //! build is sent no local data.
 //!
@@ -19,6 +20,8 @@ const DOCKERFILE: &str = include_str!("../../compose/Dockerfile");
 const PROMETHEUS_CONFIG: &str = include_str!("../../compose/prometheus.yml");
 const ENVIRONMENT_EXAMPLE: &str = include_str!("../../compose/.env.example");
 const PG_HBA: &str = include_str!("../../compose/postgres/pg_hba.conf");
+const RABBITMQ_CONFIG: &str = include_str!("../../compose/rabbitmq/rabbitmq.conf");
+const NATS_CONFIG: &str = include_str!("../../compose/nats/nats.conf");
 const CERTIFICATE_GENERATOR: &str = include_str!("../../compose/generate-certificates.sh");
 const DASHBOARD: &str = include_str!("../../compose/grafana/dashboards/ledger.json");
 const DATASOURCES: &str =
@@ -38,6 +41,8 @@ const SUPPORT_SERVICES: &[&str] = &[
     "certificates",
     "eventstore",
     "postgres",
+    "rabbitmq",
+    "nats",
     "prometheus",
     "grafana",
     "jaeger",
@@ -532,6 +537,103 @@ fn postgres_accepts_only_tls_and_every_client_verifies_its_certificate() {
         Some(CA_FILE)
     );
     assert!(mounts_certificates(service(&compose, "grafana")));
+}
+
+/// The (key, value) settings of a RabbitMQ `rabbitmq.conf`, comments left out.
+fn rabbitmq_settings() -> Vec<(String, String)> {
+    RABBITMQ_CONFIG
+        .lines()
+        .map(|line| line.split('#').next().unwrap().trim())
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let (key, value) = line.split_once('=').expect("key = value lines");
+            (key.trim().to_owned(), value.trim().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_brokers_accept_only_tls_with_passwords_and_the_ledger_verifies_their_certificates() {
+    let compose = compose();
+    for name in ["rabbitmq", "nats"] {
+        let broker = service(&compose, name);
+        assert!(
+            mounts_certificates(broker),
+            "{name} mounts the certificates"
+        );
+        assert!(
+            starts_after_the_certificates(broker),
+            "{name} waits for them"
+        );
+        assert!(
+            broker["ports"].as_sequence().is_none_or(|p| p.is_empty()),
+            "{name} is reachable from the services' network only"
+        );
+        assert!(
+            CERTIFICATE_GENERATOR.contains(&format!("issue {name} server {name} "))
+                && CERTIFICATE_GENERATOR.contains(&format!("DNS:{name},")),
+            "the certificates service issues {name}'s certificate"
+        );
+    }
+
+    // RabbitMQ: no plain listener, TLS on 5671 with its certificate, a password user.
+    let settings = rabbitmq_settings();
+    let setting = |key: &str| {
+        settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("rabbitmq.conf sets no {key}"))
+    };
+    assert_eq!(setting("listeners.tcp"), "none", "no plain AMQP listener");
+    assert_eq!(setting("listeners.ssl.default"), "5671");
+    assert_eq!(
+        setting("ssl_options.certfile"),
+        "/certs/rabbitmq/server.crt"
+    );
+    assert_eq!(setting("ssl_options.keyfile"), "/certs/rabbitmq/server.key");
+    assert_eq!(
+        setting("loopback_users.guest"),
+        "true",
+        "guest never logs in remotely"
+    );
+    let rabbitmq = service(&compose, "rabbitmq");
+    assert!(mount_targets(rabbitmq)
+        .iter()
+        .any(|t| t.starts_with("/etc/rabbitmq/conf.d/")));
+    assert_eq!(variable(rabbitmq, "RABBITMQ_DEFAULT_USER"), "ledger");
+    assert!(required_variable(&variable(rabbitmq, "RABBITMQ_DEFAULT_PASS")).is_some());
+
+    // NATS: TLS with its certificate, a password user, JetStream on.
+    let nats = service(&compose, "nats");
+    assert!(mount_targets(nats).contains(&"/etc/nats/nats.conf".to_owned()));
+    for line in [
+        "cert_file: \"/certs/nats/server.crt\"",
+        "key_file: \"/certs/nats/server.key\"",
+        "password: $NATS_PASSWORD",
+        "jetstream {",
+    ] {
+        assert!(NATS_CONFIG.contains(line), "nats.conf: {line}");
+    }
+    assert!(required_variable(&variable(nats, "NATS_PASSWORD")).is_some());
+
+    // The ledger publishes over TLS, as a password user, checking the CA; and waits for both.
+    let api = service(&compose, "api");
+    let rabbitmq_url = variable(api, "LEDGER_RABBITMQ_URL");
+    assert!(rabbitmq_url.starts_with("amqps://"), "{rabbitmq_url}");
+    assert_eq!(host_and_port(&rabbitmq_url), ("rabbitmq".to_owned(), 5671));
+    assert_eq!(variable(api, "LEDGER_RABBITMQ_CA_FILE"), CA_FILE);
+    let nats_url = variable(api, "LEDGER_NATS_URL");
+    assert!(nats_url.starts_with("tls://"), "{nats_url}");
+    assert_eq!(host_and_port(&nats_url), ("nats".to_owned(), 4222));
+    assert_eq!(variable(api, "LEDGER_NATS_CA_FILE"), CA_FILE);
+    for url in [&rabbitmq_url, &nats_url] {
+        let (user, password) = credentials(url).expect("the URL carries a user");
+        assert_eq!(user, "ledger");
+        assert!(required_variable(&password).is_some());
+    }
+    let needs = depends_on(api);
+    assert!(needs.contains("rabbitmq") && needs.contains("nats"));
 }
 
 #[test]

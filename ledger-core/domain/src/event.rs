@@ -340,6 +340,17 @@ impl SkuEvent {
         })
     }
 
+    /// The locations whose balances the event changes: a transfer's source and destination
+    /// (a receipt's destination only), a movement's location, none for a catalogue event.
+    pub fn locations_moved(&self) -> Vec<&str> {
+        match self {
+            Self::TransferDispatched(e) => vec![&e.from_location, &e.to_location],
+            Self::TransferReceived(e) => vec![&e.to_location],
+            Self::TransferCancelled(e) => vec![&e.from_location, &e.to_location],
+            other => other.location().into_iter().collect(),
+        }
+    }
+
     /// Whether the event concerns `location`: it happened there, or it is a transfer from or
     /// to there, or it is a catalogue event (which concerns every location).
     pub fn concerns(&self, location: &str) -> bool {

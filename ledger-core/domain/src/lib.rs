@@ -20,6 +20,8 @@
 //!   history and the movement ledger.
 //! - [`chain`]: the hash chain's canonical form of an event (the bytes its hash covers); the
 //!   hash's value type travels in the envelope, the digest itself is the application layer's.
+//! - [`low_stock`]: when a low-stock alert opens and closes, for the alerts read model and the
+//!   published integration events alike.
 
 pub mod chain;
 pub mod command;
@@ -27,6 +29,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod history;
+pub mod low_stock;
 pub mod reservation;
 pub mod state;
 pub mod transfer;
@@ -40,6 +43,7 @@ pub use envelope::{
 pub use error::DomainError;
 pub use event::*;
 pub use history::{BalanceChange, Balances, HistoryEntry};
+pub use low_stock::{low_stock_change, LowStockChange, LowStockCloseReason};
 pub use reservation::{Reservation, ReservationStatus};
 pub use state::{LocationStock, SkuState, SkuSummary};
 pub use transfer::{CatalogueEntry, Transfer, TransferStatus};

@@ -1,0 +1,213 @@
+//! From a stored event to the integration events it publishes.
+//!
+//! The mapping folds the SKU's balances — SKU-wide and at the event's location — with the
+//! domain's own fold ([`Balances::apply`], the one the history and the read models use), and asks
+//! the domain's low-stock rule ([`low_stock_change`]) whether the event opened or closed the SKU's
+//! alert. It is pure: given the same fold and event it returns the same messages, ids included,
+//! which is what lets a publisher that crashed publish a batch again without inventing new facts.
+
+use crate::contract::{IntegrationEvent, IntegrationEventType, DATA_CONTENT_TYPE, SPEC_VERSION};
+use ledger_domain::{low_stock_change, Balances, LowStockChange, RecordedEvent, Sku, SkuEvent};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Namespace of the ids of alert events (UUID v5 of the causing event's id and the alert's
+/// type). Fixed forever: a changed namespace would give a republished alert a new id, and
+/// consumers would take it for a second alert.
+const ALERT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c65_6467_6572_2d61_6c65_7274_2d69_6473);
+
+/// What a publisher remembers of one SKU between events: the totals, whether a low-stock alert
+/// is open, and the balances at the locations it needs for the events at hand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SkuFold {
+    pub totals: Balances,
+    pub alert_open: bool,
+    /// The balances per location; a location missing here starts at zero, so the caller loads
+    /// every location the events it maps will name.
+    pub locations: BTreeMap<String, Balances>,
+    /// The version of the last event folded, `None` before the first.
+    pub version: Option<u64>,
+}
+
+/// Balances after an event, as published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BalancesAfter {
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+    pub reorder_point: u64,
+}
+
+impl From<&Balances> for BalancesAfter {
+    fn from(balances: &Balances) -> Self {
+        Self {
+            on_hand: balances.on_hand,
+            reserved: balances.reserved,
+            available: balances.available(),
+            reorder_point: balances.reorder_point,
+        }
+    }
+}
+
+/// Fold `event` (stored as `recorded`, in `sku`'s stream) into `fold` and return its
+/// integration events: the movement itself, then the low-stock alert it opened or closed, if
+/// any, in that order.
+pub fn map_event(
+    source: &str,
+    sku: &Sku,
+    recorded: &RecordedEvent,
+    event: &SkuEvent,
+    fold: &mut SkuFold,
+) -> Vec<IntegrationEvent> {
+    let before = fold.totals;
+    fold.totals.apply(event);
+    for at in event.locations_moved() {
+        let balances = fold.locations.entry(at.to_owned()).or_default();
+        balances.apply_at(event, Some(at));
+    }
+    let location = event.location();
+    let location_after = location
+        .and_then(|at| fold.locations.get(at))
+        .map(BalancesAfter::from);
+    fold.version = Some(recorded.version);
+    let change = low_stock_change(fold.alert_open, &before, &fold.totals, event);
+    match change {
+        Some(LowStockChange::Opened) => fold.alert_open = true,
+        Some(LowStockChange::Closed(_)) => fold.alert_open = false,
+        None => {}
+    }
+    let totals_after = BalancesAfter::from(&fold.totals);
+    let envelope = |id: Uuid, event_type: IntegrationEventType, data: Value| IntegrationEvent {
+        specversion: SPEC_VERSION.to_owned(),
+        id,
+        source: source.to_owned(),
+        event_type: event_type.name().to_owned(),
+        subject: sku.as_str().to_owned(),
+        time: recorded.recorded_at,
+        datacontenttype: DATA_CONTENT_TYPE.to_owned(),
+        data,
+    };
+    let mut events = Vec::new();
+    if let Some((event_type, mut data)) = movement_data(event) {
+        let common = json!({
+            "sku": sku.as_str(),
+            "location": location,
+            "version": recorded.version,
+            "balances_after": totals_after,
+            "location_balances_after": location_after,
+            "correlation_id": recorded.metadata.correlation_id,
+        });
+        merge(&mut data, common);
+        events.push(envelope(recorded.event_id, event_type, data));
+    }
+    if let Some(change) = change {
+        let (alert_type, close_reason) = match change {
+            LowStockChange::Opened => (IntegrationEventType::LowStockAlertOpened, None),
+            LowStockChange::Closed(reason) => {
+                (IntegrationEventType::LowStockAlertClosed, Some(reason))
+            }
+        };
+        let mut data = json!({
+            "sku": sku.as_str(),
+            "location": location,
+            "version": recorded.version,
+            "caused_by_event_id": recorded.event_id,
+            "available": totals_after.available,
+            "reorder_point": totals_after.reorder_point,
+        });
+        if let Some(reason) = close_reason {
+            merge(&mut data, json!({ "close_reason": reason.as_str() }));
+        }
+        events.push(envelope(
+            alert_event_id(recorded.event_id, alert_type),
+            alert_type,
+            data,
+        ));
+    }
+    events
+}
+
+/// The id of the alert event of `alert_type` caused by the event `caused_by`.
+pub fn alert_event_id(caused_by: Uuid, alert_type: IntegrationEventType) -> Uuid {
+    Uuid::new_v5(
+        &ALERT_ID_NAMESPACE,
+        format!("{caused_by}\u{1f}{}", alert_type.name()).as_bytes(),
+    )
+}
+
+/// The type of a movement's integration event and the fields only it carries; `None` for the
+/// events the public contract does not carry yet (transfers and catalogue changes: their effect
+/// on the balances shows in the next movement's `balances_after`, and an alert they open or
+/// close is published).
+fn movement_data(event: &SkuEvent) -> Option<(IntegrationEventType, Value)> {
+    use IntegrationEventType as T;
+    Some(match event {
+        SkuEvent::Replenished(e) => (
+            T::StockReplenished,
+            json!({ "quantity": e.quantity, "reference": e.reference }),
+        ),
+        SkuEvent::Reserved(e) => (
+            T::StockReserved,
+            json!({
+                "reservation_id": e.reservation_id,
+                "order_id": e.order_id,
+                "quantity": e.quantity,
+                "ttl_seconds": e.ttl_seconds,
+                "expires_at": e.expires_at,
+            }),
+        ),
+        SkuEvent::Released(e) => (
+            T::ReservationReleased,
+            json!({
+                "reservation_id": e.reservation_id,
+                "order_id": e.order_id,
+                "quantity": e.quantity,
+                "reason": e.reason,
+            }),
+        ),
+        SkuEvent::Expired(e) => (
+            T::ReservationExpired,
+            json!({
+                "reservation_id": e.reservation_id,
+                "order_id": e.order_id,
+                "quantity": e.quantity,
+                "expires_at": e.expires_at,
+            }),
+        ),
+        SkuEvent::Confirmed(e) => (
+            T::ReservationConfirmed,
+            json!({
+                "reservation_id": e.reservation_id,
+                "order_id": e.order_id,
+                "quantity": e.quantity,
+            }),
+        ),
+        SkuEvent::Adjusted(e) => (
+            T::StockAdjusted,
+            json!({ "delta": e.delta, "reason": e.reason, "reference": e.reference }),
+        ),
+        SkuEvent::ReorderPointSet(e) => (
+            T::ReorderPointSet,
+            json!({
+                "reorder_point": e.reorder_point,
+                "previous_reorder_point": e.previous_reorder_point,
+            }),
+        ),
+        SkuEvent::TransferDispatched(_)
+        | SkuEvent::TransferReceived(_)
+        | SkuEvent::TransferCancelled(_)
+        | SkuEvent::Registered(_)
+        | SkuEvent::Updated(_)
+        | SkuEvent::Discontinued(_) => return None,
+    })
+}
+
+/// Add the fields of `extra` (an object) to `target` (an object).
+fn merge(target: &mut Value, extra: Value) {
+    let (Value::Object(target), Value::Object(extra)) = (target, extra) else {
+        unreachable!("integration event data are JSON objects");
+    };
+    target.extend(extra);
+}
