@@ -591,6 +591,7 @@ async fn operations_endpoints_answer_and_every_route_is_described() {
         "GET /v1/skus/{sku}/catalogue",
         "GET /v1/skus/{sku}/transfers/{transfer_id}",
         "GET /v1/locations/{location}/stock",
+        "GET /v1/locations/{location}/alerts",
         "GET /v1/transfers",
         "GET /v1/skus/{sku}",
         "GET /v1/skus/{sku}/reservations",

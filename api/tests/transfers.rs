@@ -254,6 +254,21 @@ async fn a_store_polls_its_stock_list_and_gets_a_body_only_when_it_changed() {
         )
         .await;
     assert_eq!(below[0]["sku"], "A-1");
+    // The store's own alert: A-1's 3 units there are below its reorder point there.
+    let alerts = server
+        .wait_for("/v1/locations/store-12/alerts", |rows| {
+            rows.as_array().is_some_and(|r| r.len() == 1)
+        })
+        .await;
+    assert_eq!(
+        (
+            &alerts[0]["sku"],
+            &alerts[0]["status"],
+            &alerts[0]["available_at_open"],
+            &alerts[0]["reorder_point_at_open"]
+        ),
+        (&json!("A-1"), &json!("open"), &json!(3), &json!(5))
+    );
 
     let poll = |tag: Option<String>| {
         let request = server
@@ -308,5 +323,21 @@ async fn a_store_polls_its_stock_list_and_gets_a_body_only_when_it_changed() {
     }
     let (status, _) = server.get("/v1/locations/store%2012/stock").await;
     assert_eq!(status, 422);
+
+    // Stock arriving at the store closes its alert; the warehouse never had one.
+    let (status, _, _) = server
+        .post(
+            "/v1/skus/A-1/replenishments",
+            json!({"quantity": 2, "location": "store-12"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    server
+        .wait_for("/v1/locations/store-12/alerts", |rows| {
+            rows.as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
+    let (status, none) = server.get("/v1/locations/wh-1/alerts").await;
+    assert_eq!((status, none), (200, json!([])));
     server.stop().await;
 }

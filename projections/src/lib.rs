@@ -49,7 +49,7 @@ pub mod webhook;
 
 pub use convert::LogPosition;
 pub use error::ProjectionError;
-pub use locations::{LocationStockFilter, LocationStockRow, TransferRowView};
+pub use locations::{LocationAlertRow, LocationStockFilter, LocationStockRow, TransferRowView};
 pub use low_stock_alerts::{
     AlertCloseReason, AlertStatus, LowStockAlert, Notification, NotificationKind,
 };

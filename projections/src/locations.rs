@@ -1,6 +1,14 @@
 //! Stock per location: one row per (SKU, location) with that location's balances and the units
-//! on their way to it, a row per transfer, and a change counter per location that makes the
-//! ETag of a location's stock list (a store polls it; an unchanged list costs one key lookup).
+//! on their way to it, a row per transfer, a change counter per location that makes the ETag of
+//! a location's stock list (a store polls it; an unchanged list costs one key lookup), and the
+//! low-stock alerts of each (SKU, location).
+//!
+//! A location's alerts follow the domain's one low-stock rule ([`low_stock_change`]) applied to
+//! that location's balances and reorder point, exactly as the SKU-wide alerts apply it to the
+//! totals. Whether an alert is open needs no lookup: the rule opens one whenever available falls
+//! below the reorder point and closes it whenever it is back, and it runs after every event that
+//! moves the location's balances, so an alert is open exactly when the balances before the event
+//! were below the reorder point.
 //!
 //! A batch loads the rows of the (SKU, location) pairs it touches, folds each event into every
 //! location it concerns with the history's own fold ([`Balances::apply_at`], so the read model
@@ -9,13 +17,16 @@
 
 use crate::convert::{stored_sku, to_i64, to_u64};
 use crate::error::ProjectionError;
+use crate::low_stock_alerts::{AlertCloseReason, AlertStatus};
 use crate::projection::{Projection, SkuRecord};
 use crate::read_models::{page_limit, ReadModels};
 use crate::schema_name::SchemaName;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use ledger_domain::{Balances, LocationId, Sku, SkuEvent, TransferStatus};
+use ledger_domain::{
+    low_stock_change, Balances, LocationId, LowStockChange, Sku, SkuEvent, TransferStatus,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tokio_postgres::Row;
@@ -67,7 +78,112 @@ CREATE INDEX transfers_in_transit ON {schema}.transfers (dispatched_at, sku, tra
     WHERE status = 'in_transit';
 ";
 
+/// Added after the first release: every (SKU, location)'s low-stock alerts. Alerts before this
+/// step were never recorded, so the step empties the read model and rewinds its checkpoint: the
+/// runner folds the log again from its start (the ETag counters come out the same, since they
+/// count the same events).
+const ALERTS_STEP: &str = "
+CREATE TABLE IF NOT EXISTS {schema}.location_alerts (
+    location               text        NOT NULL,
+    sku                    text        NOT NULL,
+    opened_version         bigint      NOT NULL,
+    status                 text        NOT NULL CHECK (status IN ('open', 'closed')),
+    available_at_open      bigint      NOT NULL,
+    reorder_point_at_open  bigint      NOT NULL,
+    opened_at              timestamptz NOT NULL,
+    closed_at              timestamptz,
+    closed_version         bigint,
+    close_reason           text CHECK (close_reason IN ('recovered', 'reorder_point_lowered')),
+    available_at_close     bigint,
+    reorder_point_at_close bigint,
+    PRIMARY KEY (location, sku, opened_version),
+    CHECK ((status = 'open') = (closed_at IS NULL))
+);
+
+-- At most one open alert per (location, SKU); also serves a location's open alerts in SKU order.
+CREATE UNIQUE INDEX IF NOT EXISTS location_alerts_one_open
+    ON {schema}.location_alerts (location, sku) WHERE status = 'open';
+
+TRUNCATE {schema}.location_stock, {schema}.location_changes, {schema}.transfers;
+UPDATE {schema}.checkpoint SET position_commit = NULL, position_prepare = NULL, events_applied = 0;
+";
+
 pub struct Locations;
+
+/// An alert opened in the batch at hand (written whole, closed or not).
+struct AlertRow {
+    available_at_open: u64,
+    reorder_point_at_open: u64,
+    opened_at: DateTime<Utc>,
+    close: Option<AlertClose>,
+}
+
+/// How an alert closed.
+struct AlertClose {
+    at: DateTime<Utc>,
+    version: u64,
+    reason: &'static str,
+    available: u64,
+    reorder_point: u64,
+}
+
+/// The alert changes of a batch: alerts it opened, keyed by (location, SKU, opened version), and
+/// closings of alerts opened by an earlier batch, keyed by (location, SKU).
+#[derive(Default)]
+struct AlertChanges {
+    opened: BTreeMap<(String, String, u64), AlertRow>,
+    closed_earlier: BTreeMap<(String, String), AlertClose>,
+}
+
+impl AlertChanges {
+    /// Record what the event at `version` did to the alert of (`location`, `sku`).
+    fn fold(
+        &mut self,
+        (location, sku): (&str, &str),
+        record: &SkuRecord,
+        before: &Balances,
+        after: &Balances,
+    ) {
+        let open = before.available() < before.reorder_point;
+        let at = record.recorded.recorded_at;
+        let version = record.recorded.version;
+        match low_stock_change(open, before, after, &record.event) {
+            None => {}
+            Some(LowStockChange::Opened) => {
+                self.opened.insert(
+                    (location.to_owned(), sku.to_owned(), version),
+                    AlertRow {
+                        available_at_open: after.available(),
+                        reorder_point_at_open: after.reorder_point,
+                        opened_at: at,
+                        close: None,
+                    },
+                );
+            }
+            Some(LowStockChange::Closed(reason)) => {
+                let close = AlertClose {
+                    at,
+                    version,
+                    reason: reason.as_str(),
+                    available: after.available(),
+                    reorder_point: after.reorder_point,
+                };
+                let opened_here = self
+                    .opened
+                    .range_mut((location.to_owned(), sku.to_owned(), 0)..)
+                    .take_while(|((l, s, _), _)| l == location && s == sku)
+                    .find(|(_, row)| row.close.is_none());
+                match opened_here {
+                    Some((_, row)) => row.close = Some(close),
+                    None => {
+                        self.closed_earlier
+                            .insert((location.to_owned(), sku.to_owned()), close);
+                    }
+                }
+            }
+        }
+    }
+}
 
 struct Level {
     balances: Balances,
@@ -99,8 +215,17 @@ impl Projection for Locations {
         DDL
     }
 
+    fn later_steps(&self) -> &'static [&'static str] {
+        &[ALERTS_STEP]
+    }
+
     fn tables(&self) -> &'static [&'static str] {
-        &["location_stock", "location_changes", "transfers"]
+        &[
+            "location_stock",
+            "location_changes",
+            "transfers",
+            "location_alerts",
+        ]
     }
 
     async fn apply(
@@ -150,6 +275,7 @@ impl Projection for Locations {
         }
         let mut transfers: BTreeMap<(String, String), TransferRow> = BTreeMap::new();
         let mut changes: BTreeMap<String, i64> = BTreeMap::new();
+        let mut alerts = AlertChanges::default();
         for record in records {
             for location in record.event.locations_moved() {
                 let level = levels
@@ -159,7 +285,14 @@ impl Projection for Locations {
                         version: record.recorded.version,
                         updated_at: record.recorded.recorded_at,
                     });
+                let before = level.balances;
                 level.balances.apply_at(&record.event, Some(location));
+                alerts.fold(
+                    (location, record.sku.as_str()),
+                    record,
+                    &before,
+                    &level.balances,
+                );
                 level.version = record.recorded.version;
                 level.updated_at = record.recorded.recorded_at;
                 *changes.entry(location.to_owned()).or_default() += 1;
@@ -168,6 +301,7 @@ impl Projection for Locations {
         }
         write_levels(transaction, schema, &levels).await?;
         write_changes(transaction, schema, &changes).await?;
+        write_alerts(transaction, schema, &alerts).await?;
         write_transfers(transaction, schema, &transfers).await
     }
 }
@@ -320,6 +454,130 @@ async fn write_changes(
     Ok(())
 }
 
+/// Close the alerts opened by earlier batches, then insert the alerts this batch opened (in that
+/// order: an alert closed and opened again in one batch must leave the old one closed first).
+async fn write_alerts(
+    transaction: &Transaction<'_>,
+    schema: &SchemaName,
+    alerts: &AlertChanges,
+) -> Result<(), ProjectionError> {
+    if !alerts.closed_earlier.is_empty() {
+        let mut columns = CloseColumns::default();
+        let (mut locations, mut skus) = (Vec::new(), Vec::new());
+        for ((location, sku), close) in &alerts.closed_earlier {
+            locations.push(location.as_str());
+            skus.push(sku.as_str());
+            columns.push(Some(close))?;
+        }
+        let update = format!(
+            "UPDATE {schema}.location_alerts a SET status = 'closed', closed_at = k.closed_at, \
+                 closed_version = k.closed_version, close_reason = k.close_reason, \
+                 available_at_close = k.available, reorder_point_at_close = k.reorder_point \
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[], $5::text[], \
+                         $6::bigint[], $7::bigint[]) \
+                  AS k(location, sku, closed_at, closed_version, close_reason, available, \
+                       reorder_point) \
+             WHERE a.location = k.location AND a.sku = k.sku AND a.status = 'open'"
+        );
+        let statement = transaction.prepare_cached(&update).await?;
+        transaction
+            .execute(
+                &statement,
+                &[
+                    &locations,
+                    &skus,
+                    &columns.at,
+                    &columns.version,
+                    &columns.reason,
+                    &columns.available,
+                    &columns.reorder_point,
+                ],
+            )
+            .await?;
+    }
+    if alerts.opened.is_empty() {
+        return Ok(());
+    }
+    let mut columns = CloseColumns::default();
+    let (mut locations, mut skus, mut opened_version) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut status, mut available, mut reorder_point, mut opened_at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((location, sku, version), row) in &alerts.opened {
+        locations.push(location.as_str());
+        skus.push(sku.as_str());
+        opened_version.push(to_i64("version", *version)?);
+        status.push(if row.close.is_some() {
+            "closed"
+        } else {
+            "open"
+        });
+        available.push(to_i64("available", row.available_at_open)?);
+        reorder_point.push(to_i64("reorder point", row.reorder_point_at_open)?);
+        opened_at.push(row.opened_at);
+        columns.push(row.close.as_ref())?;
+    }
+    let insert = format!(
+        "INSERT INTO {schema}.location_alerts \
+             (location, sku, opened_version, status, available_at_open, reorder_point_at_open, \
+              opened_at, closed_at, closed_version, close_reason, available_at_close, \
+              reorder_point_at_close) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], \
+                              $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::bigint[], \
+                              $10::text[], $11::bigint[], $12::bigint[])"
+    );
+    let statement = transaction.prepare_cached(&insert).await?;
+    transaction
+        .execute(
+            &statement,
+            &[
+                &locations,
+                &skus,
+                &opened_version,
+                &status,
+                &available,
+                &reorder_point,
+                &opened_at,
+                &columns.at,
+                &columns.version,
+                &columns.reason,
+                &columns.available,
+                &columns.reorder_point,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The closing columns of alert rows, column by column (null for an alert still open).
+#[derive(Default)]
+struct CloseColumns {
+    at: Vec<Option<DateTime<Utc>>>,
+    version: Vec<Option<i64>>,
+    reason: Vec<Option<&'static str>>,
+    available: Vec<Option<i64>>,
+    reorder_point: Vec<Option<i64>>,
+}
+
+impl CloseColumns {
+    fn push(&mut self, close: Option<&AlertClose>) -> Result<(), ProjectionError> {
+        self.at.push(close.map(|c| c.at));
+        self.version
+            .push(close.map(|c| to_i64("version", c.version)).transpose()?);
+        self.reason.push(close.map(|c| c.reason));
+        self.available.push(
+            close
+                .map(|c| to_i64("available", c.available))
+                .transpose()?,
+        );
+        self.reorder_point.push(
+            close
+                .map(|c| to_i64("reorder point", c.reorder_point))
+                .transpose()?,
+        );
+        Ok(())
+    }
+}
+
 async fn write_transfers(
     transaction: &Transaction<'_>,
     schema: &SchemaName,
@@ -443,6 +701,24 @@ pub struct TransferRowView {
     pub closed_version: Option<u64>,
 }
 
+/// A low-stock alert of one SKU at one location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocationAlertRow {
+    pub location: String,
+    pub sku: Sku,
+    /// The SKU's stream version of the event that opened the alert.
+    pub opened_version: u64,
+    pub status: AlertStatus,
+    pub available_at_open: u64,
+    pub reorder_point_at_open: u64,
+    pub opened_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub closed_version: Option<u64>,
+    pub close_reason: Option<AlertCloseReason>,
+    pub available_at_close: Option<u64>,
+    pub reorder_point_at_close: Option<u64>,
+}
+
 /// Which rows of a location's stock list a page holds.
 #[derive(Debug, Clone, Default)]
 pub struct LocationStockFilter {
@@ -497,6 +773,49 @@ impl ReadModels {
         .collect()
     }
 
+    /// The low-stock alerts of `location` in (SKU, opening) order: only the open ones unless
+    /// `closed_too`. A page starts after `after`: a SKU and the version its alert opened at, or
+    /// with no version, after every alert of that SKU.
+    pub async fn location_alerts(
+        &self,
+        location: &LocationId,
+        closed_too: bool,
+        after: Option<(&Sku, Option<u64>)>,
+        limit: u64,
+    ) -> Result<Vec<LocationAlertRow>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let open_only = if closed_too {
+            ""
+        } else {
+            "AND status = 'open'"
+        };
+        let sql = format!(
+            "SELECT * FROM {schema}.location_alerts \
+             WHERE location = $1 {open_only} \
+               AND ($2::text IS NULL OR sku > $2 \
+                    OR (sku = $2 AND $3::bigint IS NOT NULL AND opened_version > $3)) \
+             ORDER BY sku, opened_version LIMIT $4"
+        );
+        let after_sku = after.map(|(sku, _)| sku.as_str());
+        let after_version = after
+            .and_then(|(_, version)| version)
+            .map(|version| to_i64("version", version))
+            .transpose()?;
+        self.query(
+            &sql,
+            &[
+                &location.as_str(),
+                &after_sku,
+                &after_version,
+                &page_limit(limit),
+            ],
+        )
+        .await?
+        .iter()
+        .map(location_alert_row)
+        .collect()
+    }
+
     /// Transfers in transit, oldest dispatch first; to or from `location` when one is given.
     pub async fn transfers_in_transit(
         &self,
@@ -532,6 +851,31 @@ fn location_stock_row(row: &Row) -> Result<LocationStockRow, ProjectionError> {
         in_transit: to_u64("in transit", row.get("in_transit"))?,
         version: to_u64("version", row.get("version"))?,
         updated_at: row.get("updated_at"),
+    })
+}
+
+fn location_alert_row(row: &Row) -> Result<LocationAlertRow, ProjectionError> {
+    let status = if row.get::<_, &str>("status") == "open" {
+        AlertStatus::Open
+    } else {
+        AlertStatus::Closed
+    };
+    let optional = |what, value: Option<i64>| value.map(|v| to_u64(what, v)).transpose();
+    Ok(LocationAlertRow {
+        location: row.get("location"),
+        sku: stored_sku(row.get("sku"))?,
+        opened_version: to_u64("version", row.get("opened_version"))?,
+        status,
+        available_at_open: to_u64("available", row.get("available_at_open"))?,
+        reorder_point_at_open: to_u64("reorder point", row.get("reorder_point_at_open"))?,
+        opened_at: row.get("opened_at"),
+        closed_at: row.get("closed_at"),
+        closed_version: optional("version", row.get("closed_version"))?,
+        close_reason: row
+            .get::<_, Option<&str>>("close_reason")
+            .map(AlertCloseReason::parse),
+        available_at_close: optional("available", row.get("available_at_close"))?,
+        reorder_point_at_close: optional("reorder point", row.get("reorder_point_at_close"))?,
     })
 }
 

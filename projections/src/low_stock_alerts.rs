@@ -519,7 +519,8 @@ pub enum AlertCloseReason {
 }
 
 impl AlertCloseReason {
-    fn parse(value: &str) -> Self {
+    /// The reason as stored (the read models' `close_reason` columns hold only the two values).
+    pub(crate) fn parse(value: &str) -> Self {
         if value == CLOSED_REORDER_POINT_LOWERED {
             Self::ReorderPointLowered
         } else {

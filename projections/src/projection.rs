@@ -25,6 +25,16 @@ pub trait Projection: Send + Sync + 'static {
     /// The projection's tables with `{schema}` where the schema name goes.
     fn ddl_template(&self) -> &'static str;
 
+    /// DDL added after the projection was first released, oldest first, with `{schema}` where
+    /// the schema name goes. An existing live schema gets step `n` as its migration `n + 2`
+    /// (migration 1 is [`Projection::ddl_template`]); a new schema (live or a rebuild's shadow)
+    /// gets the template and then every step. The template itself is never edited once released,
+    /// and a step never edited once released: a new table or index is a new step. Steps must be
+    /// idempotent (`IF NOT EXISTS`): a rebuild swaps in a shadow that already has them.
+    fn later_steps(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// The tables a rebuild compares between the live and the shadow schema.
     fn tables(&self) -> &'static [&'static str];
 

@@ -40,8 +40,19 @@ INSERT INTO {schema}.checkpoint (projection) VALUES ('{projection}');
 ";
 
 /// The full DDL of `projection` rendered for `schema`: the schema, its checkpoint table and row,
-/// and the projection's own tables.
+/// the projection's own tables, and every later step.
 pub fn render_ddl(projection: &dyn Projection, schema: &SchemaName) -> String {
+    let mut ddl = render_first(projection, schema);
+    for step in projection.later_steps() {
+        ddl.push('\n');
+        ddl.push_str(&render_statement(step, schema));
+    }
+    ddl
+}
+
+/// The DDL a projection was first released with (its live schema's migration 1): the schema,
+/// its checkpoint table and row, and the projection's template.
+fn render_first(projection: &dyn Projection, schema: &SchemaName) -> String {
     check_identifier(projection.name()).expect("projection names are valid identifiers");
     let template = format!("{CHECKPOINT_DDL}\n{}", projection.ddl_template());
     template
@@ -54,33 +65,48 @@ pub fn migration_component(projection: &dyn Projection) -> String {
     format!("read_model.{}", projection.name())
 }
 
-/// Create the live schema of `projection` if this database does not have it yet (version 1 is
-/// the template applied to `rm_<projection>`). Safe to call from several processes at once: the
+/// Create the live schema of `projection` if this database does not have it yet, and bring an
+/// existing one up to date: version 1 is the template applied to `rm_<projection>`, version
+/// `n + 2` the projection's later step `n`. Safe to call from several processes at once: the
 /// migration runner serialises them.
 pub async fn migrate_live(
     client: &mut tokio_postgres::Client,
     projection: &dyn Projection,
 ) -> Result<(), DatabaseError> {
-    let sql = live_ddl(projection);
-    let migrations = [Migration {
-        version: 1,
-        name: "tables",
-        sql,
-    }];
+    let migrations: Vec<Migration> = live_ddl(projection)
+        .iter()
+        .zip(1..)
+        .map(|(sql, version)| Migration {
+            version,
+            name: if version == 1 { "tables" } else { "later step" },
+            sql,
+        })
+        .collect();
     migrate(client, &migration_component(projection), &migrations).await
 }
 
-/// The DDL of `projection` rendered for its live schema, as the `&'static str` the migration
-/// runner takes. Rendered once per projection name and kept for the process's lifetime: a few
-/// kilobytes for each of the four projections, however often the read models are opened.
-fn live_ddl(projection: &dyn Projection) -> &'static str {
-    static RENDERED: Mutex<BTreeMap<&'static str, &'static str>> = Mutex::new(BTreeMap::new());
+/// The live schema's migrations of `projection` rendered, as the `&'static str`s the migration
+/// runner takes: the first release's DDL, then each later step. Rendered once per projection
+/// name and kept for the process's lifetime: a few kilobytes for each projection, however often
+/// the read models are opened.
+fn live_ddl(projection: &dyn Projection) -> &'static [&'static str] {
+    static RENDERED: Mutex<BTreeMap<&'static str, &'static [&'static str]>> =
+        Mutex::new(BTreeMap::new());
     let mut rendered = RENDERED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     rendered.entry(projection.name()).or_insert_with(|| {
-        let ddl = render_ddl(projection, &SchemaName::live(projection.name()));
-        Box::leak(ddl.into_boxed_str())
+        let live = SchemaName::live(projection.name());
+        let steps: Vec<&'static str> = std::iter::once(render_first(projection, &live))
+            .chain(
+                projection
+                    .later_steps()
+                    .iter()
+                    .map(|step| render_statement(step, &live)),
+            )
+            .map(|sql| &*Box::leak(sql.into_boxed_str()))
+            .collect();
+        Box::leak(steps.into_boxed_slice())
     })
 }
 

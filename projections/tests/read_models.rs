@@ -371,3 +371,54 @@ async fn queries_filter_page_and_bound_their_results() {
         .is_none());
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_from_before_its_later_step_is_migrated_and_folded_again_from_the_start() {
+    let ledger = Ledger::new().await;
+    mixed_history(&ledger, 4).await;
+    let running = ledger.spawn_default();
+    ledger.wait_caught_up().await;
+    running.stop().await;
+    let schema = ledger_projections::schema_name::SchemaName::live("locations");
+    let alerts = dump(&ledger.database, &schema, "location_alerts").await;
+    assert!(!alerts.is_empty(), "the history opens alerts at locations");
+    let stock = dump(&ledger.database, &schema, "location_stock").await;
+
+    // As a deployment from before the per-location alerts left it: migrated to version 1 only,
+    // no alerts table, rows and checkpoint of its own.
+    let client = ledger.database.pool().get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "DROP TABLE {schema}.location_alerts;
+             DELETE FROM public.ledger_migrations
+              WHERE component = 'read_model.locations' AND version > 1;"
+        ))
+        .await
+        .unwrap();
+    drop(client);
+
+    // The next start migrates it (as every process does before its runners start), which empties
+    // it and rewinds its checkpoint, and its runner folds the whole log again.
+    ledger_projections::migrate(&ledger.database).await.unwrap();
+    let client = ledger.database.pool().get().await.unwrap();
+    let rewound = ledger_projections::checkpoint::load(&**client, &schema, "locations")
+        .await
+        .unwrap();
+    assert_eq!(rewound.position, None);
+    assert!(dump(&ledger.database, &schema, "location_stock")
+        .await
+        .is_empty());
+    drop(client);
+    let running = ledger.spawn_default();
+    ledger.wait_caught_up().await;
+    running.stop().await;
+    assert_eq!(
+        dump(&ledger.database, &schema, "location_alerts").await,
+        alerts
+    );
+    assert_eq!(
+        dump(&ledger.database, &schema, "location_stock").await,
+        stock
+    );
+    ledger.assert_read_models_match_fold().await;
+}

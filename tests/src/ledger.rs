@@ -275,6 +275,13 @@ pub fn set_reorder_point(reorder_point: i64) -> SkuCommand {
     })
 }
 
+pub fn set_reorder_point_at(location: &str, reorder_point: i64) -> SkuCommand {
+    SkuCommand::SetReorderPoint(SetReorderPoint {
+        reorder_point: ReorderPoint::new(reorder_point).unwrap(),
+        location: ledger_domain::LocationId::parse(location).unwrap(),
+    })
+}
+
 pub fn replenish_at(location: &str, quantity: u64) -> SkuCommand {
     SkuCommand::Replenish(ReplenishStock {
         quantity: Quantity::new(quantity).unwrap(),

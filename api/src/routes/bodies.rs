@@ -356,6 +356,45 @@ impl From<rows::LocationStockRow> for LocationStock {
     }
 }
 
+/// A low-stock alert of one SKU at one location: that location's available against that
+/// location's reorder point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LocationAlert {
+    pub location: String,
+    #[schema(value_type = String, example = "SHOE-42")]
+    pub sku: Sku,
+    pub status: AlertStatus,
+    /// Available stock at the location at the event that opened the alert.
+    pub available_at_open: u64,
+    pub reorder_point_at_open: u64,
+    pub opened_at: DateTime<Utc>,
+    pub opened_version: u64,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub closed_version: Option<u64>,
+    pub close_reason: Option<AlertCloseReason>,
+    pub available_at_close: Option<u64>,
+    pub reorder_point_at_close: Option<u64>,
+}
+
+impl From<rows::LocationAlertRow> for LocationAlert {
+    fn from(row: rows::LocationAlertRow) -> Self {
+        Self {
+            location: row.location,
+            sku: row.sku,
+            status: row.status.into(),
+            available_at_open: row.available_at_open,
+            reorder_point_at_open: row.reorder_point_at_open,
+            opened_at: row.opened_at,
+            opened_version: row.opened_version,
+            closed_at: row.closed_at,
+            closed_version: row.closed_version,
+            close_reason: row.close_reason.map(Into::into),
+            available_at_close: row.available_at_close,
+            reorder_point_at_close: row.reorder_point_at_close,
+        }
+    }
+}
+
 /// A transfer between two locations of a SKU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Transfer {

@@ -49,6 +49,7 @@ pub fn router(state: SharedState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(queries::catalogue))
         .routes(routes!(queries::transfer))
         .routes(routes!(queries::location_stock))
+        .routes(routes!(queries::location_alerts))
         .routes(routes!(queries::transfers_in_transit))
         .routes(routes!(queries::sku_state))
         .routes(routes!(queries::reservations))

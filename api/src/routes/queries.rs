@@ -680,6 +680,33 @@ pub async fn location_stock(
     Ok(response)
 }
 
+#[utoipa::path(
+    get, path = "/v1/locations/{location}/alerts", tag = "queries",
+    params(LocationPath, SkuPageQuery),
+    responses((status = 200, description = "Open low-stock alerts at the location (its available against its reorder point), by SKU", body = Vec<bodies::LocationAlert>),
+              PathProblems, SkuQueryProblems, Guarded)
+)]
+pub async fn location_alerts(
+    State(state): State<SharedState>,
+    _: Authorized<Reading>,
+    axum::extract::Path(location): axum::extract::Path<String>,
+    Query(query): Query<SkuPageQuery>,
+) -> Result<Json<Vec<bodies::LocationAlert>>, Problem> {
+    let location =
+        ledger_domain::LocationId::parse(&location).map_err(|e| Problem::validation(&e))?;
+    let (limit, after) = sku_page(&query)?;
+    let rows = state
+        .read_models
+        .location_alerts(
+            &location,
+            false,
+            after.as_ref().map(|sku| (sku, None)),
+            limit,
+        )
+        .await?;
+    Ok(Json(bodies(rows)))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]

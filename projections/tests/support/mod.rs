@@ -63,6 +63,7 @@ impl Ledger {
             self.assert_reservations(&state).await;
             self.assert_movements(&sku).await;
             self.assert_locations(&state).await;
+            self.assert_location_alerts(&sku).await;
             expected_notifications += self.assert_alerts(&sku).await;
         }
         let notifications = self
@@ -153,6 +154,55 @@ impl Ledger {
             .map(|t| t.transfer_id.clone())
             .collect();
         assert_eq!(in_transit, folded, "transfers in transit of {}", state.sku);
+    }
+
+    /// Compare the SKU's alerts at every location with a plain replay of the rule per location.
+    async fn assert_location_alerts(&self, sku: &Sku) {
+        let expected = expected_location_alerts(self.store.as_ref(), sku).await;
+        for (location, expected) in expected {
+            let location = ledger_domain::LocationId::parse(&location).unwrap();
+            let mut projected = Vec::new();
+            let mut after = None;
+            loop {
+                let page = self
+                    .read_models
+                    .location_alerts(
+                        &location,
+                        true,
+                        after.as_ref().map(|(s, v)| (s, Some(*v))),
+                        2,
+                    )
+                    .await
+                    .unwrap();
+                let Some(last) = page.last() else { break };
+                after = Some((last.sku.clone(), last.opened_version));
+                projected.extend(page.into_iter().filter(|a| &a.sku == sku));
+            }
+            let projected: Vec<ExpectedAlert> = projected
+                .iter()
+                .map(|a| ExpectedAlert {
+                    opened_version: a.opened_version,
+                    available_at_open: a.available_at_open,
+                    reorder_point_at_open: a.reorder_point_at_open,
+                    closed_version: a.closed_version,
+                    close_reason: a.close_reason,
+                })
+                .collect();
+            assert_eq!(projected, expected, "alerts of {sku} at {location}");
+            let open = self
+                .read_models
+                .location_alerts(&location, false, None, ledger_projections::PAGE_SIZE_MAX)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|a| &a.sku == sku)
+                .count();
+            let still_open = expected
+                .iter()
+                .filter(|a| a.closed_version.is_none())
+                .count();
+            assert_eq!(open, still_open, "open alerts of {sku} at {location}");
+        }
     }
 
     async fn assert_reservations(&self, state: &SkuState) {
@@ -314,30 +364,26 @@ pub struct ExpectedAlert {
     pub close_reason: Option<AlertCloseReason>,
 }
 
-/// The alert rule, replayed plainly from the SKU's stream: the reference model.
-pub async fn expected_alerts(store: &dyn EventStore, sku: &Sku) -> Vec<ExpectedAlert> {
-    let mut alerts: Vec<ExpectedAlert> = Vec::new();
-    replay(store, sku, |recorded, event, before, after| {
-        let open = alerts.last().is_some_and(|a| a.closed_version.is_none());
-        if after.is_below_reorder_point() && !open {
-            alerts.push(ExpectedAlert {
-                opened_version: recorded.version,
-                available_at_open: after.available(),
-                reorder_point_at_open: after.reorder_point,
-                closed_version: None,
-                close_reason: None,
-            });
-        } else if !after.is_below_reorder_point() && open {
-            let last = alerts.last_mut().unwrap();
-            last.closed_version = Some(recorded.version);
-            last.close_reason = Some(
-                if matches!(event, SkuEvent::ReorderPointSet(_))
-                    && after.reorder_point < before.reorder_point
-                {
-                    AlertCloseReason::ReorderPointLowered
-                } else {
-                    AlertCloseReason::Recovered
-                },
+/// The alert rule per location, replayed plainly from the SKU's stream with the history's own
+/// per-location fold: an alert is a run of events after which the location's available was below
+/// its reorder point.
+pub async fn expected_location_alerts(
+    store: &dyn EventStore,
+    sku: &Sku,
+) -> BTreeMap<String, Vec<ExpectedAlert>> {
+    let mut balances: BTreeMap<String, ledger_domain::Balances> = BTreeMap::new();
+    let mut alerts: BTreeMap<String, Vec<ExpectedAlert>> = BTreeMap::new();
+    replay(store, sku, |recorded, event, _, _| {
+        for location in event.locations_moved() {
+            let at = balances.entry(location.to_owned()).or_default();
+            let before = *at;
+            at.apply_at(event, Some(location));
+            let after = *at;
+            follow_rule(
+                alerts.entry(location.to_owned()).or_default(),
+                recorded.version,
+                event,
+                (&before, &after),
             );
         }
         true
@@ -345,6 +391,64 @@ pub async fn expected_alerts(store: &dyn EventStore, sku: &Sku) -> Vec<ExpectedA
     .await
     .unwrap();
     alerts
+}
+
+/// The alert rule, replayed plainly from the SKU's stream: the reference model.
+pub async fn expected_alerts(store: &dyn EventStore, sku: &Sku) -> Vec<ExpectedAlert> {
+    let mut alerts: Vec<ExpectedAlert> = Vec::new();
+    replay(store, sku, |recorded, event, before, after| {
+        follow_rule(
+            &mut alerts,
+            recorded.version,
+            event,
+            (
+                &ledger_domain::Balances {
+                    on_hand: before.on_hand,
+                    reserved: before.reserved,
+                    reorder_point: before.reorder_point,
+                    in_transit: 0,
+                },
+                &ledger_domain::Balances::of(after),
+            ),
+        );
+        true
+    })
+    .await
+    .unwrap();
+    alerts
+}
+
+/// One step of the reference rule: after the event at `version` took the balances from `before`
+/// to `after`, open an alert when below and none is open, close the open one when not below.
+fn follow_rule(
+    alerts: &mut Vec<ExpectedAlert>,
+    version: u64,
+    event: &SkuEvent,
+    (before, after): (&ledger_domain::Balances, &ledger_domain::Balances),
+) {
+    let open = alerts.last().is_some_and(|a| a.closed_version.is_none());
+    let below = after.available() < after.reorder_point;
+    if below && !open {
+        alerts.push(ExpectedAlert {
+            opened_version: version,
+            available_at_open: after.available(),
+            reorder_point_at_open: after.reorder_point,
+            closed_version: None,
+            close_reason: None,
+        });
+    } else if !below && open {
+        let last = alerts.last_mut().unwrap();
+        last.closed_version = Some(version);
+        last.close_reason = Some(
+            if matches!(event, SkuEvent::ReorderPointSet(_))
+                && after.reorder_point < before.reorder_point
+            {
+                AlertCloseReason::ReorderPointLowered
+            } else {
+                AlertCloseReason::Recovered
+            },
+        );
+    }
 }
 
 pub fn test_options() -> ProjectorOptions {
@@ -374,7 +478,15 @@ pub async fn mixed_history(ledger: &Ledger, rounds: u64) {
             ledger.run(sku, adjust(-1)).await;
             // Stock at a second location, and a transfer from it (received whole, short, or
             // cancelled), so the per-location read model and its transfers are exercised.
+            // The store's own reorder point moves so its alerts open (the dispatch below takes
+            // it under) and close (the receipt or cancellation, or the point lowered).
             let transfer = format!("t{round}");
+            ledger
+                .run(
+                    sku,
+                    set_reorder_point_at("store-12", 2 - (round % 2) as i64),
+                )
+                .await;
             ledger.run(sku, replenish_at("store-12", 3)).await;
             ledger
                 .run(sku, dispatch(&transfer, "store-12", "wh-1", 2))
