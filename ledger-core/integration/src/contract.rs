@@ -33,6 +33,12 @@ pub enum IntegrationEventType {
     ReorderPointSet,
     LowStockAlertOpened,
     LowStockAlertClosed,
+    TransferDispatched,
+    TransferReceived,
+    TransferCancelled,
+    SkuRegistered,
+    SkuUpdated,
+    SkuDiscontinued,
 }
 
 /// Every type, in the order the README lists them.
@@ -46,6 +52,12 @@ pub const INTEGRATION_EVENT_TYPES: &[IntegrationEventType] = &[
     IntegrationEventType::ReorderPointSet,
     IntegrationEventType::LowStockAlertOpened,
     IntegrationEventType::LowStockAlertClosed,
+    IntegrationEventType::TransferDispatched,
+    IntegrationEventType::TransferReceived,
+    IntegrationEventType::TransferCancelled,
+    IntegrationEventType::SkuRegistered,
+    IntegrationEventType::SkuUpdated,
+    IntegrationEventType::SkuDiscontinued,
 ];
 
 impl IntegrationEventType {
@@ -63,6 +75,12 @@ impl IntegrationEventType {
             Self::ReorderPointSet => "inventory.reorder_point.set.v1",
             Self::LowStockAlertOpened => "inventory.low_stock_alert.opened.v1",
             Self::LowStockAlertClosed => "inventory.low_stock_alert.closed.v1",
+            Self::TransferDispatched => "inventory.transfer.dispatched.v1",
+            Self::TransferReceived => "inventory.transfer.received.v1",
+            Self::TransferCancelled => "inventory.transfer.cancelled.v1",
+            Self::SkuRegistered => "inventory.sku.registered.v1",
+            Self::SkuUpdated => "inventory.sku.updated.v1",
+            Self::SkuDiscontinued => "inventory.sku.discontinued.v1",
         }
     }
 

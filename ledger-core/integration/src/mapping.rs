@@ -40,6 +40,28 @@ pub struct BalancesAfter {
     pub reorder_point: u64,
 }
 
+/// A location's balances after a transfer, as published: with the units on their way to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LocationBalancesAfter {
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+    pub reorder_point: u64,
+    pub in_transit: u64,
+}
+
+impl From<&Balances> for LocationBalancesAfter {
+    fn from(balances: &Balances) -> Self {
+        Self {
+            on_hand: balances.on_hand,
+            reserved: balances.reserved,
+            available: balances.available(),
+            reorder_point: balances.reorder_point,
+            in_transit: balances.in_transit,
+        }
+    }
+}
+
 impl From<&Balances> for BalancesAfter {
     fn from(balances: &Balances) -> Self {
         Self {
@@ -101,6 +123,41 @@ pub fn map_event(
         });
         merge(&mut data, common);
         events.push(envelope(recorded.event_id, event_type, data));
+    } else if let Some((event_type, mut data, (from, to))) = transfer_data(event) {
+        // Each location the transfer moved, with the units on their way to it.
+        let at = |location: &str| {
+            fold.locations
+                .get(location)
+                .map(LocationBalancesAfter::from)
+        };
+        let mut common = json!({
+            "sku": sku.as_str(),
+            "version": recorded.version,
+            "balances_after": totals_after,
+            "in_transit_after": fold.totals.in_transit,
+            "correlation_id": recorded.metadata.correlation_id,
+        });
+        let moved = event.locations_moved();
+        for (field, location) in [
+            ("from_location_balances_after", from),
+            ("to_location_balances_after", to),
+        ] {
+            if moved.contains(&location) {
+                merge(&mut common, json!({ field: at(location) }));
+            }
+        }
+        merge(&mut data, common);
+        events.push(envelope(recorded.event_id, event_type, data));
+    } else if let Some((event_type, mut data)) = catalogue_data(event) {
+        merge(
+            &mut data,
+            json!({
+                "sku": sku.as_str(),
+                "version": recorded.version,
+                "correlation_id": recorded.metadata.correlation_id,
+            }),
+        );
+        events.push(envelope(recorded.event_id, event_type, data));
     }
     if let Some(change) = change {
         let (alert_type, close_reason) = match change {
@@ -137,10 +194,8 @@ pub fn alert_event_id(caused_by: Uuid, alert_type: IntegrationEventType) -> Uuid
     )
 }
 
-/// The type of a movement's integration event and the fields only it carries; `None` for the
-/// events the public contract does not carry yet (transfers and catalogue changes: their effect
-/// on the balances shows in the next movement's `balances_after`, and an alert they open or
-/// close is published).
+/// The type of a movement's integration event (one that happens at one location) and the fields
+/// only it carries; `None` for transfers and catalogue changes, which have their own shapes.
 fn movement_data(event: &SkuEvent) -> Option<(IntegrationEventType, Value)> {
     use IntegrationEventType as T;
     Some(match event {
@@ -201,6 +256,70 @@ fn movement_data(event: &SkuEvent) -> Option<(IntegrationEventType, Value)> {
         | SkuEvent::Registered(_)
         | SkuEvent::Updated(_)
         | SkuEvent::Discontinued(_) => return None,
+    })
+}
+
+/// The type of a transfer's integration event, the fields only it carries, and its source and
+/// destination.
+fn transfer_data(event: &SkuEvent) -> Option<(IntegrationEventType, Value, (&str, &str))> {
+    use IntegrationEventType as T;
+    let (event_type, data) = match event {
+        SkuEvent::TransferDispatched(e) => (
+            T::TransferDispatched,
+            json!({
+                "transfer_id": e.transfer_id,
+                "from_location": e.from_location,
+                "to_location": e.to_location,
+                "quantity": e.quantity,
+                "reference": e.reference,
+            }),
+        ),
+        SkuEvent::TransferReceived(e) => (
+            T::TransferReceived,
+            json!({
+                "transfer_id": e.transfer_id,
+                "from_location": e.from_location,
+                "to_location": e.to_location,
+                "quantity_dispatched": e.quantity_dispatched,
+                "quantity_received": e.quantity_received,
+                "discrepancy_reason": e.discrepancy_reason,
+            }),
+        ),
+        SkuEvent::TransferCancelled(e) => (
+            T::TransferCancelled,
+            json!({
+                "transfer_id": e.transfer_id,
+                "from_location": e.from_location,
+                "to_location": e.to_location,
+                "quantity": e.quantity,
+                "reason": e.reason,
+            }),
+        ),
+        _ => return None,
+    };
+    let ends = match event {
+        SkuEvent::TransferDispatched(e) => (e.from_location.as_str(), e.to_location.as_str()),
+        SkuEvent::TransferReceived(e) => (e.from_location.as_str(), e.to_location.as_str()),
+        SkuEvent::TransferCancelled(e) => (e.from_location.as_str(), e.to_location.as_str()),
+        _ => return None,
+    };
+    Some((event_type, data, ends))
+}
+
+/// The type of a catalogue change's integration event and its fields.
+fn catalogue_data(event: &SkuEvent) -> Option<(IntegrationEventType, Value)> {
+    use IntegrationEventType as T;
+    Some(match event {
+        SkuEvent::Registered(e) => (
+            T::SkuRegistered,
+            json!({ "name": e.name, "unit": e.unit, "attributes": e.attributes }),
+        ),
+        SkuEvent::Updated(e) => (
+            T::SkuUpdated,
+            json!({ "name": e.name, "unit": e.unit, "attributes": e.attributes }),
+        ),
+        SkuEvent::Discontinued(e) => (T::SkuDiscontinued, json!({ "reason": e.reason })),
+        _ => return None,
     })
 }
 

@@ -7,7 +7,8 @@ use chrono::{TimeZone, Utc};
 use jsonschema::Validator;
 use ledger_domain::{
     Metadata, Position, RecordedEvent, ReorderPointSet, ReservationConfirmed, ReservationExpired,
-    ReservationReleased, Sku, SkuEvent, StockAdjusted, StockReplenished, StockReserved,
+    ReservationReleased, Sku, SkuDiscontinued, SkuEvent, SkuRegistered, SkuUpdated, StockAdjusted,
+    StockReplenished, StockReserved, TransferCancelled, TransferDispatched, TransferReceived,
 };
 use ledger_integration::contract::topic;
 use ledger_integration::{
@@ -156,11 +157,18 @@ fn recorded(sku: &Sku, version: u64, event: &SkuEvent) -> RecordedEvent {
     }
 }
 
-/// A history touching every movement, two locations, and alerts closed both ways.
+/// A history touching every movement, two locations, transfers, the catalogue, and alerts
+/// closed both ways.
 fn scripted_history() -> Vec<SkuEvent> {
     let at = |location: &str| location.to_owned();
     let expires_at = Utc.with_ymd_and_hms(2030, 1, 1, 0, 15, 0).unwrap();
+    let attributes = |colour: &str| BTreeMap::from([("colour".to_owned(), colour.to_owned())]);
     vec![
+        SkuEvent::Registered(SkuRegistered {
+            name: "Widget".into(),
+            unit: "each".into(),
+            attributes: attributes("red"),
+        }),
         SkuEvent::ReorderPointSet(ReorderPointSet {
             reorder_point: 5,
             previous_reorder_point: 0,
@@ -241,6 +249,43 @@ fn scripted_history() -> Vec<SkuEvent> {
             quantity: 50,
             reference: None,
             location: at("default"),
+        }),
+        SkuEvent::Updated(SkuUpdated {
+            name: "Widget, large".into(),
+            unit: "each".into(),
+            attributes: attributes("blue"),
+        }),
+        SkuEvent::TransferDispatched(TransferDispatched {
+            transfer_id: "t-1".into(),
+            from_location: at("default"),
+            to_location: at("store.12"),
+            quantity: 5,
+            reference: Some("van 7".into()),
+        }),
+        SkuEvent::TransferReceived(TransferReceived {
+            transfer_id: "t-1".into(),
+            from_location: at("default"),
+            to_location: at("store.12"),
+            quantity_dispatched: 5,
+            quantity_received: 4,
+            discrepancy_reason: Some("one crushed".into()),
+        }),
+        SkuEvent::TransferDispatched(TransferDispatched {
+            transfer_id: "t-2".into(),
+            from_location: at("default"),
+            to_location: at("store.12"),
+            quantity: 3,
+            reference: None,
+        }),
+        SkuEvent::TransferCancelled(TransferCancelled {
+            transfer_id: "t-2".into(),
+            from_location: at("default"),
+            to_location: at("store.12"),
+            quantity: 3,
+            reason: None,
+        }),
+        SkuEvent::Discontinued(SkuDiscontinued {
+            reason: Some("end of range".into()),
         }),
     ]
 }
@@ -334,4 +379,38 @@ fn balances_after_are_the_skus_and_the_locations_and_mapping_again_gives_the_sam
     );
     let ids: BTreeSet<_> = first.iter().map(|m| m.id).collect();
     assert_eq!(ids.len(), first.len(), "every message has its own id");
+
+    // A transfer shows the units in transit and both ends; its receipt shows the destination.
+    let of_type = |name: &str| first.iter().find(|m| m.event_type == name).unwrap();
+    let dispatched = of_type("inventory.transfer.dispatched.v1");
+    assert_eq!(dispatched.data["in_transit_after"], 5);
+    assert_eq!(
+        dispatched.data["to_location_balances_after"]["in_transit"],
+        5
+    );
+    let received = of_type("inventory.transfer.received.v1");
+    assert_eq!(received.data["in_transit_after"], 0);
+    assert_eq!(received.data["to_location_balances_after"]["in_transit"], 0);
+    assert!(received.data.get("from_location_balances_after").is_none());
+    assert_eq!(
+        received.data["to_location_balances_after"]["on_hand"],
+        dispatched.data["to_location_balances_after"]["on_hand"]
+            .as_u64()
+            .unwrap()
+            + 4
+    );
+    // Only two locations: after the receipt, the source holds what the store does not.
+    let number = |value: &Value| value.as_u64().unwrap();
+    let source_after_receipt = number(&received.data["balances_after"]["on_hand"])
+        - number(&received.data["to_location_balances_after"]["on_hand"]);
+    let cancelled = of_type("inventory.transfer.cancelled.v1");
+    assert_eq!(
+        number(&cancelled.data["from_location_balances_after"]["on_hand"]),
+        source_after_receipt,
+        "a cancelled transfer's units are back at the source"
+    );
+    assert_eq!(
+        of_type("inventory.sku.updated.v1").data["attributes"]["colour"],
+        "blue"
+    );
 }
