@@ -60,7 +60,7 @@ pub struct Arguments {
     /// Requests sent before the clock starts, for this many seconds, against the same SKUs.
     #[arg(long, default_value_t = 3)]
     pub warmup_seconds: u64,
-    /// Distinct SKUs of the uncontended scenario (and of the read-model lag scenario).
+    /// Distinct SKUs of the uncontended scenario (and of (a3) and the read-model lag scenario).
     #[arg(long, default_value_t = 10_000)]
     pub skus: u64,
     /// Sell-out: the hot SKU's stock; twice as many reserves are sent.
@@ -127,6 +127,8 @@ pub struct Arguments {
 /// The scenarios beyond the three closed-loop reserve ones, which always run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Optional {
+    /// (a) and (b) again with three locations per SKU, beside the single-location figures.
+    Locations,
     /// Read-model lag under a steady open-loop load.
     Lag,
     /// Holds that fall due together, ended by the expiry worker under load.

@@ -170,6 +170,7 @@ impl Report {
         let r = &self.results;
         r.uncontended.failed()
             || r.hot_sku.failed()
+            || r.locations.failed()
             || r.sellout.failed()
             || r.sellout.ran().is_some_and(|sellout| !sellout.exact())
             || r.lag.failed()
@@ -191,6 +192,14 @@ impl Report {
         r.hot_sku.print("(b) One hot SKU", |result| {
             print_closed_loop("(b) One hot SKU", connections, result)
         });
+        r.locations
+            .print("(a3), (b3) Three locations per SKU", |result| {
+                println!(
+                    "## (a3), (b3) Three locations per SKU: {connections} keep-alive connections, \
+                 closed loop"
+                );
+                print_request_table(&[&result.uncontended, &result.hot_sku]);
+            });
         r.sellout.print("(c) Sell-out", |sellout| {
             print_closed_loop("(c) Hot SKU selling out", connections, &sellout.requests);
             println!("{}", sellout.verdict());

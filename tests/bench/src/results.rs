@@ -7,6 +7,7 @@ use crate::scenario::degradation::DegradationResult;
 use crate::scenario::expiry::ExpiryResult;
 use crate::scenario::floor::FloorResult;
 use crate::scenario::lag::LagResult;
+use crate::scenario::locations::LocationsResult;
 use crate::scenario::rebuild::RebuildResult;
 use crate::scenario::sellout::SelloutResult;
 use serde::Serialize;
@@ -65,6 +66,7 @@ impl<T> Outcome<T> {
 pub struct Results {
     pub uncontended: Outcome<ScenarioResult>,
     pub hot_sku: Outcome<ScenarioResult>,
+    pub locations: Outcome<LocationsResult>,
     pub sellout: Outcome<SelloutResult>,
     pub lag: Outcome<LagResult>,
     pub expiry: Outcome<ExpiryResult>,

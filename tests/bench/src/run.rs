@@ -13,7 +13,8 @@ use crate::report::{Context, Report};
 use crate::results::{Outcome, Results};
 use crate::scenario::uncontended::{self, Skus};
 use crate::scenario::{
-    cold_load, degradation, expiry, floor, hot_sku, lag, rebuild, sellout, DatabaseAccess, Target,
+    cold_load, degradation, expiry, floor, hot_sku, lag, locations, rebuild, sellout,
+    DatabaseAccess, Target,
 };
 
 /// The API scenarios (a) to (e) and (g) to (i) drive.
@@ -151,6 +152,13 @@ async fn run_on_main(arguments: &Arguments, main: &MainApi, results: &mut Result
     results.hot_sku = hot_sku::run(target, Length::from(arguments.measure()))
         .await
         .into();
+    results.locations = if arguments.runs(Optional::Locations) {
+        locations::run(target, arguments.skus, Length::from(arguments.measure()))
+            .await
+            .into()
+    } else {
+        skipped("by a flag")
+    };
     results.sellout = sellout::run(target, arguments.sellout_stock).await.into();
     let uncontended_per_second = results.uncontended.ran().map(|r| r.per_second);
     results.lag = match prerequisites(arguments, Optional::Lag, &main.database) {

@@ -15,6 +15,10 @@ const UNCONTENDED_SHARE_OF_FLOOR_MIN: f64 = 0.30;
 /// One SKU must take a flash sale's rate through its single writer.
 const HOT_SKU_PER_SECOND_MIN: f64 = 5_000.0;
 
+/// Three locations per SKU against one, in the same run: the location dimension may cost this
+/// share of throughput (uncontended and hot SKU) and of CPU per reserve at most.
+const LOCATIONS_COST_MAX: f64 = 0.10;
+
 /// What one reserve may cost the server side (the API and PostgreSQL together).
 const CPU_PER_RESERVE_US_MAX: f64 = 300.0;
 
@@ -77,6 +81,7 @@ pub fn evaluate(results: &Results) -> Vec<TargetRow> {
     vec![
         uncontended_against_floor(results),
         hot_sku(results),
+        locations_cost(results),
         cpu_per_reserve(results),
         half_rate_reserve_p99(results),
         half_rate_lag_p99(results),
@@ -141,6 +146,41 @@ fn hot_sku(results: &Results) -> TargetRow {
         ),
         _ => row(target, not_run(), None),
     }
+}
+
+fn locations_cost(results: &Results) -> TargetRow {
+    let target = format!(
+        "three locations per SKU cost ≤ {:.0} % (throughput of (a3) vs (a), (b3) vs (b); CPU \
+         per reserve of (a3) vs (a))",
+        LOCATIONS_COST_MAX * 100.0
+    );
+    let (Some(one), Some(hot), Some(three)) = (
+        results.uncontended.ran(),
+        results.hot_sku.ran(),
+        results.locations.ran(),
+    ) else {
+        return row(target, not_run(), None);
+    };
+    let uncontended = three.uncontended.per_second / one.per_second;
+    let hot_sku = three.hot_sku.per_second / hot.per_second;
+    let cpu = three
+        .uncontended
+        .cpu
+        .api_and_postgres_per_request_us
+        .zip(one.cpu.api_and_postgres_per_request_us)
+        .map(|(three, one)| three / one);
+    let floor = 1.0 - LOCATIONS_COST_MAX;
+    row(
+        target,
+        format!(
+            "throughput {:.2} (uncontended), {:.2} (hot SKU) of one location; CPU per reserve \
+             {} of one location",
+            uncontended,
+            hot_sku,
+            figure(cpu, 2)
+        ),
+        cpu.map(|cpu| uncontended >= floor && hot_sku >= floor && cpu <= 1.0 + LOCATIONS_COST_MAX),
+    )
 }
 
 fn cpu_per_reserve(results: &Results) -> TargetRow {

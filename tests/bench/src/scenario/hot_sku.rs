@@ -2,7 +2,7 @@
 //! outlasts the run, so every request goes through that SKU's single writer.
 
 use super::Target;
-use crate::closed_loop::{drive, warm_up, ClosedLoop, Length, ScenarioResult};
+use crate::closed_loop::{Length, ScenarioResult};
 use crate::http::{replenish, reserve_body, reserve_path};
 use std::sync::Arc;
 
@@ -12,7 +12,6 @@ const HOT_SKU_STOCK: u64 = 1_000_000_000;
 
 pub async fn run(target: &Target, length: Length) -> Result<ScenarioResult, String> {
     let name = "(b) one hot SKU".to_owned();
-    eprintln!("{name}...");
     let sku = format!("HOT{}", target.run);
     replenish(&target.endpoint, &sku, HOT_SKU_STOCK).await?;
     let path = reserve_path(&sku);
@@ -20,23 +19,5 @@ pub async fn run(target: &Target, length: Length) -> Result<ScenarioResult, Stri
         let path = path.clone();
         Arc::new(move |i| (path.clone(), reserve_body(&format!("{id_prefix}{i}"), None)))
     };
-    warm_up(
-        &name,
-        &target.endpoint,
-        target.connections,
-        target.warmup,
-        reserves("w"),
-    )
-    .await?;
-    drive(
-        ClosedLoop {
-            name,
-            endpoint: target.endpoint.clone(),
-            connections: target.connections,
-            length,
-            request: reserves("h"),
-        },
-        target.processes,
-    )
-    .await
+    super::warm_up_and_drive(target, name, length, "h", reserves).await
 }

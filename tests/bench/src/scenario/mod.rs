@@ -2,6 +2,7 @@
 //! [`Target`], what they drive.
 //!
 //! - [`uncontended`] (a), [`hot_sku`] (b), [`sellout`] (c): closed-loop keyed reserves.
+//! - [`locations`] (a3), (b3): (a) and (b) with three locations per SKU.
 //! - [`lag`] (d): read-model lag under a steady open-loop load.
 //! - [`expiry`] (e): holds that fall due together, ended by the expiry worker under load.
 //! - [`degradation`] (f): a fresh API's throughput over rounds, against the same after a
@@ -16,6 +17,7 @@ pub mod expiry;
 pub mod floor;
 pub mod hot_sku;
 pub mod lag;
+pub mod locations;
 pub mod rebuild;
 pub mod sellout;
 pub mod uncontended;
@@ -37,6 +39,38 @@ pub struct Target {
     pub warmup: Duration,
     /// A short id that keeps this run's SKUs and reservation ids apart from any other's.
     pub run: String,
+}
+
+/// Warm up with the requests `requests("w")` makes, then time those `requests(id_prefix)`
+/// makes for `length`: a closed-loop scenario on `target`. Each prefix keeps the reservation ids
+/// of the warm-up and of the timed run apart.
+pub async fn warm_up_and_drive(
+    target: &Target,
+    name: String,
+    length: crate::closed_loop::Length,
+    id_prefix: &'static str,
+    requests: impl Fn(&'static str) -> crate::closed_loop::RequestFor,
+) -> Result<crate::closed_loop::ScenarioResult, String> {
+    eprintln!("{name}...");
+    crate::closed_loop::warm_up(
+        &name,
+        &target.endpoint,
+        target.connections,
+        target.warmup,
+        requests("w"),
+    )
+    .await?;
+    crate::closed_loop::drive(
+        crate::closed_loop::ClosedLoop {
+            name,
+            endpoint: target.endpoint.clone(),
+            connections: target.connections,
+            length,
+            request: requests(id_prefix),
+        },
+        target.processes,
+    )
+    .await
 }
 
 /// The bench's own connection to the API's database, or why there is none; the scenarios that

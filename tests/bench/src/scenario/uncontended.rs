@@ -4,7 +4,7 @@
 
 use super::Target;
 use crate::closed_loop::ScenarioResult;
-use crate::closed_loop::{drive, replenish_all, warm_up, ClosedLoop, Length, RequestFor};
+use crate::closed_loop::{replenish_all, Length, RequestFor};
 use crate::http::{reserve_body, reserve_path};
 use std::sync::Arc;
 
@@ -59,26 +59,7 @@ pub async fn run(
     length: Length,
     name: String,
 ) -> Result<ScenarioResult, String> {
-    eprintln!("{name}...");
-    warm_up(
-        &name,
-        &target.endpoint,
-        target.connections,
-        target.warmup,
-        skus.reserves("w"),
-    )
-    .await?;
-    drive(
-        ClosedLoop {
-            name,
-            endpoint: target.endpoint.clone(),
-            connections: target.connections,
-            length,
-            request: skus.reserves("u"),
-        },
-        target.processes,
-    )
-    .await
+    super::warm_up_and_drive(target, name, length, "u", |prefix| skus.reserves(prefix)).await
 }
 
 pub fn name(skus: u64) -> String {
