@@ -60,7 +60,12 @@ pub struct TestLedger {
 impl TestLedger {
     /// A ledger on a fresh database, its clock at the start of 2030.
     pub async fn new() -> Self {
-        let test_database = TestDatabase::create().await;
+        Self::on(TestDatabase::create().await).await
+    }
+
+    /// A ledger on `test_database` as it is (fresh, or holding a restored ledger), its clock at
+    /// the start of 2030.
+    pub async fn on(test_database: TestDatabase) -> Self {
         let database = test_database.database(TEST_POOL_SIZE);
         let store = Arc::new(
             PostgresStore::open(database.clone())

@@ -127,6 +127,21 @@ impl TestDatabase {
         }
     }
 
+    /// A database of its own on `cluster` (a private cluster the test started itself, e.g. to
+    /// restore a dump into), named `name`; it goes away with the cluster.
+    pub async fn create_on(cluster: &PrivateCluster, name: &str) -> Self {
+        admin_execute(
+            &cluster.connection_config("postgres"),
+            &format!("CREATE DATABASE {name} TEMPLATE template0"),
+        )
+        .await;
+        Self {
+            config: cluster.connection_config(name),
+            shared_admin: None,
+            name: name.to_owned(),
+        }
+    }
+
     pub fn database(&self, pool_size: usize) -> Database {
         Database::from_config(self.config.clone(), pool_size).expect("a valid pool configuration")
     }

@@ -6,6 +6,8 @@
 //! - [`database`]: connection settings with explicit timeouts, the pool, and the error type.
 //! - [`migrate`]: versioned migrations per component, applied once under an advisory lock.
 //! - [`store`]: the event store adapter (group commit, log order by transaction id).
+//! - [`epochs`]: log positions that survive a restore into another cluster (an epoch's offset
+//!   added to transaction ids, begun when the store finds its database moved).
 //! - [`snapshots`]: the snapshot store adapter, and [`snapshot_codec`], its binary form.
 //! - [`answers`]: answers of keyed commands kept beside an event store that cannot keep them in
 //!   its own transaction (EventStoreDB).
@@ -18,6 +20,7 @@
 pub mod answers;
 pub mod cluster;
 pub mod database;
+pub mod epochs;
 pub mod migrate;
 pub mod snapshot_codec;
 pub mod snapshots;

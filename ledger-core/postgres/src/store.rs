@@ -9,11 +9,14 @@
 //!
 //! The store-wide log is ordered by (appending transaction id, sequence) and readers only see
 //! events of transactions older than every running one. The migration scripts explain why that
-//! order never lets a late commit slip behind a reader's checkpoint.
+//! order never lets a late commit slip behind a reader's checkpoint. The transaction id of a
+//! position is the cluster's plus the offset of the current log epoch (see [`crate::epochs`]),
+//! so positions keep growing when the database is restored into another cluster.
 
 use crate::database::{
     Database, DatabaseError, DeadlineExceeded, POOL_WAIT_TIMEOUT_MS, STATEMENT_TIMEOUT_MS_DEFAULT,
 };
+use crate::epochs::begin_epoch_if_outdated;
 use crate::migrate::{migrate_with_backfills, Migration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -60,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "hash_chain_required",
         sql: include_str!("../migrations/event_store/0005_hash_chain_required.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "epochs",
+        sql: include_str!("../migrations/event_store/0006_epochs.sql"),
     },
 ];
 
@@ -131,11 +139,15 @@ const KNOWN_ANSWERS_SQL: &str = "SELECT k.scope, k.key, k.fingerprint, k.answer,
 const STREAM_VERSIONS_SQL: &str =
     "SELECT stream, version FROM event_store.streams WHERE stream = ANY($1::text[])";
 
-/// The transaction's id (taken here, after the locks) and the wall clock, which dates the
-/// kept answers. Events carry their own recorded time: their writer chose it (never before the
-/// stream's head) and their hash covers it.
-const TRANSACTION_IDENTITY_SQL: &str =
-    "SELECT pg_current_xact_id()::text::bigint, clock_timestamp(), pg_backend_pid()";
+/// The transaction's position (its id, taken here after the locks, plus the current epoch's
+/// offset, read in the same statement: migration 0006) and the wall clock, which dates the
+/// kept answers; whether the id is at least the one that began the epoch (otherwise the
+/// database moved to another cluster under this process). Events carry their own recorded
+/// time: their writer chose it (never before the stream's head) and their hash covers it.
+const TRANSACTION_IDENTITY_SQL: &str = "SELECT pg_current_xact_id()::text::bigint + \
+     e.position_offset, clock_timestamp(), pg_backend_pid(), \
+     pg_current_xact_id()::text::bigint >= e.started_xid \
+     FROM event_store.epochs e ORDER BY e.epoch DESC LIMIT 1";
 
 const UPSERT_STREAMS_SQL: &str = "INSERT INTO event_store.streams AS s (stream, version) \
      SELECT * FROM unnest($1::text[], $2::bigint[]) \
@@ -164,8 +176,11 @@ const KEPT_ANSWERS_SQL: &str = "SELECT k.scope, k.key, k.fingerprint, k.answer, 
 const FORGET_ANSWERS_SQL: &str = "DELETE FROM event_store.answers WHERE ctid = ANY(ARRAY( \
      SELECT ctid FROM event_store.answers WHERE recorded_at < $1 LIMIT $2))";
 
-/// The visibility bound of the store-wide log: transactions below it have all ended.
-const VISIBLE_BOUND: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+/// The visibility bound of the store-wide log: transactions below it have all ended. The
+/// oldest running transaction's id plus the current epoch's offset, read in one statement
+/// (evaluated once per statement).
+const VISIBLE_BOUND: &str = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+     + e.position_offset FROM event_store.epochs e ORDER BY e.epoch DESC LIMIT 1)";
 
 /// How the store's own pools are shaped.
 #[derive(Debug, Clone, Copy)]
@@ -297,6 +312,9 @@ impl PostgresStore {
             &[(CHAIN_BACKFILL_MIGRATION, backfill_chain)],
         )
         .await?;
+        begin_epoch_if_outdated(&**client)
+            .await
+            .map_err(DatabaseError::query("beginning a log epoch"))?;
         drop(client);
         Self::start(database, settings, None)
     }
@@ -436,6 +454,9 @@ const FORGET_ANSWERS_SLICE_ROWS: i64 = 10_000;
 
 enum CallError {
     UniqueViolation,
+    /// The transaction's id is below the one that began the log's epoch: the database is on
+    /// another cluster than the one the epoch began on. Nothing was written.
+    EpochOutdated,
     Store(StoreError),
     /// The connection failed (or overran its deadline) after the commit was sent: the batch
     /// may or may not have committed. `backend_pid` is the server process that ran it.
@@ -443,6 +464,24 @@ enum CallError {
         error: StoreError,
         backend_pid: i32,
     },
+}
+
+impl CallError {
+    /// What a caller is told when the failure reaches it. (An outdated epoch is handled by
+    /// [`Committer::write`], which begins a new one and writes again; it reaches a caller only
+    /// when the epoch is outdated again at once.)
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Self::Store(error) | Self::CommitUnknown { error, .. } => error,
+            Self::UniqueViolation => {
+                StoreError::backend_because("an event id or an answer's key is stored already")
+            }
+            Self::EpochOutdated => StoreError::unavailable_because(
+                "the database is on another cluster than its log's epoch began on, and beginning \
+                 a new epoch did not take; restart the processes that use it",
+            ),
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for CallError {
@@ -861,7 +900,8 @@ impl Committer {
                     }
                     return;
                 }
-                Err(CallError::Store(error)) => {
+                Err(error @ (CallError::Store(_) | CallError::EpochOutdated)) => {
+                    let error = error.into_store_error();
                     self.note(false);
                     for pending in batch {
                         let _ = pending.reply.send(Err(error.clone()));
@@ -1029,7 +1069,9 @@ impl Committer {
                     })
                 }
                 Err(CallError::UniqueViolation) => continue,
-                Err(CallError::Store(error)) => return Err(error),
+                Err(error @ (CallError::Store(_) | CallError::EpochOutdated)) => {
+                    return Err(error.into_store_error())
+                }
                 Err(CallError::CommitUnknown { error, backend_pid }) => {
                     let ids: Vec<uuid::Uuid> = pending.events.iter().map(|e| e.event_id).collect();
                     if ids.is_empty() {
@@ -1064,7 +1106,18 @@ impl Committer {
             .database
             .within_deadline(async {
                 let client = slot.insert(pooled(&self.database).await.map_err(CallError::Store)?);
-                self.write_on(client, batch, careful, &mut stage).await
+                match self.write_on(client, batch, careful, &mut stage).await {
+                    // The database moved under this process: begin the epoch that puts new
+                    // positions above the stored ones (its transaction rolled back, nothing
+                    // was written), then write the batch once more.
+                    Err(CallError::EpochOutdated) => {
+                        begin_epoch_if_outdated(&***client)
+                            .await
+                            .map_err(|e| CallError::Store(backend(e)))?;
+                        self.write_on(client, batch, careful, &mut stage).await
+                    }
+                    other => other,
+                }
             })
             .await;
         match (outcome, stage.backend_pid) {
@@ -1163,6 +1216,7 @@ impl Committer {
                     Err(CallError::UniqueViolation) => Err(StoreError::backend_because(
                         "looking for a retry violated a unique index",
                     )),
+                    Err(error @ CallError::EpochOutdated) => Err(error.into_store_error()),
                 },
             });
         }
@@ -1202,6 +1256,10 @@ impl Committer {
             transaction.query_one(&identity, &[]),
         );
         locked?;
+        let identity = identity?;
+        if !identity.get::<_, bool>(3) {
+            return Err(CallError::EpochOutdated);
+        }
         let known = known?;
         if !known.is_empty() {
             return Ok(Plan::answered_before(batch, &known));
@@ -1210,7 +1268,6 @@ impl Committer {
             .iter()
             .map(|row| (row.get::<_, String>(0), to_u64(row.get(1))))
             .collect();
-        let identity = identity?;
         let mut plan = Plan::decide(
             batch,
             outcomes,
