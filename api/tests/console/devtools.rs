@@ -20,6 +20,9 @@ pub const PAGE_DEADLINE_MS: u64 = 30_000;
 
 const POLL_INTERVAL_MS: u64 = 50;
 
+/// How long a closing browser may take before it is killed.
+const CLOSE_DEADLINE_MS: u64 = 5_000;
+
 /// The browser binary: `CHROMIUM` if set, else Debian's `chromium` on the PATH.
 fn chromium() -> String {
     if let Ok(path) = std::env::var("CHROMIUM") {
@@ -337,7 +340,20 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ask the browser to close (it then ends its renderer and helper processes too), and kill
+    /// it if it has not within a few seconds.
     fn drop(&mut self) {
+        let _ = self
+            .to_browser
+            .write_all(b"{\"id\":0,\"method\":\"Browser.close\",\"params\":{}}\0");
+        let _ = self.to_browser.flush();
+        let deadline = Instant::now() + Duration::from_millis(CLOSE_DEADLINE_MS);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

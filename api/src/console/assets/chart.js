@@ -79,7 +79,8 @@
     }
     for (let i = 0; i <= 4; i++) {
       const ms = t0 + ((t1 - t0) * i) / 4;
-      grid.appendChild(el("text", { x: x(ms), y: height - 12, class: "tick-x" }, timeLabel(ms, t1 - t0)));
+      const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
+      grid.appendChild(el("text", { x: x(ms), y: height - 12, class: "tick-x", "text-anchor": anchor }, timeLabel(ms, t1 - t0)));
     }
     svg.appendChild(grid);
 
@@ -155,7 +156,7 @@
 
   // samples: [{t: ms, value: number}] oldest first; one vertex per sample.
   function sparkline(samples, options) {
-    const width = 320, height = 64, pad = 4;
+    const width = 320, height = 72, pad = 4, labels = 16;
     const t1 = samples.length ? samples[samples.length - 1].t : Date.now();
     // The span sampled so far, up to the window: a new page's first samples fill the width.
     let t0 = samples.length ? Math.max(samples[0].t, t1 - options.windowMs) : t1 - options.windowMs;
@@ -163,7 +164,7 @@
     const span = t1 - t0;
     const yMax = niceMax(samples.reduce((most, s) => Math.max(most, s.value), 1));
     const x = (ms) => round(pad + ((ms - t0) / span) * (width - 2 * pad));
-    const y = (value) => round(height - pad - (value / yMax) * (height - 2 * pad));
+    const y = (value) => round(height - pad - (value / yMax) * (height - 2 * pad - labels));
     const svg = el("svg", {
       viewBox: `0 0 ${width} ${height}`,
       class: "sparkline",
