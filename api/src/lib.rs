@@ -16,10 +16,12 @@
 //!   shedding, request timeout).
 //! - [`expiry`]: the worker that expires reservations whose time-to-live has passed.
 //! - [`telemetry`]: logs, metrics and the per-request middleware.
+//! - [`console`]: the browser console at `/console`, its assets compiled in.
 
 pub mod answer;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod contract;
 pub mod expiry;
 pub mod extract;

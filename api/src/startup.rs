@@ -120,6 +120,7 @@ pub fn application(state: SharedState) -> axum::Router {
         .openapi
         .set(serde_json::to_string_pretty(&api).expect("the OpenAPI description serialises"));
     router
+        .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))

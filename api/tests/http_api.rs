@@ -599,6 +599,7 @@ async fn operations_endpoints_answer_and_every_route_is_described() {
         "GET /v1/skus/{sku}/history",
         "GET /v1/skus/{sku}/movements",
         "GET /v1/skus/{sku}/alerts",
+        "GET /v1/skus",
         "GET /v1/low-stock",
         "GET /v1/alerts",
         "GET /v1/notifications",

@@ -209,6 +209,33 @@ impl ReadModels {
     }
 }
 
+impl ReadModels {
+    /// SKUs whose code starts with `prefix` (every SKU without one), in SKU order after
+    /// `after_sku`. The primary key's scan starts at the prefix and ends with a full page (a
+    /// page with fewer matches reads on through the SKUs after them); `starts_with` decides
+    /// membership, so `_` and `.` in a prefix are plain characters, not patterns.
+    pub async fn stock_levels_by_prefix(
+        &self,
+        prefix: Option<&Sku>,
+        limit: u64,
+        after_sku: Option<&Sku>,
+    ) -> Result<Vec<StockLevel>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let sql = format!(
+            "{} WHERE ($1::text IS NULL OR (sku >= $1 AND starts_with(sku, $1))) \
+             AND ($2::text IS NULL OR sku > $2) ORDER BY sku LIMIT $3",
+            stock_level_select(&schema)
+        );
+        let prefix = prefix.map(Sku::as_str);
+        let after = after_sku.map(Sku::as_str);
+        self.query(&sql, &[&prefix, &after, &page_limit(limit)])
+            .await?
+            .iter()
+            .map(stock_level)
+            .collect()
+    }
+}
+
 fn stock_level_select(schema: &SchemaName) -> String {
     format!(
         "SELECT sku, on_hand, reserved, available, reorder_point, version, last_movement_at, \

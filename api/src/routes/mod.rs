@@ -6,6 +6,7 @@ pub mod bodies;
 pub mod commands;
 pub mod operations;
 pub mod queries;
+pub mod search;
 
 use crate::contract::Contract;
 use crate::state::SharedState;
@@ -46,6 +47,7 @@ pub fn router(state: SharedState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(commands::cancel_transfer))
         .routes(routes!(commands::register, commands::update_catalogue))
         .routes(routes!(commands::discontinue))
+        .routes(routes!(search::skus))
         .routes(routes!(queries::catalogue))
         .routes(routes!(queries::transfer))
         .routes(routes!(queries::location_stock))

@@ -187,7 +187,7 @@ pub async fn reservations(
     Ok(Json(bodies(rows)))
 }
 
-fn page_limit(requested: Option<usize>, max: usize) -> Result<usize, Problem> {
+pub(super) fn page_limit(requested: Option<usize>, max: usize) -> Result<usize, Problem> {
     match requested {
         None => Ok(max),
         Some(limit) if (1..=max).contains(&limit) => Ok(limit),
