@@ -214,7 +214,7 @@ async fn the_description_states_the_rules_the_server_enforces() {
             );
         }
     }
-    assert_eq!(limits, 10, "every paged query has a limit");
+    assert_eq!(limits, 11, "every paged query has a limit");
     let bearer = &spec["components"]["securitySchemes"]["bearer"];
     assert_eq!(
         (&bearer["type"], &bearer["scheme"]),
