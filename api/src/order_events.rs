@@ -17,7 +17,8 @@
 //! - **Once per message**: a message is applied once per (`source`, `id`). The processed-message
 //!   table is checked first and written after the effect; the effect itself is keyed per hold
 //!   (see [`crate::order_actions`]), so a message applied again after a crash between the two
-//!   (or delivered twice at once) changes nothing either.
+//!   (or delivered twice at once) changes nothing either. Ids are kept for
+//!   [`PROCESSED_RETENTION_HOURS`].
 
 use crate::order_actions::{
     OrderActionError, OrderActions, OrderCause, OrderOutcome,
@@ -47,6 +48,14 @@ pub const ATTEMPTS_MAX: u32 = 5;
 
 /// The wait before the second attempt; each later wait doubles.
 pub const RETRY_BACKOFF_MIN_MS: u64 = 250;
+
+/// How long a processed message's id is kept. Brokers deliver a message again within minutes
+/// (an unacknowledged delivery, a reconnect), not weeks; a repeat after this is still harmless:
+/// the holds it names are closed by then, and a closed hold is left as it is.
+pub const PROCESSED_RETENTION_HOURS: u64 = 7 * 24;
+
+/// How often ids past their retention are deleted.
+pub const PROCESSED_PURGE_INTERVAL_MS: u64 = 60 * 60 * 1_000;
 
 /// Counter: messages decided, by consumer, type (`unreadable` when it could not be read) and
 /// outcome (`applied`, `duplicate`, `dead_lettered`, `returned`).
@@ -205,13 +214,16 @@ impl Consumers {
         let mut client = database.client().await?;
         ledger_postgres::migrate::migrate(&mut client, "order_events", MIGRATIONS).await?;
         drop(client);
+        let mut tasks = vec![tokio::spawn(purge_processed(
+            database.clone(),
+            shutdown.clone(),
+        ))];
         let handler: Arc<dyn InboundHandler> = Arc::new(OrderEventHandler {
             reader: OrderEventReader::new(),
             actions,
             database,
             shutdown: shutdown.clone(),
         });
-        let mut tasks = Vec::new();
         if let Some(options) = self.rabbitmq {
             count_from_zero(ledger_rabbitmq::consumer::CONSUMER);
             tasks.push(tokio::spawn(ledger_rabbitmq::consumer::consume(
@@ -229,6 +241,34 @@ impl Consumers {
             )));
         }
         Ok(tasks)
+    }
+}
+
+/// Delete processed-message ids older than [`PROCESSED_RETENTION_HOURS`], now and every
+/// [`PROCESSED_PURGE_INTERVAL_MS`], until shutdown; several API instances may run it at once.
+async fn purge_processed(database: Database, mut shutdown: watch::Receiver<bool>) {
+    let retention_hours = i32::try_from(PROCESSED_RETENTION_HOURS).expect("hours fit in i32");
+    loop {
+        let purged = async {
+            let client = database.client().await?;
+            client
+                .execute(
+                    "DELETE FROM order_events.processed_messages \
+                     WHERE processed_at < now() - make_interval(hours => $1)",
+                    &[&retention_hours],
+                )
+                .await
+                .map_err(DatabaseError::query("purge processed order events"))
+        };
+        match purged.await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "forgot processed order events past retention"),
+            Err(error) => tracing::warn!(%error, "could not purge processed order events; retrying later"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(PROCESSED_PURGE_INTERVAL_MS)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 -- The order events the API's consumers applied, one row per message: a message delivered
 -- again (a redelivery, the same event on a second broker) is recognised by (source, id) and
--- changes nothing. Written after the message's effect, which is itself keyed per hold.
+-- changes nothing. Written after the message's effect, which is itself keyed per hold; ids
+-- are kept for a week (the API purges older ones).
 CREATE SCHEMA IF NOT EXISTS order_events;
 
 CREATE TABLE order_events.processed_messages (
@@ -17,3 +18,6 @@ CREATE TABLE order_events.processed_messages (
 );
 
 CREATE INDEX processed_messages_by_order ON order_events.processed_messages (order_id);
+
+-- The hourly purge of ids past their retention.
+CREATE INDEX processed_messages_by_time ON order_events.processed_messages (processed_at);
