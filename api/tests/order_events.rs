@@ -17,6 +17,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use ledger_tests::postgres::TestDatabase;
+use ledger_tests::proxy::{TcpProxy, Upstream};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -49,6 +50,14 @@ struct Api {
 }
 
 impl Api {
+    async fn start(database: &TestDatabase, flags: &[String]) -> Self {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Self {
+            process: ApiProcess::start("order-events", &database.url(), &flags).await,
+            http: reqwest::Client::new(),
+        }
+    }
+
     async fn post(&self, path: &str, body: Value) -> Value {
         let response = self
             .http
@@ -151,12 +160,7 @@ fn order_event(id: &str, event_type: &str, order: &str) -> Vec<u8> {
 
 async fn order_events_release_confirm_once_and_dead_letter_poison(broker: &dyn OrderBroker) {
     let database = TestDatabase::create().await;
-    let flags = broker.flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let api = Api {
-        process: ApiProcess::start("order-events", &database.url(), &flags).await,
-        http: reqwest::Client::new(),
-    };
+    let api = Api::start(&database, &broker.flags()).await;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let (cancelled, paid) = (format!("ord-c-{run}"), format!("ord-p-{run}"));
     for sku in ["OE-1", "OE-2"] {
@@ -457,6 +461,90 @@ impl OrderBroker for RabbitMq {
 async fn rabbitmq_order_events_release_and_confirm_holds_once_and_dead_letter_poison() {
     let broker = RabbitMq::new().await;
     order_events_release_confirm_once_and_dead_letter_poison(&broker).await;
+    broker.delete().await;
+}
+
+/// The same URL with its host and port replaced by `address` (to go through a proxy).
+fn via(url: &str, address: std::net::SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let (credentials, host) = authority
+        .rsplit_once('@')
+        .map_or((String::new(), authority), |(c, host)| (format!("{c}@"), host));
+    assert!(host.contains(':'), "the broker URL names its port: {url}");
+    format!("{scheme}://{credentials}{address}{path}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_consumer_cut_off_reconnects_and_applies_what_was_published_meanwhile() {
+    let broker = RabbitMq::new().await;
+    let authority = broker.url.split_once("://").unwrap().1;
+    let authority = authority.split('/').next().unwrap();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let upstream = tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .expect("the broker's address resolves");
+    let proxy = TcpProxy::start(Upstream::Tcp(upstream)).await;
+    let database = TestDatabase::create().await;
+    let flags = [
+        "--orders-rabbitmq-url".to_owned(),
+        via(&broker.url, proxy.address()),
+        "--orders-rabbitmq-queue".to_owned(),
+        broker.queue.clone(),
+    ];
+    let api = Api::start(&database, &flags).await;
+    api.post("/v1/skus/RC-1/replenishments", json!({"quantity": 5}))
+        .await;
+    api.reserve("RC-1", "before", "ord-before", 1).await;
+    api.reserve("RC-1", "during", "ord-during", 1).await;
+    let released = |id: &'static str| {
+        let api = &api;
+        async move || {
+            (api.statuses("RC-1").await.get(id).map(String::as_str) == Some("released"))
+                .then_some(())
+        }
+    };
+    poll_until("the read model lists the holds", async || {
+        (api.statuses("RC-1").await.len() == 2).then_some(())
+    })
+    .await;
+    broker
+        .publish(&order_event("m-before", "order.cancelled.v1", "ord-before"))
+        .await;
+    poll_until("the consumer applies a message", released("before")).await;
+
+    // The broker goes away for the ledger (open connections die, new ones hang) while the
+    // order flow goes on publishing.
+    proxy.stall(true);
+    proxy.cut();
+    broker
+        .publish(&order_event("m-during", "order.cancelled.v1", "ord-during"))
+        .await;
+    poll_until("the consumer reports the lost broker", async || {
+        let metrics = api.metrics().await;
+        let errors = counter(
+            &metrics,
+            "ledger_order_events_broker_errors_total",
+            &[("consumer", "rabbitmq")],
+        );
+        (errors >= 1.0).then_some(())
+    })
+    .await;
+    assert_ne!(
+        api.statuses("RC-1").await.get("during").map(String::as_str),
+        Some("released"),
+        "nothing reaches the ledger while the broker is away"
+    );
+
+    // The broker comes back: the consumer reconnects and applies what was published meanwhile.
+    proxy.stall(false);
+    poll_until("the consumer reconnects and applies it", released("during")).await;
+    assert!(proxy.connections_accepted() >= 2, "the consumer connected again");
+    drop(api);
+    drop(database);
     broker.delete().await;
 }
 

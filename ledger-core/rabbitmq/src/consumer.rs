@@ -44,6 +44,10 @@ pub const PREFETCH_DEFAULT: u16 = 32;
 /// is not acknowledged: the session is dropped and the message delivered again.
 pub const DEAD_LETTER_TIMEOUT_MS: u64 = 10_000;
 
+/// Longest wait for a connection and the declarations: a broker that accepts the connection
+/// but does not answer is treated as down, and the consumer connects again after its backoff.
+pub const OPEN_TIMEOUT_MS: u64 = 10_000;
+
 /// Header of a dead letter: why the ledger did not apply the message, in words.
 pub const HEADER_REASON: &str = "x-ledger-dead-letter-reason";
 /// Header of a dead letter: the reason's kind (`invalid_json`, `unknown_type`, ...).
@@ -121,7 +125,10 @@ async fn session(
         address: address.to_owned(),
         message,
     };
-    let (connection, channel, dead_letters) = match open(options).await {
+    let opened = tokio::time::timeout(Duration::from_millis(OPEN_TIMEOUT_MS), open(options))
+        .await
+        .unwrap_or_else(|_| Err(format!("no connection within {OPEN_TIMEOUT_MS} ms")));
+    let (connection, channel, dead_letters) = match opened {
         Ok(opened) => opened,
         Err(message) => {
             return SessionEnd {
