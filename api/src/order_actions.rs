@@ -158,9 +158,9 @@ impl ReadModelOrderActions {
             Err(CommandError::Rejected(
                 DomainError::ReservationClosed { .. } | DomainError::ReservationNotFound { .. },
             )) => Ok(false),
-            Err(error @ (CommandError::Store(_) | CommandError::ContentionRetriesExhausted { .. })) => {
-                Err(OrderActionError::Unavailable(format!("{sku}: {error}")))
-            }
+            Err(
+                error @ (CommandError::Store(_) | CommandError::ContentionRetriesExhausted { .. }),
+            ) => Err(OrderActionError::Unavailable(format!("{sku}: {error}"))),
             Err(error) => Err(OrderActionError::Refused(format!("{sku}: {error}"))),
         }
     }

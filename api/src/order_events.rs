@@ -20,9 +20,7 @@
 //!   (or delivered twice at once) changes nothing either. Ids are kept for
 //!   [`PROCESSED_RETENTION_HOURS`].
 
-use crate::order_actions::{
-    OrderActionError, OrderActions, OrderCause, OrderOutcome,
-};
+use crate::order_actions::{OrderActionError, OrderActions, OrderCause, OrderOutcome};
 use async_trait::async_trait;
 use ledger_domain::{OrderId, Reason};
 use ledger_integration::inbound::{
@@ -263,7 +261,9 @@ async fn purge_processed(database: Database, mut shutdown: watch::Receiver<bool>
         match purged.await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "forgot processed order events past retention"),
-            Err(error) => tracing::warn!(%error, "could not purge processed order events; retrying later"),
+            Err(error) => {
+                tracing::warn!(%error, "could not purge processed order events; retrying later")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(PROCESSED_PURGE_INTERVAL_MS)) => {}
@@ -403,16 +403,17 @@ impl OrderEventHandler {
                 PoisonKind::UnknownOrder,
                 format!("no reservation of the ledger names order {order_id}"),
             ))),
-            Ok(OrderOutcome::NotConfirmable { reason }) => {
-                Ok(Disposition::DeadLetter(Poison::new(PoisonKind::Rejected, reason)))
-            }
+            Ok(OrderOutcome::NotConfirmable { reason }) => Ok(Disposition::DeadLetter(
+                Poison::new(PoisonKind::Rejected, reason),
+            )),
             Err(OrderActionError::Unavailable(message)) => Err(Transient(Poison::new(
                 PoisonKind::AttemptsExhausted,
                 message,
             ))),
-            Err(OrderActionError::Refused(message)) => Ok(Disposition::DeadLetter(
-                Poison::new(PoisonKind::Rejected, message),
-            )),
+            Err(OrderActionError::Refused(message)) => Ok(Disposition::DeadLetter(Poison::new(
+                PoisonKind::Rejected,
+                message,
+            ))),
         }
     }
 

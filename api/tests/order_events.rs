@@ -196,11 +196,7 @@ async fn order_events_release_confirm_once_and_dead_letter_poison(broker: &dyn O
         &format!("ord-never-{run}"),
     );
     let cancel = order_event(&format!("c-{run}"), "order.cancelled.v1", &cancelled);
-    let pay = order_event(
-        &format!("p-{run}"),
-        "order.payment_succeeded.v1",
-        &paid,
-    );
+    let pay = order_event(&format!("p-{run}"), "order.payment_succeeded.v1", &paid);
     // Poison first: the valid messages behind it must not wait for it.
     for body in [
         &invalid_json,
@@ -229,7 +225,10 @@ async fn order_events_release_confirm_once_and_dead_letter_poison(broker: &dyn O
         let original = expected
             .remove(&kind)
             .unwrap_or_else(|| panic!("an unexpected dead letter {kind}: {reason}"));
-        assert_eq!(body, original, "the dead letter {kind} carries the original");
+        assert_eq!(
+            body, original,
+            "the dead letter {kind} carries the original"
+        );
         assert!(!reason.is_empty(), "{kind} says why");
         if kind == "unknown_order" {
             assert!(reason.contains("ord-never-"), "{reason}");
@@ -260,9 +259,15 @@ async fn order_events_release_confirm_once_and_dead_letter_poison(broker: &dyn O
     })
     .await;
     let one = api.get("/v1/skus/OE-1").await;
-    assert_eq!((one["on_hand"].as_u64(), one["reserved"].as_u64()), (Some(9), Some(0)));
+    assert_eq!(
+        (one["on_hand"].as_u64(), one["reserved"].as_u64()),
+        (Some(9), Some(0))
+    );
     let two = api.get("/v1/skus/OE-2").await;
-    assert_eq!((two["on_hand"].as_u64(), two["reserved"].as_u64()), (Some(6), Some(0)));
+    assert_eq!(
+        (two["on_hand"].as_u64(), two["reserved"].as_u64()),
+        (Some(6), Some(0))
+    );
     let history_before = [api.history("OE-1").await, api.history("OE-2").await];
     for history in &history_before {
         let released = history
@@ -335,8 +340,7 @@ struct RabbitMq {
 
 impl RabbitMq {
     async fn new() -> Self {
-        let url =
-            std::env::var("RABBITMQ_URL").unwrap_or_else(|_| DEFAULT_RABBITMQ_URL.to_owned());
+        let url = std::env::var("RABBITMQ_URL").unwrap_or_else(|_| DEFAULT_RABBITMQ_URL.to_owned());
         let properties = ConnectionProperties::default()
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio::current());
@@ -471,7 +475,9 @@ fn via(url: &str, address: std::net::SocketAddr) -> String {
     let (authority, path) = rest.split_at(authority_end);
     let (credentials, host) = authority
         .rsplit_once('@')
-        .map_or((String::new(), authority), |(c, host)| (format!("{c}@"), host));
+        .map_or((String::new(), authority), |(c, host)| {
+            (format!("{c}@"), host)
+        });
     assert!(host.contains(':'), "the broker URL names its port: {url}");
     format!("{scheme}://{credentials}{address}{path}")
 }
@@ -542,7 +548,10 @@ async fn a_rabbitmq_consumer_cut_off_reconnects_and_applies_what_was_published_m
     // The broker comes back: the consumer reconnects and applies what was published meanwhile.
     proxy.stall(false);
     poll_until("the consumer reconnects and applies it", released("during")).await;
-    assert!(proxy.connections_accepted() >= 2, "the consumer connected again");
+    assert!(
+        proxy.connections_accepted() >= 2,
+        "the consumer connected again"
+    );
     drop(api);
     drop(database);
     broker.delete().await;

@@ -69,18 +69,18 @@ impl OrderEventType {
     /// The type's JSON Schema, as committed under `schemas/integration/inbound/`.
     pub const fn schema(self) -> &'static str {
         match self {
-            Self::Cancelled => include_str!(
-                "../../../schemas/integration/inbound/order.cancelled.v1.schema.json"
-            ),
+            Self::Cancelled => {
+                include_str!("../../../schemas/integration/inbound/order.cancelled.v1.schema.json")
+            }
             Self::PaymentFailed => include_str!(
                 "../../../schemas/integration/inbound/order.payment_failed.v1.schema.json"
             ),
             Self::PaymentSucceeded => include_str!(
                 "../../../schemas/integration/inbound/order.payment_succeeded.v1.schema.json"
             ),
-            Self::Completed => include_str!(
-                "../../../schemas/integration/inbound/order.completed.v1.schema.json"
-            ),
+            Self::Completed => {
+                include_str!("../../../schemas/integration/inbound/order.completed.v1.schema.json")
+            }
         }
     }
 }
@@ -210,7 +210,10 @@ impl OrderEventReader {
             let known: Vec<&str> = ORDER_EVENT_TYPES.iter().map(|t| t.name()).collect();
             return Err(Poison::new(
                 PoisonKind::UnknownType,
-                format!("type {name:?} is not consumed (known: {})", known.join(", ")),
+                format!(
+                    "type {name:?} is not consumed (known: {})",
+                    known.join(", ")
+                ),
             ));
         };
         let validator = &self
@@ -353,7 +356,9 @@ mod tests {
         assert_eq!(kind(b"{not json"), PoisonKind::InvalidJson);
         assert_eq!(kind(b"[1,2]"), PoisonKind::InvalidJson);
         assert_eq!(
-            kind(br#"{"specversion":"1.0","id":"1","source":"s","type":"order.lost.v1","data":{}}"#),
+            kind(
+                br#"{"specversion":"1.0","id":"1","source":"s","type":"order.lost.v1","data":{}}"#
+            ),
             PoisonKind::UnknownType
         );
         assert_eq!(

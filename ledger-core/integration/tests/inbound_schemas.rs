@@ -82,13 +82,19 @@ fn every_example_validates_and_is_read_with_its_order() {
             .should_ignore_unknown_formats(false)
             .build(&read_json(&schema_path(event_type)))
             .unwrap();
-        let errors: Vec<String> = validator.iter_errors(&example).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(&example)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{}: {errors:?}", event_type.name());
         let event = reader
             .read(example.to_string().as_bytes())
             .unwrap_or_else(|poison| panic!("{}: {poison}", event_type.name()));
         assert_eq!(event.event_type, event_type);
-        assert_eq!(event.order_id, example["data"]["order_id"].as_str().unwrap());
+        assert_eq!(
+            event.order_id,
+            example["data"]["order_id"].as_str().unwrap()
+        );
         assert_eq!(event.id, example["id"].as_str().unwrap());
         assert_eq!(event.source, example["source"].as_str().unwrap());
     }
@@ -132,7 +138,10 @@ fn the_reader_refuses_what_the_schemas_refuse_and_says_why() {
             broken(&|m| m["data"]["order_id"] = json!("ord 1")),
         ),
         ("an empty id", broken(&|m| m["id"] = json!(""))),
-        ("specversion 0.3", broken(&|m| m["specversion"] = json!("0.3"))),
+        (
+            "specversion 0.3",
+            broken(&|m| m["specversion"] = json!("0.3")),
+        ),
         (
             "a time that is no time",
             broken(&|m| m["time"] = json!("soon")),
@@ -147,7 +156,10 @@ fn the_reader_refuses_what_the_schemas_refuse_and_says_why() {
         ),
     ] {
         assert_eq!(poison.kind, PoisonKind::SchemaViolation, "{what}: {poison}");
-        assert!(poison.reason.contains("order.cancelled.v1"), "{what}: {poison}");
+        assert!(
+            poison.reason.contains("order.cancelled.v1"),
+            "{what}: {poison}"
+        );
     }
     let unknown = broken(&|m| m["type"] = json!("order.cancelled.v2"));
     assert_eq!(unknown.kind, PoisonKind::UnknownType);

@@ -12,8 +12,8 @@
 //! is the original's stream and sequence, so a dead letter published twice (a crash between
 //! publishing it and acknowledging the original) is stored once.
 
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream};
 use async_nats::header::NATS_MESSAGE_ID;
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream};
 use futures::TryStreamExt;
 use ledger_integration::inbound::{
     consume_until_shutdown, Disposition, InboundHandler, Poison, SessionEnd,
@@ -188,7 +188,12 @@ async fn session(
         .await
     {
         Ok(messages) => messages,
-        Err(e) => return (format!("cannot pull from {:?}: {e}", options.consumer), false),
+        Err(e) => {
+            return (
+                format!("cannot pull from {:?}: {e}", options.consumer),
+                false,
+            )
+        }
     };
     tracing::info!(%address, stream = %options.stream, consumer = %options.consumer, dead_letter = %options.dead_letter_subject, "consuming order events from NATS JetStream");
     let result = messages

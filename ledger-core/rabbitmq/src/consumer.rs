@@ -310,10 +310,14 @@ async fn dead_letter(
         if confirmation.is_ack() {
             Ok(())
         } else {
-            Err(format!("the broker refused a dead letter ({confirmation:?})"))
+            Err(format!(
+                "the broker refused a dead letter ({confirmation:?})"
+            ))
         }
     };
     tokio::time::timeout(Duration::from_millis(DEAD_LETTER_TIMEOUT_MS), publish)
         .await
-        .map_err(|_| format!("no confirmation of a dead letter within {DEAD_LETTER_TIMEOUT_MS} ms"))?
+        .map_err(|_| {
+            format!("no confirmation of a dead letter within {DEAD_LETTER_TIMEOUT_MS} ms")
+        })?
 }
