@@ -465,3 +465,78 @@ fn schema_violation(event: &OrderEvent, reason: String) -> Disposition {
         format!("does not match {}: {reason}", event.event_type.name()),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Both {
+        #[command(flatten)]
+        publishers: PublisherArguments,
+        #[command(flatten)]
+        order_events: OrderEventArguments,
+    }
+
+    fn consumers(arguments: &[&str]) -> Result<Consumers, String> {
+        let both = Both::try_parse_from(std::iter::once("api").chain(arguments.iter().copied()))
+            .expect("the arguments parse");
+        both.order_events.consumers(&both.publishers)
+    }
+
+    #[test]
+    fn nothing_configured_consumes_nothing() {
+        assert!(consumers(&[]).unwrap().is_empty());
+        // A publisher's broker alone turns no consumer on.
+        assert!(consumers(&[
+            "--rabbitmq-url",
+            "amqp://h:5672/%2f",
+            "--nats-url",
+            "nats://h:4222"
+        ])
+        .unwrap()
+        .is_empty());
+    }
+
+    #[test]
+    fn a_queue_or_stream_turns_its_consumer_on_on_the_publishers_broker_unless_given_its_own() {
+        let both = consumers(&[
+            "--rabbitmq-url",
+            "amqp://publish:5672/%2f",
+            "--rabbitmq-ca-file",
+            "/ca.pem",
+            "--orders-rabbitmq-queue",
+            "orders",
+            "--orders-nats-url",
+            "nats://orders:4222",
+            "--orders-nats-stream",
+            "ORDERS",
+            "--orders-prefetch",
+            "8",
+        ])
+        .unwrap();
+        let rabbitmq = both.rabbitmq.expect("on");
+        assert_eq!(rabbitmq.url, "amqp://publish:5672/%2f");
+        assert_eq!(rabbitmq.dead_letter, "orders.dead-letter");
+        assert_eq!(
+            rabbitmq.ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert_eq!(rabbitmq.prefetch, 8);
+        let nats = both.nats.expect("on");
+        assert_eq!(nats.url, "nats://orders:4222");
+        assert_eq!(nats.consumer, ledger_nats::consumer::DEFAULT_CONSUMER_NAME);
+        assert_eq!(nats.filter_subject, None);
+        assert_eq!(nats.prefetch, 8);
+    }
+
+    #[test]
+    fn a_consumer_without_a_broker_to_reach_is_refused_naming_the_settings() {
+        let error = consumers(&["--orders-rabbitmq-queue", "orders"]).unwrap_err();
+        assert!(error.contains("LEDGER_ORDERS_RABBITMQ_URL"), "{error}");
+        let error = consumers(&["--orders-nats-stream", "ORDERS"]).unwrap_err();
+        assert!(error.contains("LEDGER_NATS_URL"), "{error}");
+        assert!(Both::try_parse_from(["api", "--orders-prefetch", "0"]).is_err());
+    }
+}
