@@ -674,3 +674,59 @@ async fn nats_order_events_release_and_confirm_holds_once_and_dead_letter_poison
     order_events_release_confirm_once_and_dead_letter_poison(&broker).await;
     broker.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_consumer_cut_off_resumes_and_applies_what_was_published_meanwhile() {
+    let broker = Nats::new().await;
+    let host_port = broker.url.split_once("://").unwrap().1;
+    let upstream = tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .expect("the server's address resolves");
+    let proxy = TcpProxy::start(Upstream::Tcp(upstream)).await;
+    let mut flags = broker.flags();
+    let at = flags
+        .iter()
+        .position(|flag| flag == "--orders-nats-url")
+        .unwrap();
+    flags[at + 1] = via(&broker.url, proxy.address());
+    let database = TestDatabase::create().await;
+    let api = Api::start(&database, &flags).await;
+    api.post("/v1/skus/RC-2/replenishments", json!({"quantity": 5}))
+        .await;
+    api.reserve("RC-2", "before", "ord-before", 1).await;
+    api.reserve("RC-2", "during", "ord-during", 1).await;
+    let released = |id: &'static str| {
+        let api = &api;
+        async move || {
+            (api.statuses("RC-2").await.get(id).map(String::as_str) == Some("released"))
+                .then_some(())
+        }
+    };
+    poll_until("the read model lists the holds", async || {
+        (api.statuses("RC-2").await.len() == 2).then_some(())
+    })
+    .await;
+    broker
+        .publish(&order_event("m-before", "order.cancelled.v1", "ord-before"))
+        .await;
+    poll_until("the consumer applies a message", released("before")).await;
+
+    // The server goes away for the ledger while the order flow goes on publishing; it comes
+    // back, and the consumer (its client reconnecting, its pull renewed) applies what came.
+    proxy.stall(true);
+    proxy.cut();
+    broker
+        .publish(&order_event("m-during", "order.cancelled.v1", "ord-during"))
+        .await;
+    proxy.stall(false);
+    poll_until("the consumer resumes and applies it", released("during")).await;
+    assert!(
+        proxy.connections_accepted() >= 2,
+        "the consumer connected again"
+    );
+    drop(api);
+    drop(database);
+    broker.delete().await;
+}

@@ -116,11 +116,20 @@ pub async fn consume(
 ) {
     assert!(options.prefetch > 0, "a prefetch of 0 means unbounded");
     let address = redact_url(&options.url);
-    let client = Mutex::new(None);
+    let client: Mutex<Option<Connected>> = Mutex::new(None);
     consume_until_shutdown(CONSUMER, &*handler, shutdown, || {
         attempt(&options, &address, &*handler, &client)
     })
     .await;
+}
+
+/// The client, and how many times it lost its connection so far.
+struct Connected {
+    client: async_nats::Client,
+    /// Bumped by the client's event callback on every disconnection. The client reconnects by
+    /// itself, but a pull request in flight is lost with the old connection and the pull stream
+    /// does not notice; a session ends on a disconnection, so that the next one pulls anew.
+    disconnections: watch::Receiver<u64>,
 }
 
 /// One session: connect unless connected, then [`session`].
@@ -128,7 +137,7 @@ async fn attempt(
     options: &NatsConsumerOptions,
     address: &str,
     handler: &dyn InboundHandler,
-    client: &Mutex<Option<async_nats::Client>>,
+    client: &Mutex<Option<Connected>>,
 ) -> SessionEnd {
     let end = |message: String, consumed: bool| SessionEnd {
         error: BrokerError {
@@ -138,7 +147,7 @@ async fn attempt(
         },
         consumed,
     };
-    let context = {
+    let (context, mut disconnections) = {
         let mut client = client.lock().await;
         if client.is_none() {
             match connect(options).await {
@@ -146,27 +155,43 @@ async fn attempt(
                 Err(message) => return end(message, false),
             }
         }
-        jetstream::ContextBuilder::new()
+        let connected = client.as_ref().expect("connected just above");
+        let context = jetstream::ContextBuilder::new()
             .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
-            .build(client.clone().expect("connected just above"))
+            .build(connected.client.clone());
+        (context, connected.disconnections.clone())
     };
-    let (message, consumed) = session(options, address, handler, &context).await;
-    end(message, consumed)
+    disconnections.borrow_and_update();
+    tokio::select! {
+        (message, consumed) = session(options, address, handler, &context) => end(message, consumed),
+        _ = disconnections.changed() => end("the connection to the server was lost".to_owned(), true),
+    }
 }
 
-async fn connect(options: &NatsConsumerOptions) -> Result<async_nats::Client, String> {
+async fn connect(options: &NatsConsumerOptions) -> Result<Connected, String> {
+    let (disconnected, disconnections) = watch::channel(0_u64);
     let mut connect = async_nats::ConnectOptions::new()
         .name("inventory-ledger order events")
+        .event_callback(move |event| {
+            if matches!(event, async_nats::Event::Disconnected) {
+                disconnected.send_modify(|count| *count += 1);
+            }
+            std::future::ready(())
+        })
         .connection_timeout(Duration::from_millis(REQUEST_TIMEOUT_MS));
     if let Some(ca_file) = &options.ca_file {
         connect = connect
             .add_root_certificates(ca_file.clone())
             .require_tls(true);
     }
-    connect
+    let client = connect
         .connect(options.url.as_str())
         .await
-        .map_err(|e| format!("cannot connect: {e}"))
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    Ok(Connected {
+        client,
+        disconnections,
+    })
 }
 
 /// Look up the streams and the consumer, then consume until something fails; what failed, and
