@@ -53,6 +53,9 @@ pub struct Config {
     #[command(flatten)]
     pub publishers: ledger_projections::PublisherArguments,
 
+    #[command(flatten)]
+    pub order_events: crate::order_events::OrderEventArguments,
+
     /// How often the expiry worker looks for reservations whose time-to-live has passed.
     #[arg(long, env = "LEDGER_EXPIRY_INTERVAL_MS", default_value_t = 1_000)]
     pub expiry_interval_ms: u64,

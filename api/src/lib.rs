@@ -15,6 +15,10 @@
 //!   graceful shutdown) and the limits in front of the routes (host check, rate limit, load
 //!   shedding, request timeout).
 //! - [`expiry`]: the worker that expires reservations whose time-to-live has passed.
+//! - [`order_events`]: the order flow's events consumed from RabbitMQ and NATS JetStream
+//!   (deduplicated, retried within bounds, dead-lettered with a reason); [`order_actions`]:
+//!   what they do to an order's holds, behind a port of its own so that the order-level
+//!   commands can take its place.
 //! - [`telemetry`]: logs, metrics and the per-request middleware.
 //! - [`console`]: the browser console at `/console`, its assets compiled in.
 
@@ -25,6 +29,8 @@ pub mod console;
 pub mod contract;
 pub mod expiry;
 pub mod extract;
+pub mod order_actions;
+pub mod order_events;
 pub mod problem;
 pub mod protection;
 pub mod routes;

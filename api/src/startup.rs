@@ -181,6 +181,10 @@ async fn serve(
     backends: &Backends,
 ) -> Result<Running, StartupError> {
     let open_access = auth.is_open();
+    let consumers = config
+        .order_events
+        .consumers(&config.publishers)
+        .map_err(StartupError::Config)?;
     let metrics = telemetry::metrics_handle();
     let database = backends.database().clone();
     crate::answer::migrate_api_tables(&database).await?;
@@ -266,6 +270,17 @@ async fn serve(
         Duration::from_millis(config.expiry_interval_ms.max(EXPIRY_INTERVAL_MS_MIN)),
         signal.clone(),
     )));
+    // The order flow's events, when a queue or stream is configured.
+    if !consumers.is_empty() {
+        let actions = Arc::new(crate::order_actions::ReadModelOrderActions::new(
+            state.clone(),
+        ));
+        workers.extend(
+            consumers
+                .spawn(database.clone(), actions, signal.clone())
+                .await?,
+        );
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -634,6 +634,15 @@ fn the_brokers_accept_only_tls_with_passwords_and_the_ledger_verifies_their_cert
     }
     let needs = depends_on(api);
     assert!(needs.contains("rabbitmq") && needs.contains("nats"));
+    // It consumes the order flow's events from a queue on that same RabbitMQ (no URL of its
+    // own: the consumer falls back to LEDGER_RABBITMQ_URL, and to its CA file).
+    assert_eq!(
+        variable(api, "LEDGER_ORDERS_RABBITMQ_QUEUE"),
+        "inventory.orders"
+    );
+    assert!(environment(api)
+        .iter()
+        .all(|(name, _)| name != "LEDGER_ORDERS_RABBITMQ_URL"));
 }
 
 #[test]

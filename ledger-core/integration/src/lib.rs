@@ -14,9 +14,13 @@
 //!   with the same ids.
 //! - [`broker`]: the port every broker adapter implements (RabbitMQ, NATS JetStream): publish
 //!   in order and return only once the broker has confirmed every message.
+//! - [`inbound`]: the other direction: the order flow's events the ledger consumes (order
+//!   cancelled, paid, ...), read against their schemas or refused as poison with a reason, and
+//!   the port a broker's consumer hands each message to.
 
 pub mod broker;
 pub mod contract;
+pub mod inbound;
 pub mod mapping;
 
 pub use broker::{redact_url, Broker, BrokerError, OutgoingMessage};

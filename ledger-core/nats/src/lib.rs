@@ -1,12 +1,18 @@
 //! The NATS JetStream adapter of the integration broker port.
 //!
 //! # Layout
-//! One module: [`NatsBroker`] keeps one client for its life (the client reconnects by itself)
-//! and its JetStream context, makes sure the stream exists (created over `<prefix>.>` when missing, with the
-//! duplicate window set), and publishes each batch pipelined: every message sent with its
-//! `Nats-Msg-Id` header set to the integration event id, then every acknowledgement awaited.
-//! A message published again within the stream's duplicate window is acknowledged as a
-//! duplicate and stored once, so a republished batch after a crash adds nothing to the stream.
+//! - this module: [`NatsBroker`], the publishing side. It keeps one client for its life (the
+//!   client reconnects by itself) and its JetStream context, makes sure the stream exists
+//!   (created over `<prefix>.>` when missing, with the duplicate window set), and publishes
+//!   each batch pipelined: every message sent with its `Nats-Msg-Id` header set to the
+//!   integration event id, then every acknowledgement awaited. A message published again
+//!   within the stream's duplicate window is acknowledged as a duplicate and stored once, so a
+//!   republished batch after a crash adds nothing to the stream.
+//! - [`consumer`]: the other direction, the order flow's events consumed through a durable
+//!   pull consumer with explicit acknowledgements, and a dead-letter subject (kept by a stream
+//!   of its own) for what the ledger will not apply.
+
+pub mod consumer;
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
 use async_trait::async_trait;

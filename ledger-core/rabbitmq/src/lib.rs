@@ -1,16 +1,22 @@
 //! The RabbitMQ adapter of the integration broker port.
 //!
 //! # Layout
-//! One module: [`RabbitMqBroker`] keeps one connection with one confirm-mode channel, declares
-//! the durable topic exchange it publishes to, and publishes each batch pipelined (every
-//! message sent, then every confirmation awaited), which keeps log order on the one channel
-//! while paying one round trip per batch rather than per message.
+//! - this module: [`RabbitMqBroker`], the publishing side. It keeps one connection with one
+//!   confirm-mode channel, declares the durable topic exchange it publishes to, and publishes
+//!   each batch pipelined (every message sent, then every confirmation awaited), which keeps
+//!   log order on the one channel while paying one round trip per batch rather than per
+//!   message.
+//! - [`consumer`]: the other direction, the order flow's events consumed from a durable queue
+//!   (manual acknowledgements, bounded prefetch), with a dead-letter exchange and queue for
+//!   what the ledger will not apply.
 //!
-//! Messages are persistent (delivery mode 2), carry the integration event id as `message_id`
-//! and its type as `type`, and are routed by `<type>.<SKU>`. The exchange does not keep
-//! messages itself: a consumer binds a durable queue to it (e.g. `inventory.#`) before the
+//! Published messages are persistent (delivery mode 2), carry the integration event id as
+//! `message_id` and its type as `type`, and are routed by `<type>.<SKU>`. The exchange does not
+//! keep messages itself: a consumer binds a durable queue to it (e.g. `inventory.#`) before the
 //! events it must not miss are published. Any failure drops the connection; the next publish
 //! connects again, and the publisher publishes the whole batch again with the same ids.
+
+pub mod consumer;
 
 use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -104,22 +110,13 @@ impl RabbitMqBroker {
     }
 
     async fn connect(&self) -> Result<Session, BrokerError> {
-        let properties = ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio::current())
-            .with_connection_name("inventory-ledger publisher".into());
-        let tls = OwnedTLSConfig {
-            identity: None,
-            cert_chain: match &self.options.ca_file {
-                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                    self.error(format!("cannot read the CA file {}: {e}", path.display()))
-                })?),
-                None => None,
-            },
-        };
-        let connection = Connection::connect_with_config(&self.options.url, properties, tls)
-            .await
-            .map_err(|e| self.error(format!("cannot connect: {e}")))?;
+        let connection = open_connection(
+            &self.options.url,
+            self.options.ca_file.as_deref(),
+            "inventory-ledger publisher",
+        )
+        .await
+        .map_err(|e| self.error(e))?;
         let channel = connection
             .create_channel()
             .await
@@ -196,6 +193,33 @@ impl RabbitMqBroker {
         }
         Ok(())
     }
+}
+
+/// A connection to `url` on the running tokio runtime, over TLS for `amqps://` (trusting
+/// `ca_file`'s CAs when given, else the public web roots), named `name` in the broker's
+/// management view. The error says what failed, without the URL's credentials.
+pub(crate) async fn open_connection(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    name: &str,
+) -> Result<Connection, String> {
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio::current())
+        .with_connection_name(name.into());
+    let tls = OwnedTLSConfig {
+        identity: None,
+        cert_chain: match ca_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        },
+    };
+    Connection::connect_with_config(url, properties, tls)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))
 }
 
 #[async_trait]
