@@ -117,7 +117,9 @@ pub async fn import<S: EventStore + ?Sized>(
 }
 
 /// The file's events in order, each with its line number.
-fn lines(file: &Path) -> Result<impl Iterator<Item = Result<(u64, ExportedEvent), ToolError>>, ToolError> {
+fn lines(
+    file: &Path,
+) -> Result<impl Iterator<Item = Result<(u64, ExportedEvent), ToolError>>, ToolError> {
     let opened = std::fs::File::open(file)
         .map_err(|e| ToolError::Usage(format!("cannot read {}: {e}", file.display())))?;
     let name = file.display().to_string();

@@ -38,10 +38,6 @@ pub fn run(arguments: VerifyProofArguments) -> Result<ExitCodeName, ToolError> {
 pub fn read_proof(path: &std::path::Path) -> Result<InclusionProof, ToolError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ToolError::Usage(format!("cannot read the proof {}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| {
-        ToolError::Usage(format!(
-            "{} is not an inclusion proof: {e}",
-            path.display()
-        ))
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| ToolError::Usage(format!("{} is not an inclusion proof: {e}", path.display())))
 }

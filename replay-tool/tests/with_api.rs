@@ -253,14 +253,21 @@ async fn the_auditor_checks_a_skus_proof_from_the_api_against_a_kept_anchor() {
     std::fs::create_dir_all(&folder).unwrap();
     let kept = folder.join("anchor.json");
     let output = run_binary(&["anchor", "--output", kept.to_str().unwrap()], &url).await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let from_cli: Value = serde_json::from_slice(&output.stdout).unwrap();
     let (status, from_api) = get_as(&client, format!("{base}/v1/anchor"), "auditor-secret").await;
     assert_eq!(status, 200, "{from_api}");
     for field in ["format", "log_position", "streams", "events", "merkle_root"] {
         assert_eq!(from_api[field], from_cli[field], "{field}");
     }
-    assert_eq!((from_api["streams"].as_u64(), from_api["events"].as_u64()), (Some(3), Some(4)));
+    assert_eq!(
+        (from_api["streams"].as_u64(), from_api["events"].as_u64()),
+        (Some(3), Some(4))
+    );
 
     // The log moves on; a proof at the kept anchor's position still checks against it.
     replenish("PRF-2", 9).await;
@@ -273,16 +280,32 @@ async fn the_auditor_checks_a_skus_proof_from_the_api_against_a_kept_anchor() {
         Some(at) => format!("{base}/v1/skus/{sku}/anchor-proof?log_position={at}"),
         None => format!("{base}/v1/skus/{sku}/anchor-proof"),
     };
-    let (status, proof) =
-        get_as(&client, proof_url("PRF-2", Some(&position)), "auditor-secret").await;
+    let (status, proof) = get_as(
+        &client,
+        proof_url("PRF-2", Some(&position)),
+        "auditor-secret",
+    )
+    .await;
     assert_eq!(status, 200, "{proof}");
-    assert_eq!((proof["stream"].as_str(), proof["version"].as_u64()), (Some("sku-PRF-2"), Some(1)));
+    assert_eq!(
+        (proof["stream"].as_str(), proof["version"].as_u64()),
+        (Some("sku-PRF-2"), Some(1))
+    );
     assert_eq!(proof["anchor"]["merkle_root"], from_cli["merkle_root"]);
     assert!(!proof["path"].as_array().unwrap().is_empty());
     let output = verify_proof(&folder, &proof, &kept).await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     // The stream's head hash in the proof is the hash history shows for that version.
-    let (_, history) = get_as(&client, format!("{base}/v1/skus/PRF-2/history"), "auditor-secret").await;
+    let (_, history) = get_as(
+        &client,
+        format!("{base}/v1/skus/PRF-2/history"),
+        "auditor-secret",
+    )
+    .await;
     assert_eq!(history["entries"][1]["hash"], proof["head_hash"]);
 
     // A proof of the log now is for another position than the kept anchor's.
@@ -293,12 +316,26 @@ async fn the_auditor_checks_a_skus_proof_from_the_api_against_a_kept_anchor() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("position"));
 
     // Refusals: a SKU not in the log then, a position past the head, one that does not parse.
-    let (status, body) =
-        get_as(&client, proof_url("PRF-4", Some(&position)), "auditor-secret").await;
-    assert_eq!((status, body["type"].as_str()), (404, Some("urn:inventory-ledger:problem:sku-not-in-log")));
-    let (status, body) =
-        get_as(&client, proof_url("PRF-1", Some("999999999999/0")), "auditor-secret").await;
-    assert_eq!((status, body["type"].as_str()), (400, Some("urn:inventory-ledger:problem:log-position-ahead")));
+    let (status, body) = get_as(
+        &client,
+        proof_url("PRF-4", Some(&position)),
+        "auditor-secret",
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (404, Some("urn:inventory-ledger:problem:sku-not-in-log"))
+    );
+    let (status, body) = get_as(
+        &client,
+        proof_url("PRF-1", Some("999999999999/0")),
+        "auditor-secret",
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (400, Some("urn:inventory-ledger:problem:log-position-ahead"))
+    );
     let (status, _) = get_as(&client, proof_url("PRF-1", Some("12-3")), "auditor-secret").await;
     assert_eq!(status, 400);
 
@@ -331,8 +368,12 @@ async fn the_auditor_checks_a_skus_proof_from_the_api_against_a_kept_anchor() {
             .unwrap();
         previous = hash;
     }
-    let (status, forged) =
-        get_as(&client, proof_url("PRF-2", Some(&position)), "auditor-secret").await;
+    let (status, forged) = get_as(
+        &client,
+        proof_url("PRF-2", Some(&position)),
+        "auditor-secret",
+    )
+    .await;
     assert_eq!(status, 200, "{forged}");
     assert_ne!(forged["anchor"]["merkle_root"], from_cli["merkle_root"]);
     let output = verify_proof(&folder, &forged, &kept).await;

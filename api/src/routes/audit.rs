@@ -146,7 +146,10 @@ pub async fn anchor(
     State(state): State<SharedState>,
     _: Authorized<Auditing>,
 ) -> Result<Json<AnchorBody>, Problem> {
-    let _turn = DIGESTS.acquire().await.expect("the semaphore is never closed");
+    let _turn = DIGESTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     let anchor = take_anchor(state.store.as_ref(), Utc::now()).await?;
     Ok(Json(anchor.into()))
 }
@@ -173,7 +176,10 @@ pub async fn anchor_proof(
             })
         })
         .transpose()?;
-    let _turn = DIGESTS.acquire().await.expect("the semaphore is never closed");
+    let _turn = DIGESTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     if let Some(at) = at {
         let head = state.store.head_position().await?;
         if head.is_none_or(|head| at > head) {

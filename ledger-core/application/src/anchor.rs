@@ -98,7 +98,11 @@ impl LogHeads {
     /// stream has no event among them.
     pub fn proof(&self, stream: &str, anchor: &Anchor) -> Option<InclusionProof> {
         let (version, head_hash) = *self.heads.get(stream)?;
-        let index = self.heads.keys().take_while(|name| name.as_str() < stream).count();
+        let index = self
+            .heads
+            .keys()
+            .take_while(|name| name.as_str() < stream)
+            .count();
         let leaves = self.leaves();
         let proof = InclusionProof {
             format: PROOF_FORMAT.to_owned(),
@@ -421,7 +425,11 @@ mod tests {
             let root = merkle_root(leaves.clone());
             for (index, leaf) in leaves.iter().enumerate() {
                 let path = merkle_path(leaves.clone(), index);
-                assert_eq!(root_from_path(*leaf, &path), root, "{count} leaves, #{index}");
+                assert_eq!(
+                    root_from_path(*leaf, &path),
+                    root,
+                    "{count} leaves, #{index}"
+                );
                 let mut wrong = path.clone();
                 if let Some(step) = wrong.first_mut() {
                     step.side = match step.side {

@@ -91,7 +91,10 @@ pub async fn run(database: &LedgerDatabase, plan: AuditPlan) -> Result<AuditResu
             plan.appenders,
         )
         .await?;
-        eprintln!("audit: written in {:.1} s; waiting for the live projectors...", written.seconds);
+        eprintln!(
+            "audit: written in {:.1} s; waiting for the live projectors...",
+            written.seconds
+        );
         if let Err(error) = database
             .wait_for_projections(Duration::from_secs(CATCH_UP_TIMEOUT_SECONDS))
             .await
@@ -120,9 +123,7 @@ pub async fn run(database: &LedgerDatabase, plan: AuditPlan) -> Result<AuditResu
     eprintln!("audit: timing the seal over {SEAL_SAMPLE_EVENTS} of the log's events...");
     let seal_microseconds_per_event = time_seal(database).await?;
     Ok(AuditResult {
-        append_microseconds_per_event: written
-            .as_ref()
-            .map(|w| 1e6 / w.events_per_second),
+        append_microseconds_per_event: written.as_ref().map(|w| 1e6 / w.events_per_second),
         written,
         log_events: anchor.events,
         log_streams: anchor.streams,
@@ -151,7 +152,10 @@ async fn count_events(database: &LedgerDatabase) -> Result<u64, String> {
 }
 
 /// Export the whole log to `file`; the seconds taken and the events written.
-async fn export_to(database: &LedgerDatabase, file: &std::path::Path) -> Result<(f64, u64), String> {
+async fn export_to(
+    database: &LedgerDatabase,
+    file: &std::path::Path,
+) -> Result<(f64, u64), String> {
     let opened = std::fs::File::create(file).map_err(|e| e.to_string())?;
     let mut out =
         std::io::BufWriter::with_capacity(ledger_replay::export::OUTPUT_BUFFER_BYTES, opened);
