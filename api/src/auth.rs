@@ -27,7 +27,7 @@ pub enum Permission {
     EndAnyReservation,
     /// Replenish, adjust, set reorder points.
     Manage,
-    /// Histories (as-of state included) and the movement ledger.
+    /// Histories (as-of state included), the movement ledger, anchors and inclusion proofs.
     Audit,
 }
 

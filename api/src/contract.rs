@@ -785,7 +785,8 @@ const BAD_REQUEST: ProblemResponse = ProblemResponse {
     description: "The request cannot be read: a query string or path that does not parse \
                   (`invalid-query`, `invalid-path`), a page limit, range or combination of \
                   parameters refused (`invalid-limit`, `invalid-range`, \
-                  `conflicting-parameters`), a malformed header (`invalid-header`, \
+                  `conflicting-parameters`), a log position past the head of the log \
+                  (`log-position-ahead`), a malformed header (`invalid-header`, \
                   `invalid-if-match`) or a body that is not JSON (`malformed-json`, \
                   `unreadable-body`).",
     header: None,
@@ -810,8 +811,9 @@ const NOT_FOUND: ProblemResponse = ProblemResponse {
     name: "NotFound",
     status: 404,
     description: "No such reservation in this SKU (`reservation-not-found`), no such \
-                  transfer (`transfer-not-found`), or the SKU is not in the catalogue \
-                  (`sku-not-registered`).",
+                  transfer (`transfer-not-found`), the SKU is not in the catalogue \
+                  (`sku-not-registered`), or the SKU has no event at or before the anchor's \
+                  position (`sku-not-in-log`).",
     header: None,
 };
 const CONFLICT: ProblemResponse = ProblemResponse {

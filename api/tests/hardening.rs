@@ -466,7 +466,7 @@ fn the_readmes_roles_table_is_what_the_code_allows() {
             Permission::Reserve => "reserve, release / confirm own",
             Permission::EndAnyReservation => "release / confirm any",
             Permission::Manage => "replenish, adjust, reorder points",
-            Permission::Audit => "history, movements",
+            Permission::Audit => "history, movements, anchors",
         };
         header
             .iter()

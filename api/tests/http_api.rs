@@ -604,6 +604,8 @@ async fn operations_endpoints_answer_and_every_route_is_described() {
         "GET /v1/alerts",
         "GET /v1/notifications",
         "GET /v1/projections",
+        "GET /v1/anchor",
+        "GET /v1/skus/{sku}/anchor-proof",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",

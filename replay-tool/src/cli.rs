@@ -22,6 +22,10 @@ Examples:
   ledger-replay verify --sku SHOE-42 --format json
   ledger-replay anchor --output anchor-2030-01-01.json
   ledger-replay verify --anchor anchor-2030-01-01.json
+  ledger-replay verify-proof --proof shoe-42-proof.json --anchor anchor-2030-01-01.json
+  ledger-replay export --all --output ledger.ndjson
+  ledger-replay export --sku SHOE-42 --from 8812/3 > shoe-42.ndjson
+  ledger-replay import ledger.ndjson --anchor anchor-2030-01-01.json
   ledger-replay rebuild stock_levels --dry-run
   ledger-replay rebuild --all
   ledger-replay status
@@ -31,7 +35,8 @@ Examples:
 Exit codes:
   0  success; verify found no difference
   1  verify found a difference (drift, version gap, schema violation, a broken hash chain,
-     a log that no longer matches the anchor), or another failure
+     a log that no longer matches the anchor), a proof does not lead to the anchor, an import
+     was refused (broken chain, anchor mismatch, a store that is not empty), or another failure
   2  usage error (unknown flag, bad SKU, bad time)
   3  unknown SKU (no events) or unknown projection
   4  event store or read model database unreachable
@@ -84,6 +89,40 @@ Examples:
   ledger-replay anchor
   ledger-replay anchor --output anchor-2030-01-01.json";
 
+const VERIFY_PROOF_AFTER_HELP: &str = "\
+Checks, without opening any store, that a SKU's inclusion proof (the JSON the API serves at
+GET /v1/skus/{sku}/anchor-proof, saved to a file) leads to the Merkle root of an anchor kept
+earlier: the proof's leaf is the stream's (name, version, head hash), and its sibling hashes
+lead from there to the anchor's root. Ask the API for the proof at the kept anchor's position
+(`?log_position=COMMIT/PREPARE`). Exits 1 when it does not.
+
+Examples:
+  ledger-replay verify-proof --proof shoe-42-proof.json --anchor anchor-2030-01-01.json";
+
+const EXPORT_AFTER_HELP: &str = "\
+Writes the log (or one SKU's stream) as NDJSON: one event per line, with its log position,
+event id, stream, version, type, schema version, data, metadata, recorded time (six fraction
+digits, as the hash covers it) and hash. Reads the store a page at a time, so memory stays flat
+whatever the log's length. With --output the file appears only once complete. A progress line
+goes to standard error when it is a terminal (or with --progress).
+
+Examples:
+  ledger-replay export --all --output ledger.ndjson
+  ledger-replay export --from 8812/3 --to 9143/7 > slice.ndjson
+  ledger-replay export --sku SHOE-42";
+
+const IMPORT_AFTER_HELP: &str = "\
+Loads an export into an EMPTY event store (PostgreSQL, or EventStoreDB with EVENTSTORE_URL),
+keeping every event's id, version, recorded time, metadata and hash. The whole file is checked
+first and nothing is written unless every stream starts at version 0, every hash chain
+verifies and, with --anchor, the file's log at the anchor's position has the anchor's Merkle
+root. A store that already holds events is refused. Prints a JSON summary.
+
+Examples:
+  ledger-replay import ledger.ndjson
+  EVENTSTORE_URL='esdb://localhost:2113?tls=false' ledger-replay import ledger.ndjson \\
+      --anchor anchor-2030-01-01.json";
+
 const REBUILD_AFTER_HELP: &str = "\
 Builds the projection into its shadow schema while the live one keeps serving, catches up with
 the head of the log, then swaps the two in one transaction. Interrupted (Ctrl-C), it stops after
@@ -128,6 +167,15 @@ pub enum Command {
     /// A digest of the whole log now, for an auditor to keep outside the system.
     #[command(after_help = ANCHOR_AFTER_HELP)]
     Anchor(AnchorArguments),
+    /// Check a SKU's inclusion proof (from the API) against an anchor kept earlier, offline.
+    #[command(after_help = VERIFY_PROOF_AFTER_HELP)]
+    VerifyProof(VerifyProofArguments),
+    /// The log, or one SKU's stream, as NDJSON with every event's position and hash.
+    #[command(after_help = EXPORT_AFTER_HELP)]
+    Export(ExportArguments),
+    /// Load an export into an empty event store, after checking its chains (and an anchor).
+    #[command(after_help = IMPORT_AFTER_HELP)]
+    Import(ImportArguments),
     /// Rebuild read models from the start of the log without downtime.
     #[command(after_help = REBUILD_AFTER_HELP)]
     Rebuild(RebuildArguments),
@@ -189,6 +237,50 @@ pub struct AnchorArguments {
     /// Also write the anchor (JSON) to this file.
     #[arg(long, value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyProofArguments {
+    /// The inclusion proof (JSON, as the API serves it).
+    #[arg(long, value_name = "FILE")]
+    pub proof: std::path::PathBuf,
+    /// The anchor kept earlier (as `ledger-replay anchor --output` writes it).
+    #[arg(long, value_name = "FILE")]
+    pub anchor: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArguments {
+    /// Export this SKU's stream only, in version order.
+    #[arg(long, conflicts_with = "all")]
+    pub sku: Option<String>,
+    /// Export the whole log, in position order (the default).
+    #[arg(long)]
+    pub all: bool,
+    /// Only events at or after this position (COMMIT/PREPARE).
+    #[arg(long)]
+    pub from: Option<ledger_domain::Position>,
+    /// Only events at or before this position (COMMIT/PREPARE).
+    #[arg(long)]
+    pub to: Option<ledger_domain::Position>,
+    /// Write to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    /// Show the progress line even when standard error is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArguments {
+    /// The export to load (NDJSON, as `export` writes it).
+    pub file: std::path::PathBuf,
+    /// Also require the file's log at this anchor's position to have the anchor's root.
+    #[arg(long, value_name = "FILE")]
+    pub anchor: Option<std::path::PathBuf>,
+    /// Show the progress line even when standard error is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
 }
 
 #[derive(Debug, Args)]

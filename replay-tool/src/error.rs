@@ -42,6 +42,17 @@ pub enum ToolError {
 }
 
 impl ToolError {
+    /// The same error, its message led by what was being done.
+    pub fn with_context(self, context: &str) -> Self {
+        let lead = |message: String| format!("{context}: {message}");
+        match self {
+            Self::Usage(message) => Self::Usage(lead(message)),
+            Self::NotFound(message) => Self::NotFound(lead(message)),
+            Self::Unreachable(message) => Self::Unreachable(lead(message)),
+            Self::Failed(message) => Self::Failed(lead(message)),
+        }
+    }
+
     pub fn exit_code(&self) -> ExitCodeName {
         match self {
             Self::Usage(_) => ExitCodeName::Usage,

@@ -176,3 +176,210 @@ async fn history_equals_the_api_and_a_rebuild_keeps_the_api_serving() {
     );
     running.stop().await;
 }
+
+/// GET with a bearer token; the status and the JSON body.
+async fn get_as(client: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
+    let response = client.get(url).bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// `verify-proof` of `proof` (saved to a file) against the anchor file `anchor`.
+async fn verify_proof(folder: &std::path::Path, proof: &Value, anchor: &std::path::Path) -> Output {
+    let file = folder.join(format!("proof-{}.json", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, proof.to_string()).unwrap();
+    let arguments = [
+        "verify-proof",
+        "--proof",
+        file.to_str().unwrap(),
+        "--anchor",
+        anchor.to_str().unwrap(),
+    ];
+    // Offline: no store is named, and none is needed.
+    run_binary(&arguments, "postgres://nobody@127.0.0.1:1/none").await
+}
+
+/// The auditor's procedure over real HTTP: the API's anchor is the CLI's, a SKU's proof at a
+/// kept anchor's position checks against it offline, and after a forged chain (an edit with
+/// every later hash recomputed) the proof no longer leads to the kept root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_auditor_checks_a_skus_proof_from_the_api_against_a_kept_anchor() {
+    let database = TestDatabase::create().await;
+    let url = database.url();
+    let tokens = format!(
+        "auditor:{}:audit-1,operator:{}:ops-1",
+        ledger_api::auth::hash_token("auditor-secret"),
+        ledger_api::auth::hash_token("operator-secret")
+    );
+    let config = Config::try_parse_from([
+        "api",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &url,
+        "--tokens",
+        &tokens,
+    ])
+    .unwrap();
+    let running = ledger_api::startup::start(config)
+        .await
+        .expect("the API starts");
+    let base = format!("http://{}", running.address);
+    let client = reqwest::Client::new();
+    let replenish = |sku: &'static str, quantity: u64| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let status = client
+                .post(format!("{base}/v1/skus/{sku}/replenishments"))
+                .bearer_auth("operator-secret")
+                .json(&json!({"quantity": quantity}))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 200);
+        }
+    };
+    for (sku, quantity) in [("PRF-1", 5), ("PRF-2", 6), ("PRF-3", 7), ("PRF-2", 8)] {
+        replenish(sku, quantity).await;
+    }
+
+    // Only the auditor (and admin) may ask.
+    let (status, _) = get_as(&client, format!("{base}/v1/anchor"), "operator-secret").await;
+    assert_eq!(status, 403);
+
+    // The API's anchor is the CLI's (the same log, the same root).
+    let folder = std::env::temp_dir().join(format!("proof-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let kept = folder.join("anchor.json");
+    let output = run_binary(&["anchor", "--output", kept.to_str().unwrap()], &url).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let from_cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (status, from_api) = get_as(&client, format!("{base}/v1/anchor"), "auditor-secret").await;
+    assert_eq!(status, 200, "{from_api}");
+    for field in ["format", "log_position", "streams", "events", "merkle_root"] {
+        assert_eq!(from_api[field], from_cli[field], "{field}");
+    }
+    assert_eq!(
+        (from_api["streams"].as_u64(), from_api["events"].as_u64()),
+        (Some(3), Some(4))
+    );
+
+    // The log moves on; a proof at the kept anchor's position still checks against it.
+    replenish("PRF-2", 9).await;
+    replenish("PRF-4", 1).await;
+    let position = format!(
+        "{}/{}",
+        from_cli["log_position"]["commit"], from_cli["log_position"]["prepare"]
+    );
+    let proof_url = |sku: &str, at: Option<&str>| match at {
+        Some(at) => format!("{base}/v1/skus/{sku}/anchor-proof?log_position={at}"),
+        None => format!("{base}/v1/skus/{sku}/anchor-proof"),
+    };
+    let (status, proof) = get_as(
+        &client,
+        proof_url("PRF-2", Some(&position)),
+        "auditor-secret",
+    )
+    .await;
+    assert_eq!(status, 200, "{proof}");
+    assert_eq!(
+        (proof["stream"].as_str(), proof["version"].as_u64()),
+        (Some("sku-PRF-2"), Some(1))
+    );
+    assert_eq!(proof["anchor"]["merkle_root"], from_cli["merkle_root"]);
+    assert!(!proof["path"].as_array().unwrap().is_empty());
+    let output = verify_proof(&folder, &proof, &kept).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    // The stream's head hash in the proof is the hash history shows for that version.
+    let (_, history) = get_as(
+        &client,
+        format!("{base}/v1/skus/PRF-2/history"),
+        "auditor-secret",
+    )
+    .await;
+    assert_eq!(history["entries"][1]["hash"], proof["head_hash"]);
+
+    // A proof of the log now is for another position than the kept anchor's.
+    let (status, now) = get_as(&client, proof_url("PRF-2", None), "auditor-secret").await;
+    assert_eq!((status, now["version"].as_u64()), (200, Some(2)));
+    let output = verify_proof(&folder, &now, &kept).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("position"));
+
+    // Refusals: a SKU not in the log then, a position past the head, one that does not parse.
+    let (status, body) = get_as(
+        &client,
+        proof_url("PRF-4", Some(&position)),
+        "auditor-secret",
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (404, Some("urn:inventory-ledger:problem:sku-not-in-log"))
+    );
+    let (status, body) = get_as(
+        &client,
+        proof_url("PRF-1", Some("999999999999/0")),
+        "auditor-secret",
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (400, Some("urn:inventory-ledger:problem:log-position-ahead"))
+    );
+    let (status, _) = get_as(&client, proof_url("PRF-1", Some("12-3")), "auditor-secret").await;
+    assert_eq!(status, 400);
+
+    // A forgery before the anchor: PRF-3's quantity edited and its chain recomputed. PRF-2's
+    // proof at the kept position now leads to another root.
+    let ledger_database = database.database(2);
+    let client_sql = ledger_database.pool().get().await.unwrap();
+    client_sql
+        .batch_execute(
+            "UPDATE event_store.events SET data = jsonb_set(data, '{quantity}', '70') \
+             WHERE stream = 'sku-PRF-3' AND version = 0",
+        )
+        .await
+        .unwrap();
+    let store = ledger_postgres::PostgresStore::open(ledger_database.clone())
+        .await
+        .unwrap();
+    let mut previous = ledger_domain::EventHash::GENESIS;
+    for event in ledger_application::EventStore::read_stream(&store, "sku-PRF-3", 0, 100)
+        .await
+        .unwrap()
+    {
+        let hash = ledger_application::chain::link_recorded(&previous, &event);
+        client_sql
+            .execute(
+                "UPDATE event_store.events SET hash = $1 WHERE event_id = $2",
+                &[&hash.as_bytes().as_slice(), &event.event_id],
+            )
+            .await
+            .unwrap();
+        previous = hash;
+    }
+    let (status, forged) = get_as(
+        &client,
+        proof_url("PRF-2", Some(&position)),
+        "auditor-secret",
+    )
+    .await;
+    assert_eq!(status, 200, "{forged}");
+    assert_ne!(forged["anchor"]["merkle_root"], from_cli["merkle_root"]);
+    let output = verify_proof(&folder, &forged, &kept).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("root"), "{stdout}");
+    std::fs::remove_dir_all(&folder).unwrap();
+    running.stop().await;
+}

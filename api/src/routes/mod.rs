@@ -1,7 +1,8 @@
-//! HTTP routes, one file per group: commands that change stock, queries that read it, and the
-//! operational endpoints; [`bodies`] holds the response bodies served from the read models. Every route is registered through the OpenAPI router, so the served
+//! HTTP routes, one file per group: commands that change stock, queries that read it, the
+//! auditor's digests (anchor and inclusion proofs), and the operational endpoints; [`bodies`] holds the response bodies served from the read models. Every route is registered through the OpenAPI router, so the served
 //! API and `/openapi.json` cannot drift apart.
 
+pub mod audit;
 pub mod bodies;
 pub mod commands;
 pub mod operations;
@@ -29,6 +30,7 @@ use utoipa_axum::routes;
     tags(
         (name = "commands", description = "Change stock; each success appends events"),
         (name = "queries", description = "Read stock, reservations, history and alerts"),
+        (name = "audit", description = "Anchors of the whole log and a SKU's inclusion proof in one, recomputed from the events"),
         (name = "operations", description = "Health, readiness, metrics, the API description")
     )
 )]
@@ -63,6 +65,8 @@ pub fn router(state: SharedState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(queries::open_alerts))
         .routes(routes!(queries::notifications))
         .routes(routes!(queries::projection_status))
+        .routes(routes!(audit::anchor))
+        .routes(routes!(audit::anchor_proof))
         .routes(routes!(operations::healthz))
         .routes(routes!(operations::readyz))
         .routes(routes!(operations::metrics))

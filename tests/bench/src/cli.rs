@@ -108,6 +108,14 @@ pub struct Arguments {
     #[arg(long, default_value_t = 5)]
     pub cold_load_repetitions: u32,
 
+    /// Audit: events the log holds when verify and export are timed (the rebuild's count;
+    /// the rest is written first).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub audit_events: u64,
+    /// Audit: SKUs (streams) the events it writes are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    pub audit_skus: u64,
+
     /// Floor: how long pgbench runs, in seconds.
     #[arg(long, default_value_t = 10)]
     pub floor_seconds: u64,
@@ -115,7 +123,7 @@ pub struct Arguments {
     /// Skip these scenarios (comma-separated or repeated).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub skip: Vec<Optional>,
-    /// Skip the scenarios that first write a large history (rebuild and cold load).
+    /// Skip the scenarios that first write a large history (rebuild, cold load, audit).
     #[arg(long)]
     pub skip_expensive: bool,
 
@@ -141,11 +149,13 @@ pub enum Optional {
     ColdLoad,
     /// PostgreSQL's single-row insert-and-commit rate (pgbench).
     Floor,
+    /// Verify and export speed over a large log, and the hash chain's share of an append.
+    Audit,
 }
 
 impl Optional {
     fn is_expensive(self) -> bool {
-        matches!(self, Self::Rebuild | Self::ColdLoad)
+        matches!(self, Self::Rebuild | Self::ColdLoad | Self::Audit)
     }
 }
 

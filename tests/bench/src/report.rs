@@ -5,7 +5,7 @@
 use crate::cli::Arguments;
 use crate::closed_loop::ScenarioResult;
 use crate::results::Results;
-use crate::scenario::{cold_load, degradation, expiry, floor, lag, rebuild};
+use crate::scenario::{audit, cold_load, degradation, expiry, floor, lag, rebuild};
 use crate::table::print_request_table;
 use crate::targets;
 use serde::Serialize;
@@ -179,6 +179,7 @@ impl Report {
             || r.cold_load.failed()
             || r.rebuild.failed()
             || r.floor.failed()
+            || r.audit.failed()
             || !self.problems.is_empty()
     }
 
@@ -210,6 +211,7 @@ impl Report {
         r.cold_load.print("(g) Cold load", cold_load::print);
         r.rebuild.print("(h) Rebuild", rebuild::print);
         r.floor.print("(i) Floor", floor::print);
+        r.audit.print("(j) Audit trail", audit::print);
         println!();
         targets::print(&targets::evaluate(r));
         for problem in &self.problems {

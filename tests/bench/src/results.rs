@@ -2,6 +2,7 @@
 //! targets table judges them.
 
 use crate::closed_loop::ScenarioResult;
+use crate::scenario::audit::AuditResult;
 use crate::scenario::cold_load::ColdLoadResult;
 use crate::scenario::degradation::DegradationResult;
 use crate::scenario::expiry::ExpiryResult;
@@ -74,4 +75,5 @@ pub struct Results {
     pub cold_load: Outcome<ColdLoadResult>,
     pub rebuild: Outcome<RebuildResult>,
     pub floor: Outcome<FloorResult>,
+    pub audit: Outcome<AuditResult>,
 }

@@ -13,7 +13,7 @@ use crate::report::{Context, Report};
 use crate::results::{Outcome, Results};
 use crate::scenario::uncontended::{self, Skus};
 use crate::scenario::{
-    cold_load, degradation, expiry, floor, hot_sku, lag, locations, rebuild, sellout,
+    audit, cold_load, degradation, expiry, floor, hot_sku, lag, locations, rebuild, sellout,
     DatabaseAccess, Target,
 };
 
@@ -207,6 +207,19 @@ async fn run_on_database(arguments: &Arguments, main: &MainApi, results: &mut Re
                 appenders: arguments.connections.min(history::APPENDERS_MAX),
             };
             rebuild::run(database, plan).await.into()
+        }
+    };
+    results.audit = match prerequisites(arguments, Optional::Audit, &main.database) {
+        Err(outcome) => outcome,
+        Ok(database) => {
+            let plan = audit::AuditPlan {
+                run: run.clone(),
+                events: arguments.audit_events,
+                skus: arguments.audit_skus,
+                appenders: arguments.connections.min(history::APPENDERS_MAX),
+                reserves_per_second: results.uncontended.ran().map(|r| r.per_second),
+            };
+            audit::run(database, plan).await.into()
         }
     };
     let uncontended_per_second = results.uncontended.ran().map_or(0.0, |r| r.per_second);

@@ -10,7 +10,10 @@
 //! - [`cold_load`] (g) and [`rebuild`] (h): the library used in the bench's process on the
 //!   API's database, over histories written by [`crate::history`].
 //! - [`floor`] (i): PostgreSQL's own single-row commit rate through pgbench.
+//! - [`audit`] (j): verify and export speed over a large log, and the hash chain's share of an
+//!   append.
 
+pub mod audit;
 pub mod cold_load;
 pub mod degradation;
 pub mod expiry;
