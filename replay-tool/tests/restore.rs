@@ -5,7 +5,8 @@
 //! that first: by the old visibility rule the restored log would read as empty). The store,
 //! projectors and a subscription then continue on the restored database: old and new events
 //! form one log in increasing positions, projectors and the subscription miss nothing, history
-//! crosses the restore, and `verify` finds the read models equal to the fold of the log.
+//! crosses the restore, and `verify` finds the read models equal to the fold of the log. Then
+//! the API starts on the restored database and a reserve over HTTP lands in its read models.
 //!
 //! Also: a database that moves under a running store (its writers notice at their next append)
 //! and a log written before epochs existed (it keeps every position).
@@ -20,6 +21,7 @@ use ledger_postgres::PostgresStore;
 use ledger_projections::ProjectorOptions;
 use ledger_tests::ledger::*;
 use ledger_tests::postgres::{TestDatabase, TEST_POOL_SIZE};
+use clap::Parser;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
@@ -356,6 +358,63 @@ async fn a_dumped_store_restored_into_a_fresh_cluster_continues_with_nothing_ski
         .await,
     );
     assert_eq!(report["differences_total"], 0, "{report:#}");
+
+    // The API started on the restored database (its projectors in-process, real HTTP): a
+    // reserve lands after every restored event and its read models show it.
+    let config = ledger_api::config::Config::try_parse_from([
+        "api",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &ledger.test_database.url(),
+    ])
+    .unwrap();
+    let running = ledger_api::startup::start(config)
+        .await
+        .expect("the API starts on the restored database");
+    let base = format!("http://{}", running.address);
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(format!("{base}/v1/skus/RESTORE-1/reservations"))
+        .json(&serde_json::json!({"reservation_id": "after-restore", "quantity": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 201);
+    let expected_on_hand = 101 - 3 - 2 + 102 - 3 - 2;
+    let deadline = std::time::Instant::now() + Duration::from_millis(CATCH_UP_DEADLINE_MS);
+    loop {
+        let level: Value = client
+            .get(format!("{base}/v1/skus/RESTORE-1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if level["version"] == 12 {
+            assert_eq!(level["on_hand"], expected_on_hand, "{level:#}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API's read model never showed the reserve: {level:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let history: Value = client
+        .get(format!("{base}/v1/skus/RESTORE-1/history?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = history["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 13, "twelve before, the reserve after");
+    assert_eq!(entries[12]["event_type"], "StockReserved");
+    running.stop().await;
+    assert_verified(&ledger).await;
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
