@@ -15,6 +15,8 @@
 //!   graceful shutdown) and the limits in front of the routes (host check, rate limit, load
 //!   shedding, request timeout).
 //! - [`expiry`]: the worker that expires reservations whose time-to-live has passed.
+//! - [`orders`]: order-level commands across SKUs (the order reserve saga, its recovery,
+//!   release and confirm by order), for the HTTP routes and the brokers' consumers alike.
 //! - [`telemetry`]: logs, metrics and the per-request middleware.
 
 pub mod answer;
@@ -23,6 +25,7 @@ pub mod config;
 pub mod contract;
 pub mod expiry;
 pub mod extract;
+pub mod orders;
 pub mod problem;
 pub mod protection;
 pub mod routes;

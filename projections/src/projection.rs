@@ -36,6 +36,16 @@ pub trait Projection: Send + Sync + 'static {
         records: &[SkuRecord],
     ) -> Result<(), ProjectionError>;
 
+    /// The steps that bring a live schema created by an earlier release up to the current
+    /// [`Projection::ddl_template`], oldest first: migration versions 2, 3, … of the live
+    /// schema (version 1 is the template itself). The template always states the newest shape,
+    /// so a fresh schema (and a rebuild's shadow) gets everything from it and then runs these
+    /// steps too: each must be idempotent (`CREATE INDEX IF NOT EXISTS`, …) and must leave the
+    /// schema exactly as the template makes it. `{schema}` stands for the schema name.
+    fn upgrades(&self) -> &'static [Upgrade] {
+        &[]
+    }
+
     /// Indexes a rebuild leaves out of the shadow schema while it loads and builds once caught
     /// up, before the swap: one sorted pass over the loaded table costs a fraction of keeping
     /// the index up to date row by row. Only indexes no apply relies on may be deferred (not an
@@ -60,6 +70,15 @@ pub trait Projection: Send + Sync + 'static {
     ) -> Result<(), ProjectionError> {
         self.apply(transaction, schema, records).await
     }
+}
+
+/// One step of a live schema's migrations after the template (see [`Projection::upgrades`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upgrade {
+    /// A short name for the migrations table.
+    pub name: &'static str,
+    /// The statements, with `{schema}` where the schema name goes; idempotent.
+    pub sql: &'static str,
 }
 
 /// An index of a projection's DDL that a rebuild builds after loading (see

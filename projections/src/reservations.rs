@@ -4,13 +4,13 @@
 
 use crate::convert::{optional_u64, stored_sku, to_i64, to_u64};
 use crate::error::ProjectionError;
-use crate::projection::{Projection, SkuRecord};
+use crate::projection::{Projection, SkuRecord, Upgrade};
 use crate::read_models::{page_limit, ReadModels};
 use crate::schema_name::SchemaName;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use ledger_domain::{ReservationId, Sku};
+use ledger_domain::{OrderId, Position, ReservationId, Sku};
 use ledger_domain::{ReservationStatus, SkuEvent};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -43,7 +43,19 @@ CREATE INDEX reservations_due
 
 -- A SKU's reservations, newest first, optionally by status.
 CREATE INDEX reservations_by_sku ON {schema}.reservations (sku, opened_version);
+
+-- An order's reservations across SKUs (listing, release and confirm by order).
+CREATE INDEX reservations_by_order ON {schema}.reservations (order_id, sku, reservation_id)
+    WHERE order_id IS NOT NULL;
 ";
+
+/// The steps after the first DDL. Step 2 (orders) adds the index by order id to schemas created
+/// before it was in the DDL; on a fresh schema the DDL already made it and this does nothing.
+const UPGRADES: &[Upgrade] = &[Upgrade {
+    name: "reservations_by_order",
+    sql: "CREATE INDEX IF NOT EXISTS reservations_by_order \
+          ON {schema}.reservations (order_id, sku, reservation_id) WHERE order_id IS NOT NULL",
+}];
 
 pub struct Reservations;
 
@@ -80,6 +92,10 @@ impl Projection for Reservations {
 
     fn tables(&self) -> &'static [&'static str] {
         &["reservations"]
+    }
+
+    fn upgrades(&self) -> &'static [Upgrade] {
+        UPGRADES
     }
 
     async fn apply(
@@ -332,6 +348,37 @@ impl ReadModels {
             .iter()
             .map(reservation)
             .collect()
+    }
+
+    /// An order's reservations across SKUs, by SKU and reservation id, optionally only those
+    /// with `status`. The read model trails the log: a reservation made a moment ago may not be
+    /// listed yet (see `ledger_api::orders` for how the order commands deal with that).
+    pub async fn order_reservations(
+        &self,
+        order_id: &OrderId,
+        status: Option<ReservationStatus>,
+        limit: u64,
+    ) -> Result<Vec<ReservationRow>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let sql = format!(
+            "SELECT * FROM {schema}.reservations WHERE order_id = $1 \
+             AND ($2::text IS NULL OR status = $2) ORDER BY sku, reservation_id LIMIT $3"
+        );
+        let status = status.map(ReservationStatus::as_str);
+        self.query(&sql, &[&order_id.as_str(), &status, &page_limit(limit)])
+            .await?
+            .iter()
+            .map(reservation)
+            .collect()
+    }
+
+    /// Where in the log the reservations read model is (its checkpoint); `None` before its
+    /// first batch.
+    pub async fn reservations_checkpoint(&self) -> Result<Option<Position>, ProjectionError> {
+        let client = self.database().pool().get().await?;
+        let checkpoint =
+            crate::checkpoint::load(&**client, &SchemaName::live(NAME), NAME).await?;
+        Ok(checkpoint.position)
     }
 
     /// Open reservations whose expiry time is at or before `now`, soonest first: the expiry

@@ -55,33 +55,48 @@ pub fn migration_component(projection: &dyn Projection) -> String {
 }
 
 /// Create the live schema of `projection` if this database does not have it yet (version 1 is
-/// the template applied to `rm_<projection>`). Safe to call from several processes at once: the
-/// migration runner serialises them.
+/// the template applied to `rm_<projection>`), then bring it up to date with the projection's
+/// [`Projection::upgrades`] (versions 2, 3, …). Safe to call from several processes at once:
+/// the migration runner serialises them.
 pub async fn migrate_live(
     client: &mut tokio_postgres::Client,
     projection: &dyn Projection,
 ) -> Result<(), DatabaseError> {
-    let sql = live_ddl(projection);
-    let migrations = [Migration {
+    let schema = SchemaName::live(projection.name());
+    let mut migrations = vec![Migration {
         version: 1,
         name: "tables",
-        sql,
+        sql: live_sql(projection.name(), "", || render_ddl(projection, &schema)),
     }];
+    for (step, upgrade) in projection.upgrades().iter().enumerate() {
+        migrations.push(Migration {
+            version: step as i32 + 2,
+            name: upgrade.name,
+            sql: live_sql(projection.name(), upgrade.name, || {
+                render_statement(upgrade.sql, &schema)
+            }),
+        });
+    }
     migrate(client, &migration_component(projection), &migrations).await
 }
 
-/// The DDL of `projection` rendered for its live schema, as the `&'static str` the migration
-/// runner takes. Rendered once per projection name and kept for the process's lifetime: a few
-/// kilobytes for each of the four projections, however often the read models are opened.
-fn live_ddl(projection: &dyn Projection) -> &'static str {
-    static RENDERED: Mutex<BTreeMap<&'static str, &'static str>> = Mutex::new(BTreeMap::new());
+/// A script of `projection`'s live schema (the DDL, or the upgrade `step` names) rendered for
+/// it, as the `&'static str` the migration runner takes. Rendered once per projection and step
+/// and kept for the process's lifetime: a few kilobytes for each projection, however often
+/// the read models are opened.
+fn live_sql(
+    projection: &'static str,
+    step: &'static str,
+    render: impl FnOnce() -> String,
+) -> &'static str {
+    type Rendered = BTreeMap<(&'static str, &'static str), &'static str>;
+    static RENDERED: Mutex<Rendered> = Mutex::new(BTreeMap::new());
     let mut rendered = RENDERED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    rendered.entry(projection.name()).or_insert_with(|| {
-        let ddl = render_ddl(projection, &SchemaName::live(projection.name()));
-        Box::leak(ddl.into_boxed_str())
-    })
+    rendered
+        .entry((projection, step))
+        .or_insert_with(|| Box::leak(render().into_boxed_str()))
 }
 
 /// Create `schema` with the tables of `projection`, stamped with the DDL's fingerprint. Fails if
