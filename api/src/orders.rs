@@ -1040,21 +1040,28 @@ async fn end_order(
         refused: Vec::new(),
         read_model_current,
     };
-    for (sku, reservation_id) in candidates {
-        let id = ReservationId::parse(&reservation_id).map_err(|e| Problem::internal(&e))?;
-        let command = match ending {
-            Ending::Release => SkuCommand::Release(ReleaseReservation {
-                reservation_id: id,
-                reason: reason.cloned(),
-            }),
-            Ending::Confirm => SkuCommand::Confirm(ConfirmReservation { reservation_id: id }),
-        };
+    for (sku, reservation_id, listed) in candidates {
         let mut entry = OrderReservationEnded {
             sku: sku.to_string(),
             reservation_id,
             quantity: None,
             status: None,
             problem: None,
+        };
+        if let Some(status) = listed.filter(|status| *status != ReservationStatus::Open) {
+            // Ended before this call (and a reservation never opens again): nothing to send.
+            entry.status = Some(status.as_str().to_owned());
+            answer.already_ended.push(entry);
+            continue;
+        }
+        let id =
+            ReservationId::parse(&entry.reservation_id).map_err(|e| Problem::internal(&e))?;
+        let command = match ending {
+            Ending::Release => SkuCommand::Release(ReleaseReservation {
+                reservation_id: id,
+                reason: reason.cloned(),
+            }),
+            Ending::Confirm => SkuCommand::Confirm(ConfirmReservation { reservation_id: id }),
         };
         match state.writers.execute(&sku, command, actor.context()).await {
             Ok(outcome) => {
@@ -1134,20 +1141,23 @@ async fn wait_for_read_model(state: &AppState) -> Result<bool, Problem> {
     }
 }
 
-/// The order's reservations that may be open: the lines of its reserved attempts and the
-/// read model's open reservations of the order, each once, by SKU and reservation id.
+/// The order's reservations, each once, by SKU and reservation id, with the status the read
+/// model has for it (`None` when it does not list it yet): the lines of its attempts that held
+/// their lines (reserved, or since released or confirmed as a whole), from their records, and
+/// every reservation the read model has for the order.
 async fn order_reservations(
     state: &AppState,
     order_id: &OrderId,
-) -> Result<Vec<(Sku, String)>, Problem> {
-    let mut found: BTreeMap<(Sku, String), ()> = BTreeMap::new();
+) -> Result<Vec<(Sku, String, Option<ReservationStatus>)>, Problem> {
+    let mut found: BTreeMap<(Sku, String), Option<ReservationStatus>> = BTreeMap::new();
     let rows = state
         .orders
         .database
         .with_client(async |client| {
             client
                 .query(
-                    "SELECT lines FROM api.order_sagas WHERE order_id = $1 AND status = 'reserved'",
+                    "SELECT lines FROM api.order_sagas \
+                     WHERE order_id = $1 AND status IN ('reserved', 'released', 'confirmed')",
                     &[&order_id.as_str()],
                 )
                 .await
@@ -1158,19 +1168,18 @@ async fn order_reservations(
         let lines: Vec<SagaLine> =
             serde_json::from_value(row.get(0)).map_err(|e| Problem::internal(&e))?;
         for line in lines {
-            found.insert((line.sku, line.reservation_id), ());
+            found.insert((line.sku, line.reservation_id), None);
         }
     }
-    let open = state
+    let listed = state
         .read_models
-        .order_reservations(
-            order_id,
-            Some(ReservationStatus::Open),
-            ORDER_RESERVATIONS_MAX,
-        )
+        .order_reservations(order_id, None, ORDER_RESERVATIONS_MAX)
         .await?;
-    for row in open {
-        found.insert((row.sku, row.reservation_id), ());
+    for row in listed {
+        found.insert((row.sku, row.reservation_id), Some(row.status));
     }
-    Ok(found.into_keys().collect())
+    Ok(found
+        .into_iter()
+        .map(|((sku, id), status)| (sku, id, status))
+        .collect())
 }
