@@ -727,7 +727,10 @@ pub fn problem() -> Schema {
         )
         .property(
             "sku",
-            member(Type::String, "The SKU of the order line the problem is about."),
+            member(
+                Type::String,
+                "The SKU of the order line the problem is about.",
+            ),
         )
         .property(
             "current_version",

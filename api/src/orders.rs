@@ -111,7 +111,10 @@ pub const FAULT_CRASH_AFTER_LINES_VARIABLE: &str = "LEDGER_FAULT_ORDER_CRASH_AFT
 pub fn crash_after_lines_hook() -> Option<usize> {
     let value = std::env::var(FAULT_CRASH_AFTER_LINES_VARIABLE).ok()?;
     let lines = value.parse().ok()?;
-    tracing::warn!(lines, "test hook: order reserves abort the process after this many lines");
+    tracing::warn!(
+        lines,
+        "test hook: order reserves abort the process after this many lines"
+    );
     Some(lines)
 }
 
@@ -304,7 +307,10 @@ struct SagaRecord {
 /// new key) never meets them. `order-<24 hex digits>-<line>` stays far inside the identifier
 /// length whatever the order id is.
 pub fn line_reservation_id(scope: &str, key: &str, order_id: &OrderId, line: u64) -> String {
-    format!("order-{}-{line}", &attempt_digest(scope, key, order_id)[..24])
+    format!(
+        "order-{}-{line}",
+        &attempt_digest(scope, key, order_id)[..24]
+    )
 }
 
 fn attempt_digest(scope: &str, key: &str, order_id: &OrderId) -> String {
@@ -415,7 +421,9 @@ async fn load_record(
 /// A row read back; one that does not decode is ours to look at (500, logged).
 fn record(row: &tokio_postgres::Row) -> Result<SagaRecord, Problem> {
     let corrupt = |what: &str, message: String| {
-        Problem::internal(&format!("api.order_sagas holds an unreadable {what}: {message}"))
+        Problem::internal(&format!(
+            "api.order_sagas holds an unreadable {what}: {message}"
+        ))
     };
     let lines: serde_json::Value = row.get("lines");
     let answer: Option<serde_json::Value> = row.get("answer");
@@ -426,8 +434,7 @@ fn record(row: &tokio_postgres::Row) -> Result<SagaRecord, Problem> {
         principal: row.get("principal"),
         correlation_id: row.get("correlation_id"),
         lines: serde_json::from_value(lines).map_err(|e| corrupt("lines", e.to_string()))?,
-        status: SagaStatus::parse(status)
-            .ok_or_else(|| corrupt("status", status.to_owned()))?,
+        status: SagaStatus::parse(status).ok_or_else(|| corrupt("status", status.to_owned()))?,
         answer: answer
             .map(serde_json::from_value)
             .transpose()
@@ -505,30 +512,29 @@ pub async fn reserve_order(
     request: ReserveOrder,
 ) -> Result<RenderedAnswer, Problem> {
     let orders = &state.orders;
-    let _lock = SagaLock::acquire(&orders.database, &request.scope, &request.idempotency_key)
-        .await?;
+    let _lock =
+        SagaLock::acquire(&orders.database, &request.scope, &request.idempotency_key).await?;
     let lines = saga_lines(&request);
-    let record = match load_record(&orders.database, &request.scope, &request.idempotency_key)
-        .await?
-    {
-        Some(record) => record,
-        None => {
-            if !insert_record(&orders.database, &request, &lines).await? {
-                return Ok(RenderedAnswer::problem(&order_held_elsewhere(
-                    &request.order_id,
-                )));
+    let record =
+        match load_record(&orders.database, &request.scope, &request.idempotency_key).await? {
+            Some(record) => record,
+            None => {
+                if !insert_record(&orders.database, &request, &lines).await? {
+                    return Ok(RenderedAnswer::problem(&order_held_elsewhere(
+                        &request.order_id,
+                    )));
+                }
+                SagaRecord {
+                    order_id: request.order_id.to_string(),
+                    fingerprint: request.fingerprint.clone(),
+                    principal: request.actor.principal.clone(),
+                    correlation_id: request.actor.correlation_id.clone(),
+                    lines,
+                    status: SagaStatus::Reserving,
+                    answer: None,
+                }
             }
-            SagaRecord {
-                order_id: request.order_id.to_string(),
-                fingerprint: request.fingerprint.clone(),
-                principal: request.actor.principal.clone(),
-                correlation_id: request.actor.correlation_id.clone(),
-                lines,
-                status: SagaStatus::Reserving,
-                answer: None,
-            }
-        }
-    };
+        };
     if record.fingerprint != request.fingerprint {
         return Ok(RenderedAnswer::problem(&Problem::from(
             CommandError::IdempotencyKeyReused {
@@ -754,8 +760,7 @@ impl Attempt<'_> {
             .advance(SagaStatus::Reserving, SagaStatus::Reserved, Some(&answer))
             .await?
         {
-            metrics::counter!("ledger_order_reserves_total", "outcome" => "reserved")
-                .increment(1);
+            metrics::counter!("ledger_order_reserves_total", "outcome" => "reserved").increment(1);
             return Ok(answer.render());
         }
         // Someone else decided the attempt meanwhile (its lock was lost with a connection):
@@ -808,7 +813,12 @@ impl Attempt<'_> {
             let mut context = self.actor.context();
             // Compensation ends the attempt's own holds, whoever runs it.
             context.reservation_rights = ReservationRights::Any;
-            match self.state.writers.execute(&line.sku, command, context).await {
+            match self
+                .state
+                .writers
+                .execute(&line.sku, command, context)
+                .await
+            {
                 Ok(_)
                 | Err(CommandError::Rejected(
                     DomainError::ReservationNotFound { .. } | DomainError::ReservationClosed { .. },
@@ -1054,8 +1064,7 @@ async fn end_order(
             answer.already_ended.push(entry);
             continue;
         }
-        let id =
-            ReservationId::parse(&entry.reservation_id).map_err(|e| Problem::internal(&e))?;
+        let id = ReservationId::parse(&entry.reservation_id).map_err(|e| Problem::internal(&e))?;
         let command = match ending {
             Ending::Release => SkuCommand::Release(ReleaseReservation {
                 reservation_id: id,
@@ -1086,8 +1095,7 @@ async fn end_order(
     if answer.refused.is_empty() {
         close_attempts(state, order_id, ending).await?;
     }
-    metrics::counter!("ledger_order_endings_total", "action" => answer.action.clone())
-        .increment(1);
+    metrics::counter!("ledger_order_endings_total", "action" => answer.action.clone()).increment(1);
     Ok(answer)
 }
 

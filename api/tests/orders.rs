@@ -99,8 +99,7 @@ impl Client {
 
     /// Poll `path` until `done` holds for its JSON body, or fail at the deadline.
     async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(CONVERGENCE_DEADLINE_MS);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(CONVERGENCE_DEADLINE_MS);
         loop {
             let (status, body) = self.get(path).await;
             if status == 200 && done(&body) {
@@ -182,7 +181,12 @@ async fn an_order_with_a_short_line_holds_nothing_and_its_retry_gets_the_same_an
         .as_array()
         .expect("short lines")
         .iter()
-        .map(|s| (s["line"].as_u64().unwrap(), s["available"].as_u64().unwrap()))
+        .map(|s| {
+            (
+                s["line"].as_u64().unwrap(),
+                s["available"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(short, [(1, 1), (3, 10)]);
     assert_eq!(client.sku("ORD-B").await["reserved"], 0);
@@ -266,7 +270,11 @@ async fn an_order_is_listed_released_and_confirmed_as_a_whole() {
         .await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["ended"], json!([]));
-    assert_eq!(again["already_ended"].as_array().unwrap().len(), 3, "{again}");
+    assert_eq!(
+        again["already_ended"].as_array().unwrap().len(),
+        3,
+        "{again}"
+    );
     assert_eq!(
         client.history_types("END-C").await,
         ["StockReplenished", "StockReserved", "ReservationReleased"]
@@ -285,9 +293,13 @@ async fn an_order_is_listed_released_and_confirmed_as_a_whole() {
         client.post("/v1/orders/paid-1/confirm", None, json!({})),
         client.post("/v1/orders/paid-1/confirm", None, json!({})),
     );
-    assert_eq!((first_status, second_status), (200, 200), "{first} {second}");
-    let confirmed = first["ended"].as_array().unwrap().len()
-        + second["ended"].as_array().unwrap().len();
+    assert_eq!(
+        (first_status, second_status),
+        (200, 200),
+        "{first} {second}"
+    );
+    let confirmed =
+        first["ended"].as_array().unwrap().len() + second["ended"].as_array().unwrap().len();
     assert_eq!(confirmed, 2, "{first} {second}");
     for (sku, on_hand) in [("END-A", 6), ("END-B", 5)] {
         let state = client.sku(sku).await;
@@ -306,7 +318,11 @@ async fn an_order_is_listed_released_and_confirmed_as_a_whole() {
         .all(|row| row["order_id"] == "paid-1"));
     // The order's attempt is over: the order id may be reserved again.
     let (status, body) = client
-        .reserve_order("paid-1", Some("reserve-paid-1-again"), json!([line("END-A", 1)]))
+        .reserve_order(
+            "paid-1",
+            Some("reserve-paid-1-again"),
+            json!([line("END-A", 1)]),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
 }
@@ -356,10 +372,7 @@ async fn a_crash_after_the_first_line_leaves_no_hold_once_the_api_is_back() {
         ["StockReplenished", "StockReserved", "ReservationReleased"]
     );
     assert_eq!(history[2]["principal"], "system:orders");
-    assert_eq!(
-        client.history_types("CRASH-B").await,
-        ["StockReplenished"]
-    );
+    assert_eq!(client.history_types("CRASH-B").await, ["StockReplenished"]);
     // The interrupted attempt's retry says what happened; a new key reserves the order.
     let (status, body) = client
         .reserve_order("crash-1", Some("crash-key"), lines.clone())

@@ -376,8 +376,7 @@ impl ReadModels {
     /// first batch.
     pub async fn reservations_checkpoint(&self) -> Result<Option<Position>, ProjectionError> {
         let client = self.database().pool().get().await?;
-        let checkpoint =
-            crate::checkpoint::load(&**client, &SchemaName::live(NAME), NAME).await?;
+        let checkpoint = crate::checkpoint::load(&**client, &SchemaName::live(NAME), NAME).await?;
         Ok(checkpoint.position)
     }
 
