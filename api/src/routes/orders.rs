@@ -14,7 +14,7 @@ use crate::orders::{
     self, Actor, OrderEnded, OrderLine, OrderReservedBody, ReserveOrder, ORDER_LINES_MAX,
 };
 use crate::problem::Problem;
-use crate::routes::queries::{page_limit, StatusFilter, RESERVATIONS_PAGE_MAX};
+use crate::routes::queries::{page_limit, ReservationsQuery, StatusFilter, RESERVATIONS_PAGE_MAX};
 use crate::state::SharedState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -218,21 +218,9 @@ pub async fn confirm_order(
     Ok(Json(running.await.map_err(|e| Problem::internal(&e))??))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct OrderReservationsQuery {
-    /// Only reservations in this status.
-    #[param(inline)]
-    pub status: Option<StatusFilter>,
-    /// Most reservations to list (default: the largest page).
-    #[param(value_type = Option<contract::PageLimit>, inline)]
-    pub limit: Option<usize>,
-}
-
 #[utoipa::path(
     get, path = "/v1/orders/{order_id}/reservations", tag = "queries",
-    params(OrderPath, OrderReservationsQuery),
+    params(OrderPath, ReservationsQuery),
     responses((status = 200, description = "The order's reservations on every SKU, by SKU and reservation id, from the reservations read model (which trails the log by a moment)", body = Vec<bodies::ReservationRow>),
               PathProblems, QueryProblems, Guarded)
 )]
@@ -240,7 +228,7 @@ pub async fn order_reservations(
     State(state): State<SharedState>,
     _: Authorized<Reading>,
     target: OrderTarget,
-    Query(query): Query<OrderReservationsQuery>,
+    Query(query): Query<ReservationsQuery>,
 ) -> Result<Json<Vec<bodies::ReservationRow>>, Problem> {
     let limit = page_limit(query.limit, RESERVATIONS_PAGE_MAX)?;
     let rows = state
