@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "answers_kept_with_events",
         sql: include_str!("../migrations/0002_answers_kept_with_events.sql"),
     },
+    Migration {
+        version: 3,
+        name: "order_sagas",
+        sql: include_str!("../migrations/0003_order_sagas.sql"),
+    },
 ];
 
 /// A command's answer, rendered.
@@ -97,7 +102,8 @@ pub fn hex(bytes: &[u8]) -> String {
     text
 }
 
-/// The API's own tables: once the claim-and-complete table of keyed requests, now dropped.
+/// The API's own tables: once the claim-and-complete table of keyed requests (now dropped),
+/// and the order reserves' records ([`crate::orders`]).
 pub async fn migrate_api_tables(database: &Database) -> Result<(), DatabaseError> {
     let mut client = database.client().await?;
     ledger_postgres::migrate::migrate(&mut client, "api", MIGRATIONS).await

@@ -173,15 +173,20 @@ pub fn reservation_id_or_null() -> Object {
     )
 }
 
-pub fn order_id_or_null() -> Object {
-    or_null(
-        string(
-            IDENTIFIER_LENGTH_MAX,
-            &identifier_pattern(OrderId::CHARACTERS_EXTRA, IDENTIFIER_LENGTH_MAX),
-            "The order the reservation holds stock for; the alphabet of a reservation id.",
-        ),
-        Type::String,
+fn order_id_schema() -> ObjectBuilder {
+    string(
+        IDENTIFIER_LENGTH_MAX,
+        &identifier_pattern(OrderId::CHARACTERS_EXTRA, IDENTIFIER_LENGTH_MAX),
+        "The order the reservation holds stock for; the alphabet of a reservation id.",
     )
+}
+
+pub fn order_id() -> Object {
+    order_id_schema().build()
+}
+
+pub fn order_id_or_null() -> Object {
+    or_null(order_id_schema(), Type::String)
 }
 
 fn text(length_max: usize, description: &str) -> ObjectBuilder {
@@ -590,6 +595,8 @@ value_types! {
     ReservationIdValue => reservation_id;
     /// A transfer id.
     TransferIdValue => transfer_id;
+    /// An order id.
+    OrderIdValue => order_id;
     /// A page size of a read-model query.
     PageLimit => page_limit;
     /// A page size of a history.
@@ -689,6 +696,43 @@ pub fn problem() -> Schema {
             ),
         )
         .property(
+            "order_id",
+            member(Type::String, "The order the problem is about."),
+        )
+        .property(
+            "short_lines",
+            utoipa::openapi::schema::ArrayBuilder::new()
+                .items(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Object)
+                        .property("line", member(Type::Integer, "The line's number, from 1."))
+                        .property("sku", member(Type::String, "The line's SKU."))
+                        .property("location", member(Type::String, "Where it was asked for."))
+                        .property("requested", member(Type::Integer, "The units asked for."))
+                        .property(
+                            "available",
+                            member(Type::Integer, "The units available there now."),
+                        ),
+                )
+                .description(Some(
+                    "`order-insufficient-stock`: every line that cannot be held in full.",
+                )),
+        )
+        .property(
+            "line",
+            member(
+                Type::Integer,
+                "An order line refused for another reason than stock: its number, from 1.",
+            ),
+        )
+        .property(
+            "sku",
+            member(
+                Type::String,
+                "The SKU of the order line the problem is about.",
+            ),
+        )
+        .property(
             "current_version",
             or_null(
                 member(
@@ -739,6 +783,30 @@ pub struct TransferPath {
     /// The transfer.
     #[param(value_type = TransferIdValue, inline)]
     pub transfer_id: String,
+}
+
+/// The order a route's path names.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct OrderPath {
+    /// The order.
+    #[param(value_type = OrderIdValue, inline)]
+    pub order_id: String,
+}
+
+/// The headers an order command reads. (Optional headers are absent, never `null`.)
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct OrderHeaders {
+    /// Makes a retry safe: the same key again resumes (completes or compensates) the same
+    /// attempt, or returns its answer, and never holds twice; the same key with another path
+    /// or body is refused (422 `idempotency-key-reused`). Without it the attempt cannot be
+    /// retried (a new one is refused while this one holds the order).
+    #[param(rename = "Idempotency-Key", value_type = HeaderIdentifier, inline, required = false)]
+    pub idempotency_key: Option<String>,
+    /// Recorded in the events' metadata; the request id when absent.
+    #[param(rename = "X-Correlation-Id", value_type = HeaderIdentifier, inline, required = false)]
+    pub correlation_id: Option<String>,
 }
 
 /// The location a route's path names.
@@ -823,7 +891,12 @@ const CONFLICT: ProblemResponse = ProblemResponse {
                   and `available`), `reservation-closed`, `reservation-id-conflict`, \
                   `adjustment-below-reserved`, `transfer-closed`, `transfer-id-conflict`, \
                   `transfer-within-one-location`, \
-                  `sku-discontinued`, `sku-already-registered`.",
+                  `sku-discontinued`, `sku-already-registered`; for an order: \
+                  `order-insufficient-stock` (with `short_lines`, every short line and what is \
+                  available), `order-already-reserved` (another key holds the order), \
+                  `order-reserve-interrupted` (the server stopped mid-way and released what it \
+                  held: reserve again with a new key), or a line's own refusal with `line` and \
+                  `sku`.",
     header: None,
 };
 const PRECONDITION_FAILED: ProblemResponse = ProblemResponse {

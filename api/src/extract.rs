@@ -1,7 +1,8 @@
 //! Request extractors: what every route needs before it can act, each turning a bad input into
 //! a problem that names what was wrong. A route's handler then only builds its command or query.
 //! - [`Authorized`]: the principal, checked for the permission the route's type names.
-//! - [`SkuTarget`]: the SKU (and reservation) the path names, validated.
+//! - [`SkuTarget`]: the SKU (and reservation) the path names, validated; [`OrderTarget`]: the
+//!   order.
 //! - [`JsonBody`]: the JSON body (an object; syntax, types, unknown fields, ranges, size) and
 //!   its canonical form.
 //! - [`Query`]: the query string (types, ranges, unknown parameters), refused as a problem
@@ -364,6 +365,27 @@ impl<S: Send + Sync> FromRequestParts<S> for SkuTarget {
             reservation_id,
             transfer_id,
         })
+    }
+}
+
+/// The order a route's path names, validated (422 naming the field otherwise).
+pub struct OrderTarget {
+    pub order_id: ledger_domain::OrderId,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for OrderTarget {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Problem::bad_request("invalid-path", "the path is not valid UTF-8"))?;
+        let value = params
+            .iter()
+            .find_map(|(name, value)| (name == "order_id").then_some(value))
+            .expect("OrderTarget is only used on routes with an {order_id} segment");
+        let order_id = ledger_domain::OrderId::parse(value).map_err(|e| Problem::validation(&e))?;
+        Ok(Self { order_id })
     }
 }
 

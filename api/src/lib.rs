@@ -19,6 +19,8 @@
 //!   (deduplicated, retried within bounds, dead-lettered with a reason); [`order_actions`]:
 //!   what they do to an order's holds, behind a port of its own so that the order-level
 //!   commands can take its place.
+//! - [`orders`]: order-level commands across SKUs (the order reserve saga, its recovery,
+//!   release and confirm by order), for the HTTP routes and the brokers' consumers alike.
 //! - [`telemetry`]: logs, metrics and the per-request middleware.
 //! - [`console`]: the browser console at `/console`, its assets compiled in.
 
@@ -31,6 +33,7 @@ pub mod expiry;
 pub mod extract;
 pub mod order_actions;
 pub mod order_events;
+pub mod orders;
 pub mod problem;
 pub mod protection;
 pub mod routes;

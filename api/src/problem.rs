@@ -329,3 +329,15 @@ impl From<StoreError> for Problem {
         }
     }
 }
+
+/// The API's own tables (the order reserves' records): an unreachable or stalled database is
+/// passing (503), anything else is ours (500).
+impl From<ledger_postgres::DatabaseError> for Problem {
+    fn from(error: ledger_postgres::DatabaseError) -> Self {
+        use ledger_postgres::DatabaseError;
+        match error {
+            DatabaseError::Unreachable(_) | DatabaseError::Deadline(_) => Self::unavailable(&error),
+            other => Self::internal(&other),
+        }
+    }
+}

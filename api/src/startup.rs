@@ -8,7 +8,7 @@ use crate::extract::REQUEST_BODY_BYTES_MAX;
 use crate::problem::Problem;
 use crate::protection::{Protection, ProtectionSettings};
 use crate::server::ServerLimits;
-use crate::state::{AppState, SharedState};
+use crate::state::{AppState, OrderRecords, SharedState};
 use crate::{routes, telemetry};
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -234,7 +234,25 @@ async fn serve(
         openapi: OnceLock::new(),
         protection: protection.clone(),
         history_cursors: Default::default(),
+        orders: OrderRecords {
+            database: database.with_statement_timeout(
+                statement_timeout,
+                &[],
+                crate::orders::ORDERS_POOL_SIZE,
+            )?,
+            crash_after_lines: crate::orders::crash_after_lines_hook(),
+        },
     });
+    // Before serving: order reserves a crash cut short are compensated, so nothing they held
+    // stays held. A failure here is logged; the next start (or a retry) tries again.
+    match crate::orders::recover(&state, None).await {
+        Ok(0) => {}
+        Ok(compensated) => tracing::info!(compensated, "interrupted order reserves compensated"),
+        Err(problem) => tracing::error!(
+            detail = %problem.detail,
+            "could not compensate interrupted order reserves; retrying at the next start"
+        ),
+    }
     let (shutdown, signal) = watch::channel(false);
     let mut workers = Vec::new();
     workers.push(tokio::spawn(protection.sweep(signal.clone())));

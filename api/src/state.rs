@@ -22,6 +22,18 @@ pub struct AppState {
     pub protection: Arc<Protection>,
     /// Where recently served history pages ended, so paging on resumes instead of replaying.
     pub history_cursors: ledger_application::history::HistoryCursors,
+    /// The order reserves' records: where they are, and the test hook.
+    pub orders: OrderRecords,
+}
+
+/// What the order commands (the `orders` module) keep beside the writers.
+pub struct OrderRecords {
+    /// A pool of its own (with the requests' statement timeout), so that order records never
+    /// wait behind read-model queries; the runners' locks are on connections outside it.
+    pub database: Database,
+    /// After how many reserved lines an order reserve aborts the process, as a crash would: a
+    /// test hook, set only by debug builds from the environment, `None` otherwise.
+    pub crash_after_lines: Option<usize>,
 }
 
 pub type SharedState = Arc<AppState>;

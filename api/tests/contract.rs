@@ -204,6 +204,12 @@ async fn the_description_states_the_rules_the_server_enforces() {
                     "{route} does not document {status}"
                 );
             }
+            if path.starts_with("/v1/orders/") {
+                // An order spans several SKUs: there is no one version for If-Match to name
+                // (the server refuses the header there).
+                assert!(parameter(operation, "If-Match").is_none(), "{route}");
+                continue;
+            }
             let if_match = parameter(operation, "If-Match").expect("If-Match");
             assert_eq!(if_match["in"], "header", "{route}");
             assert_eq!(if_match["required"], false, "{route}");
@@ -214,7 +220,7 @@ async fn the_description_states_the_rules_the_server_enforces() {
             );
         }
     }
-    assert_eq!(limits, 11, "every paged query has a limit");
+    assert_eq!(limits, 12, "every paged query has a limit");
     let bearer = &spec["components"]["securitySchemes"]["bearer"];
     assert_eq!(
         (&bearer["type"], &bearer["scheme"]),

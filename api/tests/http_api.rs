@@ -588,6 +588,10 @@ async fn operations_endpoints_answer_and_every_route_is_described() {
         "PUT /v1/skus/{sku}/catalogue",
         "PATCH /v1/skus/{sku}/catalogue",
         "POST /v1/skus/{sku}/discontinue",
+        "POST /v1/orders/{order_id}/reservations",
+        "POST /v1/orders/{order_id}/release",
+        "POST /v1/orders/{order_id}/confirm",
+        "GET /v1/orders/{order_id}/reservations",
         "GET /v1/skus/{sku}/catalogue",
         "GET /v1/skus/{sku}/transfers/{transfer_id}",
         "GET /v1/locations/{location}/stock",
@@ -617,7 +621,8 @@ async fn operations_endpoints_answer_and_every_route_is_described() {
         let (method, path) = route.split_once(' ').unwrap();
         let path = path
             .replace("{sku}", "OPS-1")
-            .replace("{reservation_id}", "none");
+            .replace("{reservation_id}", "none")
+            .replace("{order_id}", "none");
         let response = server
             .client
             .request(method.parse().unwrap(), server.url(&path))

@@ -10,7 +10,7 @@ use crate::schema_name::SchemaName;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use ledger_domain::{ReservationId, Sku};
+use ledger_domain::{OrderId, Position, ReservationId, Sku};
 use ledger_domain::{ReservationStatus, SkuEvent};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -44,6 +44,13 @@ CREATE INDEX reservations_due
 -- A SKU's reservations, newest first, optionally by status.
 CREATE INDEX reservations_by_sku ON {schema}.reservations (sku, opened_version);
 ";
+
+/// The steps after the first release's DDL (see [`Projection::later_steps`]). Step 1 (orders):
+/// an order's reservations across SKUs, for listing, release and confirm by order.
+const LATER_STEPS: &[&str] = &["
+CREATE INDEX IF NOT EXISTS reservations_by_order
+    ON {schema}.reservations (order_id, sku, reservation_id) WHERE order_id IS NOT NULL;
+"];
 
 pub struct Reservations;
 
@@ -80,6 +87,10 @@ impl Projection for Reservations {
 
     fn tables(&self) -> &'static [&'static str] {
         &["reservations"]
+    }
+
+    fn later_steps(&self) -> &'static [&'static str] {
+        LATER_STEPS
     }
 
     async fn apply(
@@ -332,6 +343,36 @@ impl ReadModels {
             .iter()
             .map(reservation)
             .collect()
+    }
+
+    /// An order's reservations across SKUs, by SKU and reservation id, optionally only those
+    /// with `status`. The read model trails the log: a reservation made a moment ago may not be
+    /// listed yet (see `ledger_api::orders` for how the order commands deal with that).
+    pub async fn order_reservations(
+        &self,
+        order_id: &OrderId,
+        status: Option<ReservationStatus>,
+        limit: u64,
+    ) -> Result<Vec<ReservationRow>, ProjectionError> {
+        let schema = SchemaName::live(NAME);
+        let sql = format!(
+            "SELECT * FROM {schema}.reservations WHERE order_id = $1 \
+             AND ($2::text IS NULL OR status = $2) ORDER BY sku, reservation_id LIMIT $3"
+        );
+        let status = status.map(ReservationStatus::as_str);
+        self.query(&sql, &[&order_id.as_str(), &status, &page_limit(limit)])
+            .await?
+            .iter()
+            .map(reservation)
+            .collect()
+    }
+
+    /// Where in the log the reservations read model is (its checkpoint); `None` before its
+    /// first batch.
+    pub async fn reservations_checkpoint(&self) -> Result<Option<Position>, ProjectionError> {
+        let client = self.database().pool().get().await?;
+        let checkpoint = crate::checkpoint::load(&**client, &SchemaName::live(NAME), NAME).await?;
+        Ok(checkpoint.position)
     }
 
     /// Open reservations whose expiry time is at or before `now`, soonest first: the expiry

@@ -1,5 +1,6 @@
 //! The read models against real PostgreSQL: random histories compared with the fold of the
-//! aggregates, the low-stock alert rules one by one, and the query functions' filters.
+//! aggregates, the low-stock alert rules one by one, the query functions' filters, and a live
+//! schema's upgrade steps.
 
 mod support;
 
@@ -421,4 +422,47 @@ async fn a_read_model_from_before_its_later_step_is_migrated_and_folded_again_fr
         stock
     );
     ledger.assert_read_models_match_fold().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_schema_from_before_the_order_index_gets_it_from_the_upgrade_step() {
+    // Goal: a reservations schema created by the first DDL (without the index by order, and
+    // with only migration 1 recorded) is brought up to date by the projection's upgrade step,
+    // exactly once, as an existing deployment is when it runs this release.
+    let ledger = Ledger::new().await;
+    let client = ledger.database.client().await.unwrap();
+    client
+        .batch_execute(
+            "DROP INDEX rm_reservations.reservations_by_order; \
+             DELETE FROM public.ledger_migrations \
+             WHERE component = 'read_model.reservations' AND version > 1",
+        )
+        .await
+        .unwrap();
+    let live = ledger_projections::schema_name::SchemaName::live("reservations");
+    let before = ledger_projections::schema::index_names(&**client, &live)
+        .await
+        .unwrap();
+    assert!(!before.contains(&"reservations_by_order".to_owned()));
+
+    ledger_projections::migrate(&ledger.database).await.unwrap();
+    let after = ledger_projections::schema::index_names(&**client, &live)
+        .await
+        .unwrap();
+    assert!(
+        after.contains(&"reservations_by_order".to_owned()),
+        "{after:?}"
+    );
+    let versions: Vec<i32> = client
+        .query(
+            "SELECT version FROM public.ledger_migrations \
+             WHERE component = 'read_model.reservations' ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2]);
 }

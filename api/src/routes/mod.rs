@@ -1,11 +1,13 @@
-//! HTTP routes, one file per group: commands that change stock, queries that read it, the
-//! auditor's digests (anchor and inclusion proofs), and the operational endpoints; [`bodies`] holds the response bodies served from the read models. Every route is registered through the OpenAPI router, so the served
+//! HTTP routes, one file per group: commands that change stock, queries that read it, order
+//! commands across SKUs and an order's reservations, the auditor's digests (anchor and inclusion
+//! proofs), and the operational endpoints; [`bodies`] holds the response bodies served from the read models. Every route is registered through the OpenAPI router, so the served
 //! API and `/openapi.json` cannot drift apart.
 
 pub mod audit;
 pub mod bodies;
 pub mod commands;
 pub mod operations;
+pub mod orders;
 pub mod queries;
 pub mod search;
 
@@ -50,6 +52,10 @@ pub fn router(state: SharedState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(commands::register, commands::update_catalogue))
         .routes(routes!(commands::discontinue))
         .routes(routes!(search::skus))
+        .routes(routes!(orders::reserve_order))
+        .routes(routes!(orders::release_order))
+        .routes(routes!(orders::confirm_order))
+        .routes(routes!(orders::order_reservations))
         .routes(routes!(queries::catalogue))
         .routes(routes!(queries::transfer))
         .routes(routes!(queries::location_stock))

@@ -144,7 +144,7 @@ pub enum StatusFilter {
 }
 
 impl StatusFilter {
-    fn status(self) -> ReservationStatus {
+    pub(crate) fn status(self) -> ReservationStatus {
         match self {
             Self::Open => ReservationStatus::Open,
             Self::Released => ReservationStatus::Released,
@@ -187,7 +187,7 @@ pub async fn reservations(
     Ok(Json(bodies(rows)))
 }
 
-pub(super) fn page_limit(requested: Option<usize>, max: usize) -> Result<usize, Problem> {
+pub(crate) fn page_limit(requested: Option<usize>, max: usize) -> Result<usize, Problem> {
     match requested {
         None => Ok(max),
         Some(limit) if (1..=max).contains(&limit) => Ok(limit),

@@ -35,18 +35,40 @@ impl ApiProcess {
     /// Start the binary on `database_url`, listening on a free loopback port, with `extra`
     /// flags, and wait for the line that says where it listens.
     pub async fn start(label: &'static str, database_url: &str, extra: &[&str]) -> Self {
-        let database_url = database_url.to_owned();
-        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        tokio::task::spawn_blocking(move || Self::start_blocking(label, &database_url, &extra))
-            .await
-            .unwrap_or_else(|error| panic!("api process {label} did not start: {error}"))
+        Self::start_with_environment(label, database_url, extra, &[]).await
     }
 
-    fn start_blocking(label: &'static str, database_url: &str, extra: &[String]) -> Self {
+    /// [`ApiProcess::start`] with `environment` variables set (a test hook's, for example).
+    pub async fn start_with_environment(
+        label: &'static str,
+        database_url: &str,
+        extra: &[&str],
+        environment: &[(&str, &str)],
+    ) -> Self {
+        let database_url = database_url.to_owned();
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let environment: Vec<(String, String)> = environment
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            Self::start_blocking(label, &database_url, &extra, &environment)
+        })
+        .await
+        .unwrap_or_else(|error| panic!("api process {label} did not start: {error}"))
+    }
+
+    fn start_blocking(
+        label: &'static str,
+        database_url: &str,
+        extra: &[String],
+        environment: &[(String, String)],
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ledger-api"));
         for variable in ledger_api::config::environment_variables() {
             command.env_remove(variable);
         }
+        command.envs(environment.iter().map(|(name, value)| (name, value)));
         let child = command
             .args(["--database-url", database_url])
             .args(["--listen", "127.0.0.1:0"])
