@@ -11,6 +11,7 @@
 //! Also: a database that moves under a running store (its writers notice at their next append)
 //! and a log written before epochs existed (it keeps every position).
 
+use clap::Parser;
 use futures::StreamExt;
 use ledger_application::store::READ_EVENTS_MAX;
 use ledger_application::EventStore;
@@ -21,7 +22,6 @@ use ledger_postgres::PostgresStore;
 use ledger_projections::ProjectorOptions;
 use ledger_tests::ledger::*;
 use ledger_tests::postgres::{TestDatabase, TEST_POOL_SIZE};
-use clap::Parser;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
