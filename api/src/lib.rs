@@ -17,8 +17,7 @@
 //! - [`expiry`]: the worker that expires reservations whose time-to-live has passed.
 //! - [`order_events`]: the order flow's events consumed from RabbitMQ and NATS JetStream
 //!   (deduplicated, retried within bounds, dead-lettered with a reason); [`order_actions`]:
-//!   what they do to an order's holds, behind a port of its own so that the order-level
-//!   commands can take its place.
+//!   what they do to an order's holds, through the order-level commands of [`orders`].
 //! - [`orders`]: order-level commands across SKUs (the order reserve saga, its recovery,
 //!   release and confirm by order), for the HTTP routes and the brokers' consumers alike.
 //! - [`telemetry`]: logs, metrics and the per-request middleware.

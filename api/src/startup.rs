@@ -290,9 +290,7 @@ async fn serve(
     )));
     // The order flow's events, when a queue or stream is configured.
     if !consumers.is_empty() {
-        let actions = Arc::new(crate::order_actions::ReadModelOrderActions::new(
-            state.clone(),
-        ));
+        let actions = Arc::new(crate::order_actions::OrderCommands::new(state.clone()));
         workers.extend(
             consumers
                 .spawn(database.clone(), actions, signal.clone())
