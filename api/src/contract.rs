@@ -853,8 +853,7 @@ const BAD_REQUEST: ProblemResponse = ProblemResponse {
     description: "The request cannot be read: a query string or path that does not parse \
                   (`invalid-query`, `invalid-path`), a page limit, range or combination of \
                   parameters refused (`invalid-limit`, `invalid-range`, \
-                  `conflicting-parameters`), a log position past the head of the log \
-                  (`log-position-ahead`), a malformed header (`invalid-header`, \
+                  `conflicting-parameters`), a malformed header (`invalid-header`, \
                   `invalid-if-match`) or a body that is not JSON (`malformed-json`, \
                   `unreadable-body`).",
     header: None,
@@ -896,7 +895,8 @@ const CONFLICT: ProblemResponse = ProblemResponse {
                   available), `order-already-reserved` (another key holds the order), \
                   `order-reserve-interrupted` (the server stopped mid-way and released what it \
                   held: reserve again with a new key), or a line's own refusal with `line` and \
-                  `sku`.",
+                  `sku`; for an inclusion proof: `log-position-ahead` (the log has not reached \
+                  the position asked for).",
     header: None,
 };
 const PRECONDITION_FAILED: ProblemResponse = ProblemResponse {

@@ -334,7 +334,7 @@ async fn the_auditor_checks_a_skus_proof_from_the_api_against_a_kept_anchor() {
     .await;
     assert_eq!(
         (status, body["type"].as_str()),
-        (400, Some("urn:inventory-ledger:problem:log-position-ahead"))
+        (409, Some("urn:inventory-ledger:problem:log-position-ahead"))
     );
     let (status, _) = get_as(&client, proof_url("PRF-1", Some("12-3")), "auditor-secret").await;
     assert_eq!(status, 400);

@@ -5,7 +5,7 @@
 //! stored hash nor a read model is trusted.
 
 use super::bodies::LogPosition;
-use crate::contract::{Guarded, NotFound, PathProblems, QueryProblems, SkuPath};
+use crate::contract::{Conflict, Guarded, NotFound, PathProblems, QueryProblems, SkuPath};
 use crate::extract::{Auditing, Authorized, Query, SkuTarget};
 use crate::problem::Problem;
 use crate::state::SharedState;
@@ -132,7 +132,8 @@ impl From<InclusionProof> for AnchorProofBody {
 pub struct AnchorProofQuery {
     /// The anchor's log position, as `COMMIT/PREPARE` (e.g. `9143/7`, the `log_position` of an
     /// anchor kept earlier): the proof then leads to that anchor's root. The head of the log
-    /// when absent; a position past the head is refused (400 `log-position-ahead`).
+    /// when absent; a position past the head is refused (409 `log-position-ahead`: the log has
+    /// not reached it).
     #[param(value_type = Option<String>, pattern = "^[0-9]{1,20}/[0-9]{1,20}$")]
     pub log_position: Option<String>,
 }
@@ -158,7 +159,7 @@ pub async fn anchor(
     get, path = "/v1/skus/{sku}/anchor-proof", tag = "audit",
     params(SkuPath, AnchorProofQuery),
     responses((status = 200, description = "The SKU's inclusion proof in the anchor of the log at the position", body = AnchorProofBody),
-              NotFound, PathProblems, QueryProblems, Guarded)
+              NotFound, Conflict, PathProblems, QueryProblems, Guarded)
 )]
 pub async fn anchor_proof(
     State(state): State<SharedState>,
@@ -183,8 +184,12 @@ pub async fn anchor_proof(
     if let Some(at) = at {
         let head = state.store.head_position().await?;
         if head.is_none_or(|head| at > head) {
-            return Err(Problem::bad_request(
+            // A well-formed position the log has not reached: the state of the log refuses it,
+            // as a command's state does (409), not the request's form.
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
                 "log-position-ahead",
+                "The log has not reached that position",
                 format!(
                     "log_position {at} is past the head of the log ({}); give the position of \
                      an anchor taken earlier",
