@@ -35,7 +35,7 @@ pub const ANALYZE_CHANGED_ROWS_MIN: i64 = 1_000;
 pub const ANALYZE_CHANGED_FRACTION: f64 = 0.33;
 
 /// The advisory lock (class "ledger-statistics", one key) that lets one process analyze at a
-/// time; the others skip that round.
+/// time; the others skip that round. A session lock: see [`analyze_stale`].
 const STATISTICS_LOCK_KEY: i64 = 0x6c65_6467_6572_7374;
 
 /// The ledger's tables: the event store, kept answers, snapshots and every read model schema.
@@ -48,7 +48,8 @@ fn stale_tables_sql() -> String {
         "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables \
          WHERE ({WATCHED_SCHEMAS}) AND ( \
              (last_analyze IS NULL AND last_autoanalyze IS NULL AND n_live_tup > 0) \
-             OR n_mod_since_analyze >= $1::bigint + $2::float8 * n_live_tup)"
+             OR n_mod_since_analyze >= $1::bigint + $2::float8 * n_live_tup) \
+         ORDER BY schemaname, relname"
     )
 }
 
@@ -72,23 +73,43 @@ pub fn spawn(database: Database, mut shutdown: watch::Receiver<bool>) -> JoinHan
 }
 
 /// Analyze every stale table now, unless another process is doing it; returns the tables
-/// analyzed.
+/// analyzed, in order.
+///
+/// Each `ANALYZE` runs on its own, outside any transaction block, so it holds a transaction id
+/// only for the moment it writes its statistics. The store-wide log is visible up to the oldest
+/// running transaction that has an id (`VISIBLE_BOUND` in the store), so one transaction
+/// around all the analyses held every projector and publisher back for as long as they took
+/// together (up to a second on a busy machine, every few seconds while tables grow). The
+/// lock is therefore a session lock, released at the end; a connection whose release is not
+/// certain is closed instead of going back to the pool.
 pub async fn analyze_stale(database: &Database) -> Result<Vec<String>, tokio_postgres::Error> {
-    let Ok(mut client) = database.pool().get().await else {
+    let Ok(client) = database.pool().get().await else {
         return Ok(Vec::new());
     };
-    let transaction = client.transaction().await?;
-    let locked: bool = transaction
-        .query_one(
-            "SELECT pg_try_advisory_xact_lock($1)",
-            &[&STATISTICS_LOCK_KEY],
-        )
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&STATISTICS_LOCK_KEY])
         .await?
         .get(0);
     if !locked {
         return Ok(Vec::new());
     }
-    let stale: Vec<String> = transaction
+    let analyzed = analyze_each(&client).await;
+    let unlocked = client
+        .query_one("SELECT pg_advisory_unlock($1)", &[&STATISTICS_LOCK_KEY])
+        .await
+        .map(|row| row.get::<_, bool>(0));
+    if analyzed.is_err() || !matches!(unlocked, Ok(true)) {
+        // The session might still hold the lock: close the connection, which releases it.
+        drop(deadpool_postgres::Object::take(client));
+    }
+    analyzed
+}
+
+/// Find the stale tables and analyze them one by one, each in a transaction of its own.
+async fn analyze_each(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let stale: Vec<String> = client
         .query(
             &stale_tables_sql(),
             &[&ANALYZE_CHANGED_ROWS_MIN, &ANALYZE_CHANGED_FRACTION],
@@ -99,11 +120,8 @@ pub async fn analyze_stale(database: &Database) -> Result<Vec<String>, tokio_pos
         .collect();
     for table in &stale {
         // `table` comes from the catalog, quoted by format('%I.%I').
-        transaction
-            .batch_execute(&format!("ANALYZE {table}"))
-            .await?;
+        client.batch_execute(&format!("ANALYZE {table}")).await?;
         tracing::debug!(%table, "analyzed");
     }
-    transaction.commit().await?;
     Ok(stale)
 }
