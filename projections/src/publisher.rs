@@ -351,6 +351,12 @@ pub struct PublisherArguments {
     /// The JetStream stream to publish to (created over `inventory.>` if missing).
     #[arg(long, env = "LEDGER_NATS_STREAM", default_value = ledger_nats::DEFAULT_STREAM)]
     pub nats_stream: String,
+    /// The first word(s) of every subject published to NATS: the default `inventory` makes the
+    /// subjects the integration topics themselves; another prefix (`eu.inventory`) is put in
+    /// front of them, so several ledgers can share one NATS server with streams that do not
+    /// overlap.
+    #[arg(long, env = "LEDGER_NATS_SUBJECT_PREFIX", default_value = ledger_nats::DEFAULT_SUBJECT_PREFIX, value_parser = subject_prefix)]
+    pub nats_subject_prefix: String,
     /// The CloudEvents `source` of every integration event: a URI naming this ledger.
     #[arg(long, env = "LEDGER_INTEGRATION_SOURCE", default_value = ledger_integration::DEFAULT_SOURCE)]
     pub integration_source: String,
@@ -366,6 +372,7 @@ impl fmt::Debug for PublisherArguments {
             .field("nats_url", &shown(&self.nats_url))
             .field("nats_ca_file", &self.nats_ca_file)
             .field("nats_stream", &self.nats_stream)
+            .field("nats_subject_prefix", &self.nats_subject_prefix)
             .field("integration_source", &self.integration_source)
             .finish()
     }
@@ -383,9 +390,28 @@ impl PublisherArguments {
         if let Some(url) = &self.nats_url {
             let mut options = NatsOptions::new(url, &self.nats_stream);
             options.ca_file = self.nats_ca_file.clone();
+            options.subject_prefix = self.nats_subject_prefix.clone();
             publishers.push(Publisher::nats(options, &self.integration_source));
         }
         publishers
+    }
+}
+
+/// A subject prefix: one or more dot-separated words of letters, digits, `-` and `_` (no
+/// wildcards, no empty word), so `<prefix>.>` is a valid set of subjects for the stream.
+fn subject_prefix(value: &str) -> Result<String, String> {
+    let word_ok = |word: &str| {
+        !word.is_empty()
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if value.split('.').all(word_ok) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a subject prefix: dot-separated words of letters, digits, - and _"
+        ))
     }
 }
 
@@ -488,4 +514,19 @@ pub async fn restart_from(
     );
     lock.unlock().await?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_prefix;
+
+    #[test]
+    fn a_subject_prefix_is_dot_separated_plain_words() {
+        for good in ["inventory", "eu.inventory", "bench-1_a.x"] {
+            assert_eq!(subject_prefix(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "eu..inventory", "inventory.", "inv.*", "inv.>", "a b"] {
+            assert!(subject_prefix(bad).is_err(), "{bad:?} was taken");
+        }
+    }
 }

@@ -120,6 +120,19 @@ pub struct Arguments {
     #[arg(long, default_value_t = 10)]
     pub floor_seconds: u64,
 
+    /// Publisher: the RabbitMQ the publisher scenario publishes to and consumes from (on an
+    /// exchange of the run's own, deleted at the end).
+    #[arg(
+        long,
+        env = "RABBITMQ_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub rabbitmq_url: String,
+    /// Publisher: the NATS server with JetStream (on a stream and subjects of the run's own,
+    /// deleted at the end).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
     /// Skip these scenarios (comma-separated or repeated).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub skip: Vec<Optional>,
@@ -151,6 +164,9 @@ pub enum Optional {
     Floor,
     /// Verify and export speed over a large log, and the hash chain's share of an append.
     Audit,
+    /// The integration-event publisher against the real RabbitMQ and NATS: backlog rate and
+    /// live lag.
+    Publisher,
 }
 
 impl Optional {

@@ -5,7 +5,7 @@
 use crate::cli::Arguments;
 use crate::closed_loop::ScenarioResult;
 use crate::results::Results;
-use crate::scenario::{audit, cold_load, degradation, expiry, floor, lag, rebuild};
+use crate::scenario::{audit, cold_load, degradation, expiry, floor, lag, publisher, rebuild};
 use crate::table::print_request_table;
 use crate::targets;
 use serde::Serialize;
@@ -180,6 +180,7 @@ impl Report {
             || r.rebuild.failed()
             || r.floor.failed()
             || r.audit.failed()
+            || r.publisher.failed()
             || !self.problems.is_empty()
     }
 
@@ -212,6 +213,7 @@ impl Report {
         r.rebuild.print("(h) Rebuild", rebuild::print);
         r.floor.print("(i) Floor", floor::print);
         r.audit.print("(j) Audit trail", audit::print);
+        r.publisher.print("(k) Publisher", publisher::print);
         println!();
         targets::print(&targets::evaluate(r));
         for problem in &self.problems {

@@ -9,6 +9,7 @@ use crate::scenario::expiry::ExpiryResult;
 use crate::scenario::floor::FloorResult;
 use crate::scenario::lag::LagResult;
 use crate::scenario::locations::LocationsResult;
+use crate::scenario::publisher::PublisherResult;
 use crate::scenario::rebuild::RebuildResult;
 use crate::scenario::sellout::SelloutResult;
 use serde::Serialize;
@@ -76,4 +77,5 @@ pub struct Results {
     pub rebuild: Outcome<RebuildResult>,
     pub floor: Outcome<FloorResult>,
     pub audit: Outcome<AuditResult>,
+    pub publisher: Outcome<PublisherResult>,
 }

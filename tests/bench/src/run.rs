@@ -13,8 +13,8 @@ use crate::report::{Context, Report};
 use crate::results::{Outcome, Results};
 use crate::scenario::uncontended::{self, Skus};
 use crate::scenario::{
-    audit, cold_load, degradation, expiry, floor, hot_sku, lag, locations, rebuild, sellout,
-    DatabaseAccess, Target,
+    audit, cold_load, degradation, expiry, floor, hot_sku, lag, locations, publisher, rebuild,
+    sellout, DatabaseAccess, Target,
 };
 
 /// The API scenarios (a) to (e) and (g) to (i) drive.
@@ -55,6 +55,16 @@ pub async fn run(arguments: &Arguments) -> Result<Report, String> {
             error: error.clone(),
         },
         (None, Ok(options)) => degradation::run(options, degradation_plan(arguments, &run))
+            .await
+            .into(),
+    };
+    report.results.publisher = match (&arguments.url, &options) {
+        _ if !arguments.runs(Optional::Publisher) => skipped("by a flag"),
+        (Some(_), _) => skipped("needs to start API processes of its own, not --url"),
+        (None, Err(error)) => Outcome::Failed {
+            error: error.clone(),
+        },
+        (None, Ok(options)) => publisher::run(options, publisher_plan(arguments, &run))
             .await
             .into(),
     };
@@ -287,6 +297,18 @@ fn expiry_plan(
         timeout_seconds: arguments.expiry_timeout_seconds,
         uncontended_per_second,
         expiry_interval_ms: process.map(ApiProcess::expiry_interval_ms),
+    }
+}
+
+fn publisher_plan(arguments: &Arguments, run: &str) -> publisher::PublisherPlan {
+    publisher::PublisherPlan {
+        run: run.to_owned(),
+        skus: arguments.skus,
+        length: Length::from(arguments.measure()),
+        connections: arguments.connections,
+        warmup: arguments.warmup(),
+        rabbitmq_url: arguments.rabbitmq_url.clone(),
+        nats_url: arguments.nats_url.clone(),
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`floor`] (i): PostgreSQL's own single-row commit rate through pgbench.
 //! - [`audit`] (j): verify and export speed over a large log, and the hash chain's share of an
 //!   append.
+//! - [`publisher`] (k): the integration-event publisher's backlog rate and live lag against
+//!   the real RabbitMQ and NATS; it starts API processes of its own.
 
 pub mod audit;
 pub mod cold_load;
@@ -21,6 +23,7 @@ pub mod floor;
 pub mod hot_sku;
 pub mod lag;
 pub mod locations;
+pub mod publisher;
 pub mod rebuild;
 pub mod sellout;
 pub mod uncontended;
