@@ -500,13 +500,7 @@ async fn the_sku_page_draws_every_movement_and_its_alerts_and_links_to_as_of_sta
     // Zoom to a time range: only the entries recorded in it are drawn.
     let from = chosen_time(&entries[100]);
     let to = chosen_time(&entries[200]);
-    let expected = entries
-        .iter()
-        .filter(|e| {
-            let t = chosen_time(e);
-            from <= t && t < to
-        })
-        .count();
+    let expected = recorded_between(&entries, from, to);
     browser.eval(&format!("location.hash = '#/sku/{SKU}'; true"));
     browser.wait_for("document.getElementById('zoom-from')", "the zoom form");
     browser.type_into("#zoom-from", entries[100]["recorded_at"].as_str().unwrap());
@@ -569,13 +563,7 @@ async fn the_sku_page_draws_every_movement_and_its_alerts_and_links_to_as_of_sta
         (fraction(from) - 0.2).abs() < 0.02 && (fraction(to) - 0.6).abs() < 0.02,
         "dragged 20 %–60 %, asked for {from}–{to} of {first}–{last}"
     );
-    let expected = entries
-        .iter()
-        .filter(|e| {
-            let t = chosen_time(e);
-            from <= t && t < to
-        })
-        .count();
+    let expected = recorded_between(&entries, from, to);
     assert!(
         0 < expected && expected < entries.len(),
         "{expected} entries in the range"
@@ -729,6 +717,14 @@ async fn the_sku_page_draws_every_movement_and_its_alerts_and_links_to_as_of_sta
     assert!(requests > 250);
     drop(browser);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// How many of `entries` were recorded in [from, to).
+fn recorded_between(entries: &[Value], from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
+    entries
+        .iter()
+        .filter(|e| (from..to).contains(&chosen_time(e)))
+        .count()
 }
 
 fn chosen_time(entry: &Value) -> DateTime<Utc> {
