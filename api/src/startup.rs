@@ -185,7 +185,7 @@ async fn serve(
         .order_events
         .consumers(&config.publishers)
         .map_err(StartupError::Config)?;
-    let metrics = telemetry::metrics_handle();
+    let metrics = ledger_startup::metrics::prometheus_handle();
     let database = backends.database().clone();
     crate::answer::migrate_api_tables(&database).await?;
     ledger_projections::migrate(&database).await?;

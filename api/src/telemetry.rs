@@ -1,46 +1,16 @@
-//! Metrics and request observation: the Prometheus recorder, and the middleware that gives
-//! every request an id, a span and its rate and latency metrics. (Logging is set up by
-//! `ledger_startup::init_logging`, the same for every binary.)
+//! Request observation: the middleware that gives every request an id, a span and its rate
+//! and latency metrics. (The Prometheus recorder is `ledger_startup::metrics`, shared with the
+//! projector; logging is set up by `ledger_startup::init_logging`, the same for every binary.)
 
 use crate::extract::{is_header_identifier, RequestId};
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
 use std::time::Instant;
 use tracing::Instrument;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// Latency buckets in seconds: fine-grained below 10 ms, where reserves are expected to land,
-/// coarse above, where only trouble lives.
-const LATENCY_BUCKETS_SECONDS: &[f64] = &[
-    0.000_5, 0.001, 0.002, 0.003, 0.005, 0.007_5, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
-];
-
-/// The process-wide Prometheus recorder. The `metrics` facade has one global recorder, so every
-/// server in a process (tests start several) shares it.
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
-                .expect("the bucket list is not empty")
-                .build_recorder();
-            let handle = recorder.handle();
-            // Fails only when another recorder was installed first; then this handle renders
-            // nothing, which the metrics test would catch.
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed");
-            }
-            handle
-        })
-        .clone()
-}
 
 fn request_id(request: &Request) -> String {
     request

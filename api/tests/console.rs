@@ -2,8 +2,9 @@
 //! database, a SKU seeded with a few hundred movements through the HTTP API, and headless
 //! Chromium driven over the DevTools protocol — sign in with a token, find the SKU by prefix,
 //! read its chart (one vertex per history entry, alert markers where the alerts opened), open an
-//! as-of state from the movement table, zoom, walk the page with the keyboard, meet a 403 for a
-//! token without the audit role, and watch a stopped projector's lag. Screenshots of each page
+//! as-of state from the movement table, zoom with the form and by dragging the mouse across the
+//! chart, walk the page with the keyboard, read the audit page's anchor, meet a 403 for a token
+//! without the audit role, and watch a stopped projector's lag. Screenshots of each page
 //! are saved under `target/console-screenshots/`.
 
 mod support;
@@ -499,13 +500,7 @@ async fn the_sku_page_draws_every_movement_and_its_alerts_and_links_to_as_of_sta
     // Zoom to a time range: only the entries recorded in it are drawn.
     let from = chosen_time(&entries[100]);
     let to = chosen_time(&entries[200]);
-    let expected = entries
-        .iter()
-        .filter(|e| {
-            let t = chosen_time(e);
-            from <= t && t < to
-        })
-        .count();
+    let expected = recorded_between(&entries, from, to);
     browser.eval(&format!("location.hash = '#/sku/{SKU}'; true"));
     browser.wait_for("document.getElementById('zoom-from')", "the zoom form");
     browser.type_into("#zoom-from", entries[100]["recorded_at"].as_str().unwrap());
@@ -521,6 +516,66 @@ async fn the_sku_page_draws_every_movement_and_its_alerts_and_links_to_as_of_sta
         "the zoomed timeline",
     );
     assert_eq!(zoomed, json!(expected));
+
+    // Back to the whole history, then zoom by dragging the mouse across the chart from 20 %
+    // to 60 % of the plot's width: the range asked for is that part of the time axis, and
+    // only the entries recorded in it are drawn.
+    let whole_history = format!(
+        "(() => {{ const s = document.querySelector('svg.timeline'); \
+         return s && !location.hash.includes('from=') && \
+         Number(s.dataset.points) === {n} ? {n} : null; }})()",
+        n = entries.len()
+    );
+    browser.click("#zoom-reset");
+    browser.wait_for(&whole_history, "the whole history again");
+    let surface = numbers(&browser.eval(
+        "(() => { const s = document.querySelector('svg.timeline .zoom-surface'); \
+         s.scrollIntoView({block: 'center'}); const r = s.getBoundingClientRect(); \
+         return [r.left, r.top, r.width, r.height]; })()",
+    ));
+    let [left, top, width, height] = surface[..] else {
+        panic!("the zoom surface's box: {surface:?}")
+    };
+    let y = top + height / 2.0;
+    browser.drag((left + width * 0.2, y), (left + width * 0.6, y), 12);
+    let dragged = browser.wait_for(
+        &format!(
+            "(() => {{ const s = document.querySelector('svg.timeline'); \
+             if (!s || !location.hash.includes('from=') || Number(s.dataset.points) === {}) \
+               return null; \
+             const q = new URLSearchParams(location.hash.split('?')[1]); \
+             return [Number(s.dataset.points), q.get('from'), q.get('to'), \
+               document.querySelector('polyline[data-series=on_hand_after]').points.length]; }})()",
+            entries.len()
+        ),
+        "the dragged range drawn",
+    );
+    let points = dragged[0].as_u64().unwrap() as usize;
+    let from: DateTime<Utc> = dragged[1].as_str().unwrap().parse().unwrap();
+    let to: DateTime<Utc> = dragged[2].as_str().unwrap().parse().unwrap();
+    let (first, last) = (
+        chosen_time(&entries[0]),
+        chosen_time(entries.last().unwrap()),
+    );
+    let span = (last - first).num_milliseconds() as f64;
+    let fraction = |t: DateTime<Utc>| (t - first).num_milliseconds() as f64 / span;
+    assert!(
+        (fraction(from) - 0.2).abs() < 0.02 && (fraction(to) - 0.6).abs() < 0.02,
+        "dragged 20 %–60 %, asked for {from}–{to} of {first}–{last}"
+    );
+    let expected = recorded_between(&entries, from, to);
+    assert!(
+        0 < expected && expected < entries.len(),
+        "{expected} entries in the range"
+    );
+    assert_eq!(
+        points, expected,
+        "one vertex per entry in the dragged range"
+    );
+    assert_eq!(dragged[3], json!(expected));
+    browser.screenshot(&shots.join("sku-dragged.png"));
+    browser.click("#zoom-reset");
+    browser.wait_for(&whole_history, "the whole history after the reset");
 
     // The low-stock list names the SKU, which ends below its reorder point.
     browser.eval("location.hash = '#/low-stock'; true");
@@ -551,12 +606,70 @@ async fn the_sku_page_draws_every_movement_and_its_alerts_and_links_to_as_of_sta
         );
         reached.push(focused.as_str().unwrap_or_default().to_owned());
     }
-    for expected in ["skip", "#/find", "#/low-stock", "#/projections", "prefix"] {
+    for expected in [
+        "skip",
+        "#/find",
+        "#/low-stock",
+        "#/projections",
+        "#/audit",
+        "prefix",
+    ] {
         assert!(
             reached.iter().any(|r| r == expected),
             "Tab never reached {expected}: {reached:?}"
         );
     }
+
+    // The audit page shows the anchor GET /v1/anchor reports (no event is appended between
+    // the two, so both are of the same log).
+    browser.eval("location.hash = '#/audit'; true");
+    let shown = browser.wait_for(
+        "(() => { const d = document.querySelector('#anchor dd[data-field=merkle_root]'); \
+         if (!d) return null; \
+         const f = (name) => document.querySelector(`#anchor dd[data-field=${name}]`).textContent; \
+         return [f('merkle_root'), f('log_position'), f('streams'), f('events'), f('format'), \
+           document.querySelector('#anchor dd[data-field=taken_at] time').getAttribute('datetime'), \
+           JSON.parse(document.getElementById('anchor-json').textContent)]; })()",
+        "the anchor",
+    );
+    let (status, anchor) = api.get("/v1/anchor", AUDITOR_TOKEN).await;
+    assert_eq!(status, 200, "{anchor}");
+    let position = &anchor["log_position"];
+    assert_eq!(shown[0], anchor["merkle_root"]);
+    assert_eq!(
+        shown[1],
+        json!(format!("{}/{}", position["commit"], position["prepare"]))
+    );
+    assert_eq!(shown[2], json!(anchor["streams"].to_string()));
+    assert_eq!(shown[3], json!(anchor["events"].to_string()));
+    assert_eq!(shown[4], anchor["format"]);
+    assert_eq!(
+        shown[6]["taken_at"], shown[5],
+        "the time shown is the anchor's"
+    );
+    let mut page_anchor = shown[6].clone();
+    let mut api_anchor = anchor.clone();
+    for body in [&mut page_anchor, &mut api_anchor] {
+        body.as_object_mut().unwrap().remove("taken_at");
+    }
+    assert_eq!(page_anchor, api_anchor, "the JSON to keep is the API's");
+    let streams = anchor["streams"].as_u64().unwrap();
+    assert_eq!(streams, 3, "{SKU}, {NEIGHBOUR} and {STRANGER}");
+    browser.screenshot(&shots.join("audit.png"));
+    // From the keyboard: Enter on the button takes a new anchor, and the focus stays on it.
+    browser.eval(
+        "window.firstTakenAt = document.querySelector('#anchor dd[data-field=taken_at] time')\
+         .getAttribute('datetime'); document.getElementById('anchor-again').focus(); true",
+    );
+    browser.press("Enter");
+    let again = browser.wait_for(
+        "(() => { const t = document.querySelector('#anchor dd[data-field=taken_at] time'); \
+         return t && t.getAttribute('datetime') !== window.firstTakenAt && \
+           document.activeElement.id === 'anchor-again' && \
+           document.querySelector('#anchor dd[data-field=merkle_root]').textContent; })()",
+        "a new anchor, the focus on its button",
+    );
+    assert_eq!(again, anchor["merkle_root"], "the log has not changed");
 
     // A token without the audit role: the balances show, the history says why it does not.
     browser.click("#forget");
@@ -576,6 +689,23 @@ async fn the_sku_page_draws_every_movement_and_its_alerts_and_links_to_as_of_sta
     let announced = browser.eval("document.getElementById('messages').textContent");
     assert!(announced.as_str().unwrap().contains("audit role"));
     browser.screenshot(&shots.join("sku-forbidden.png"));
+    // The audit page, likewise: the anchor needs the audit role.
+    browser.eval("location.hash = '#/audit'; true");
+    let refused = browser.wait_for(
+        "(() => { const p = document.querySelector('#anchor-now [data-problem=forbidden]'); \
+         return p && p.textContent; })()",
+        "the audit page's 403 message",
+    );
+    let refused = refused.as_str().unwrap();
+    assert!(refused.contains("audit role"), "{refused}");
+    assert!(
+        browser
+            .eval("document.getElementById('anchor') === null")
+            .as_bool()
+            .unwrap(),
+        "no anchor is shown"
+    );
+    browser.screenshot(&shots.join("audit-forbidden.png"));
 
     // The token never reached an address, and the page raised no error (a script or style
     // the policy refused would be one).
@@ -587,6 +717,14 @@ async fn the_sku_page_draws_every_movement_and_its_alerts_and_links_to_as_of_sta
     assert!(requests > 250);
     drop(browser);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// How many of `entries` were recorded in [from, to).
+fn recorded_between(entries: &[Value], from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
+    entries
+        .iter()
+        .filter(|e| (from..to).contains(&chosen_time(e)))
+        .count()
 }
 
 fn chosen_time(entry: &Value) -> DateTime<Utc> {

@@ -10,6 +10,7 @@ use ledger_startup::{
     BackendArguments, Backends, BackendsOptions, EmbeddedMode, LogArguments, ProjectorArguments,
     ProjectorSelection, StartupError,
 };
+use std::net::SocketAddr;
 use tokio::sync::watch;
 
 /// Connections the projector's pool may open: one batch transaction per projection at a time,
@@ -46,6 +47,11 @@ pub struct Arguments {
         requires = "alert_webhook_url"
     )]
     pub alert_webhook_secret: Option<WebhookSecret>,
+    /// Serve Prometheus metrics (projection lag, batches, errors, publishers) at
+    /// http://ADDRESS/metrics, e.g. 0.0.0.0:9091 in a container. Off when unset: a second
+    /// projector on the same host (a standby) would otherwise collide on a fixed port.
+    #[arg(long, env = "LEDGER_PROJECTOR_METRICS_LISTEN", value_name = "ADDRESS")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Arguments {
@@ -75,6 +81,11 @@ pub enum CliError {
     NothingToRun,
     #[error("cannot install the signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("cannot serve metrics on {address}: {source}")]
+    MetricsListen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The projections a selection names (each once, in the order named), all of them for `all`.
@@ -103,6 +114,10 @@ pub async fn run(arguments: Arguments) -> Result<(), CliError> {
     if projections.is_empty() && publishers.is_empty() {
         return Err(CliError::NothingToRun);
     }
+    // The recorder first, so that the runners' metric descriptions reach it.
+    let metrics = arguments
+        .metrics_listen
+        .map(|address| (address, ledger_startup::metrics::prometheus_handle()));
     let backends = Backends::open(
         &arguments.backends,
         &BackendsOptions {
@@ -114,7 +129,14 @@ pub async fn run(arguments: Arguments) -> Result<(), CliError> {
         },
     )
     .await?;
-    let result = serve(&backends, projections, publishers, arguments.webhook()).await;
+    let result = serve(
+        &backends,
+        projections,
+        publishers,
+        arguments.webhook(),
+        metrics,
+    )
+    .await;
     backends.close().await;
     result
 }
@@ -124,9 +146,18 @@ async fn serve(
     projections: Vec<&'static str>,
     publishers: Vec<Publisher>,
     webhook: Option<WebhookOptions>,
+    metrics: Option<(SocketAddr, metrics_exporter_prometheus::PrometheusHandle)>,
 ) -> Result<(), CliError> {
     crate::migrate(backends.database()).await?;
     let (stop, shutdown) = watch::channel(false);
+    let listener = match metrics {
+        Some((address, handle)) => Some(
+            crate::metrics_listener::spawn(address, handle, shutdown.clone())
+                .await
+                .map_err(|source| CliError::MetricsListen { address, source })?,
+        ),
+        None => None,
+    };
     let options = ProjectorOptions {
         projections,
         webhook,
@@ -147,6 +178,9 @@ async fn serve(
     let _ = stop.send(true);
     set.join().await;
     let _ = statistics.await;
+    if let Some(listener) = listener {
+        let _ = listener.task.await;
+    }
     Ok(())
 }
 

@@ -21,7 +21,8 @@
 //! - [`webhook`]: optional delivery of low-stock notifications.
 //! - [`publisher`]: publishers of integration events to RabbitMQ and NATS JetStream, run by
 //!   the same runtime as projections (a publisher is a projection whose apply publishes).
-//! - [`cli`]: the `ledger-projector` binary's settings and start-up.
+//! - [`cli`]: the `ledger-projector` binary's settings and start-up; [`metrics_listener`]: its
+//!   own `/metrics` endpoint.
 //!
 //! The read models and the outbox are described for their users in `READ_MODELS.md`.
 
@@ -33,6 +34,7 @@ pub mod error;
 pub mod locations;
 pub mod lock;
 pub mod low_stock_alerts;
+pub mod metrics_listener;
 pub mod projection;
 pub mod publisher;
 pub mod read_models;

@@ -55,6 +55,9 @@ pub const METRIC_LAG_SECONDS: &str = "ledger_projection_lag_seconds";
 pub const METRIC_BATCH_DURATION_SECONDS: &str = "ledger_projection_batch_duration_seconds";
 /// Counter: failed batches and subscription errors per projection.
 pub const METRIC_ERRORS: &str = "ledger_projection_errors_total";
+/// Gauge: the commit position of the projection's checkpoint after its last batch, to set
+/// beside the log's head.
+pub const METRIC_CHECKPOINT_COMMIT: &str = "ledger_projection_checkpoint_commit";
 
 /// Failures to inject, for tests that prove crash safety. Batches are counted per runner from
 /// 1, including batches that failed. A "crash" ends the runner's task at once, as a killed
@@ -164,6 +167,10 @@ impl ProjectorSet {
         }
         for applier in appliers {
             let name = applier.get().name();
+            // Exported from the start, at zero: a panel's rate() of a counter that never rose
+            // shows 0, not "no data".
+            metrics::counter!(METRIC_ERRORS, "projection" => name).increment(0);
+            metrics::counter!(METRIC_EVENTS_APPLIED, "projection" => name).increment(0);
             let shared = Arc::new(Activity::default());
             activity.push((name, shared.clone()));
             let runner = Runner {
@@ -232,6 +239,10 @@ fn describe_metrics() {
         "Time to apply and commit one batch."
     );
     metrics::describe_counter!(METRIC_ERRORS, "Failed batches and subscription errors.");
+    metrics::describe_gauge!(
+        METRIC_CHECKPOINT_COMMIT,
+        "Commit position of the projection's checkpoint after its last batch."
+    );
 }
 
 /// Seconds from `recorded_at` to now, 0 for a moment in the future (clocks of two hosts).
@@ -468,6 +479,10 @@ impl Runner {
             self.batches_attempted += 1;
             match self.apply(checkpoint, &batch).await {
                 Ok(next) => {
+                    if let Some(position) = next {
+                        metrics::gauge!(METRIC_CHECKPOINT_COMMIT, "projection" => self.name())
+                            .set(position.commit as f64);
+                    }
                     checkpoint = next;
                     backoff.reset();
                 }

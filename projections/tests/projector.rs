@@ -82,6 +82,33 @@ fn projector() -> Command {
     command
 }
 
+/// The binary on `ledger`'s database running `projections`, logging JSON, killed when dropped.
+fn projector_on(ledger: &Ledger, projections: &str) -> Command {
+    let mut command = projector();
+    command
+        .env("DATABASE_URL", ledger.test_database.url())
+        .env("LEDGER_PROJECTORS", projections)
+        .env("LEDGER_LOG_FORMAT", "json")
+        .kill_on_drop(true);
+    command
+}
+
+/// Send SIGTERM, as an orchestrator does, and require a clean exit within the deadline.
+async fn stop_cleanly(child: &mut tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let exit = tokio::time::timeout(Duration::from_millis(STOP_DEADLINE_MS), child.wait())
+        .await
+        .expect("the projector stops after SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+}
+
 #[test]
 fn every_environment_variable_the_projector_reads_is_listed() {
     for variable in [
@@ -132,11 +159,7 @@ async fn the_projector_refuses_an_unknown_projection_name() {
 async fn the_projector_binary_projects_and_stops_cleanly_on_sigterm() {
     let ledger = Ledger::new().await;
     mixed_history(&ledger, 2).await;
-    let mut child = projector()
-        .env("DATABASE_URL", ledger.test_database.url())
-        .env("LEDGER_PROJECTORS", "stock_levels, low_stock_alerts")
-        .env("LEDGER_LOG_FORMAT", "json")
-        .kill_on_drop(true)
+    let mut child = projector_on(&ledger, "stock_levels, low_stock_alerts")
         .spawn()
         .unwrap();
     let target = ledger.last_committed_position().await;
@@ -168,18 +191,7 @@ async fn the_projector_binary_projects_and_stops_cleanly_on_sigterm() {
         .collect();
     assert_eq!(running, ["stock_levels", "low_stock_alerts"]);
 
-    let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
-    let exit = tokio::time::timeout(Duration::from_millis(STOP_DEADLINE_MS), child.wait())
-        .await
-        .expect("the projector stops after SIGTERM")
-        .unwrap();
-    assert!(exit.success(), "{exit}");
+    stop_cleanly(&mut child).await;
     let mut stdout = String::new();
     if let Some(mut out) = child.stdout.take() {
         use tokio::io::AsyncReadExt;
@@ -405,4 +417,159 @@ async fn the_projector_refuses_a_webhook_url_without_a_secret() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--alert-webhook-secret"), "{stderr}");
+}
+
+/// How long the binary may take to connect, migrate and bind its metrics listener.
+const START_DEADLINE_MS: u64 = 60_000;
+
+/// The `host:port` in the projector's "serving metrics" log line.
+fn metrics_address(line: &str) -> Option<String> {
+    let start = line.find("http://")? + "http://".len();
+    let rest = &line[start..];
+    Some(rest[..rest.find("/metrics")?].to_owned())
+}
+
+/// GET `url`; the status, the media type and the body.
+async fn scrape(http: &reqwest::Client, url: &str) -> (u16, String, String) {
+    let response = http.get(url).send().await.expect("the projector answers");
+    let status = response.status().as_u16();
+    let media_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, media_type, response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_binary_serves_its_projections_metrics_over_http() {
+    // Goal: Prometheus can scrape a separate projector, and what it reads there is the real
+    // state of the projection: its checkpoint at the log's head and every event counted.
+    use ledger_tests::dashboard;
+    use tokio::io::AsyncBufReadExt;
+    let ledger = Ledger::new().await;
+    mixed_history(&ledger, 2).await;
+    let mut child = projector_on(&ledger, "stock_levels")
+        .env("LEDGER_PROJECTOR_METRICS_LISTEN", "127.0.0.1:0")
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = tokio::time::timeout(Duration::from_millis(START_DEADLINE_MS), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("serving metrics") {
+                return metrics_address(&line).expect("the line names the address");
+            }
+        }
+        panic!("the projector ended without serving metrics");
+    })
+    .await
+    .expect("the projector serves metrics within the start-up deadline");
+    // Keep its log drained, so that logging never blocks it.
+    let drained = tokio::spawn(async move {
+        let mut log = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.push(line);
+        }
+        log
+    });
+    let url = format!("http://{address}/metrics");
+    let http = reqwest::Client::new();
+
+    let head = ledger
+        .last_committed_position()
+        .await
+        .expect("the history has events");
+    let client = ledger.database.pool().get().await.unwrap();
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM event_store.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(client);
+    let labels = [("projection", "stock_levels")];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(START_DEADLINE_MS);
+    let exposition = loop {
+        let (status, media_type, body) = scrape(&http, &url).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(media_type.starts_with("text/plain"), "{media_type}");
+        let checkpoint = dashboard::sample(&body, "ledger_projection_checkpoint_commit", &labels);
+        if checkpoint == Some(head.commit as f64) {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scrape never showed the checkpoint at the log's head {head:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        dashboard::sample(
+            &exposition,
+            "ledger_projection_events_applied_total",
+            &labels
+        ),
+        Some(events as f64),
+        "every event of the log counted once: {exposition}"
+    );
+    let batches = dashboard::sample(
+        &exposition,
+        "ledger_projection_batch_duration_seconds_count",
+        &labels,
+    )
+    .expect("the batches are timed");
+    assert!(batches >= 1.0, "{exposition}");
+    assert_eq!(
+        dashboard::sample(&exposition, "ledger_projection_lag_seconds", &labels),
+        Some(0.0),
+        "caught up, the lag is zero"
+    );
+    // Every projection metric the dashboard queries is one this process serves.
+    let exported = dashboard::exported_names(&exposition);
+    let mut queried = 0;
+    for panel in dashboard::panels() {
+        for metric in panel.queries.iter().flat_map(|q| &q.metrics) {
+            if metric.starts_with("ledger_projection_") {
+                queried += 1;
+                assert!(
+                    exported.contains(metric),
+                    "{}: {metric} not served by the projector",
+                    panel.title
+                );
+            }
+        }
+    }
+    assert!(queried >= 2, "the dashboard shows the projections' lag");
+    // Only /metrics answers.
+    let (status, _, _) = scrape(&http, &format!("http://{address}/")).await;
+    assert_eq!(status, 404);
+
+    stop_cleanly(&mut child).await;
+    let log = drained.await.unwrap();
+    assert!(
+        log.iter().any(|line| line.contains("stopped")),
+        "the log mentions the stop: {log:?}"
+    );
+    assert!(
+        http.get(&url).send().await.is_err(),
+        "the listener closed with the process"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_refuses_a_metrics_address_it_cannot_bind() {
+    let ledger = Ledger::new().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = projector_on(&ledger, "stock_levels")
+        .env("LEDGER_PROJECTOR_METRICS_LISTEN", &address)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let refused = format!("cannot serve metrics on {address}");
+    assert!(
+        !output.status.success() && stderr.contains(&refused),
+        "{stderr}"
+    );
 }

@@ -12,6 +12,7 @@
 mod compose_support;
 
 use compose_support::{depends_on, environment, service, variable};
+use ledger_tests::dashboard;
 use serde_norway::Value;
 use std::collections::BTreeSet;
 
@@ -23,12 +24,8 @@ const PG_HBA: &str = include_str!("../../compose/postgres/pg_hba.conf");
 const RABBITMQ_CONFIG: &str = include_str!("../../compose/rabbitmq/rabbitmq.conf");
 const NATS_CONFIG: &str = include_str!("../../compose/nats/nats.conf");
 const CERTIFICATE_GENERATOR: &str = include_str!("../../compose/generate-certificates.sh");
-const DASHBOARD: &str = include_str!("../../compose/grafana/dashboards/ledger.json");
 const DATASOURCES: &str =
     include_str!("../../compose/grafana/provisioning/datasources/datasources.yml");
-const API_TELEMETRY_SOURCE: &str = include_str!("../../api/src/telemetry.rs");
-const API_COMMANDS_SOURCE: &str = include_str!("../../api/src/routes/commands.rs");
-const PROJECTOR_RUNTIME_SOURCE: &str = include_str!("../../projections/src/runtime.rs");
 
 /// The port the API listens on by default and in compose.
 const API_PORT: u16 = 8080;
@@ -244,14 +241,68 @@ fn the_image_builds_every_binary_the_services_run() {
     }
 }
 
+/// Every metric name the sources record: the string literal or the `METRIC_` constant named
+/// by each `metrics::counter!` / `gauge!` / `histogram!` in the crates the binaries are built
+/// from. (Where a test can start the binaries it checks the dashboard against a real scrape
+/// instead: see the API's `dashboard` test and the projector's metrics test.)
+fn recorded_metric_names() -> BTreeSet<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    let mut folders: Vec<std::path::PathBuf> = ["api/src", "projections/src", "ledger-core"]
+        .iter()
+        .map(|folder| root.join(folder))
+        .collect();
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap_or_else(|e| panic!("{folder:?}: {e}")) {
+            let path = entry.unwrap().path();
+            if path.is_dir() && !path.ends_with("target") {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let source = files.concat();
+    let literal = |text: &str| -> Option<String> {
+        let text = text.trim_start().strip_prefix('"')?;
+        Some(text[..text.find('"')?].to_owned())
+    };
+    let mut constants = std::collections::BTreeMap::new();
+    for line in source.lines() {
+        let Some(rest) = line.trim().strip_prefix("pub const METRIC_") else {
+            continue;
+        };
+        if let Some((name, value)) = rest.split_once(": &str =") {
+            constants.insert(format!("METRIC_{name}"), literal(value).unwrap());
+        }
+    }
+    let mut names = BTreeSet::new();
+    for kind in ["counter!(", "gauge!(", "histogram!("] {
+        for (at, _) in source.match_indices(&format!("metrics::{kind}")) {
+            let argument = &source[at + "metrics::".len() + kind.len()..];
+            let name = literal(argument).or_else(|| {
+                let identifier: String = argument
+                    .trim_start()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                constants.get(&identifier).cloned()
+            });
+            names.insert(name.unwrap_or_else(|| {
+                panic!(
+                    "cannot tell the metric of metrics::{kind}{}",
+                    &argument[..40]
+                )
+            }));
+        }
+    }
+    names
+}
+
 #[test]
-fn the_dashboard_shows_metrics_the_binaries_export() {
-    let dashboard: serde_json::Value =
-        serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
-    let panels = dashboard["panels"]
-        .as_array()
-        .expect("the dashboard has panels");
-    let titles: BTreeSet<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+fn the_dashboard_shows_what_operators_need_with_metrics_the_code_records() {
+    let panels = dashboard::panels();
+    let titles: BTreeSet<&str> = panels.iter().map(|p| p.title.as_str()).collect();
     for title in [
         "Reserve rate",
         "Reserve latency",
@@ -261,29 +312,44 @@ fn the_dashboard_shows_metrics_the_binaries_export() {
     ] {
         assert!(titles.contains(title), "no {title} panel in {titles:?}");
     }
-    let exported = [
-        API_TELEMETRY_SOURCE,
-        API_COMMANDS_SOURCE,
-        PROJECTOR_RUNTIME_SOURCE,
-    ]
-    .concat();
-    for panel in panels {
-        for target in panel["targets"].as_array().unwrap() {
-            let Some(expression) = target["expr"].as_str() else {
-                continue;
-            };
-            let metrics = expression
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .filter(|word| word.starts_with("ledger_"))
-                .map(|word| word.trim_end_matches("_bucket"));
-            for metric in metrics {
+    for (what, metric, fragment) in dashboard::REQUIRED_PANELS {
+        assert!(
+            panels.iter().flat_map(|p| &p.queries).any(|query| {
+                query.metrics.contains(*metric) && query.expression.contains(fragment)
+            }),
+            "no panel shows {what} ({metric} with {fragment:?})"
+        );
+    }
+    let recorded = recorded_metric_names();
+    for required in [
+        "ledger_http_requests_total",
+        "ledger_projection_lag_seconds",
+        "ledger_group_commit_appends",
+        "ledger_rate_limited_total",
+    ] {
+        assert!(recorded.contains(required), "the scan missed {required}");
+    }
+    for panel in &panels {
+        for query in &panel.queries {
+            for metric in &query.metrics {
+                let base = dashboard::base_name(metric);
                 assert!(
-                    exported.contains(metric),
-                    "{metric} is not exported by any binary"
+                    recorded.contains(metric) || recorded.contains(base),
+                    "{}: {metric} is recorded nowhere in the code ({recorded:?})",
+                    panel.title
                 );
+                if metric.ends_with("_bucket") {
+                    assert!(
+                        base.ends_with("_seconds"),
+                        "{}: only _seconds histograms get buckets; {base} is a summary",
+                        panel.title
+                    );
+                }
             }
         }
     }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(dashboard::DASHBOARD).expect("the dashboard is JSON");
     let datasources: Value = serde_norway::from_str(DATASOURCES).unwrap();
     let uids: BTreeSet<&str> = datasources["datasources"]
         .as_sequence()
@@ -291,13 +357,55 @@ fn the_dashboard_shows_metrics_the_binaries_export() {
         .iter()
         .filter_map(|d| d["uid"].as_str())
         .collect();
-    for panel in panels {
+    for panel in dashboard["panels"].as_array().unwrap() {
         let uid = panel["datasource"]["uid"].as_str().unwrap();
         assert!(
             uids.contains(uid),
             "panel data source {uid} is not provisioned"
         );
     }
+}
+
+#[test]
+fn prometheus_scrapes_the_projector_where_it_serves_metrics() {
+    let compose = compose();
+    let projector = service(&compose, "projector");
+    let listen = variable(projector, "LEDGER_PROJECTOR_METRICS_LISTEN");
+    let port = ledger_projections::metrics_listener::METRICS_PORT;
+    assert_eq!(
+        listen,
+        format!("0.0.0.0:{port}"),
+        "inside a container the projector serves metrics on every interface"
+    );
+    let exposed: Vec<String> = projector["expose"]
+        .as_sequence()
+        .expect("the projector names its metrics port")
+        .iter()
+        .map(|p| {
+            p.as_str()
+                .map_or_else(|| p.as_u64().unwrap().to_string(), str::to_owned)
+        })
+        .collect();
+    assert_eq!(exposed, [port.to_string()]);
+    let prometheus: Value = serde_norway::from_str(PROMETHEUS_CONFIG).unwrap();
+    let job = prometheus["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|job| job["job_name"].as_str() == Some("ledger-projector"))
+        .expect("Prometheus scrapes the projector");
+    assert_eq!(
+        job["metrics_path"].as_str(),
+        Some(ledger_projections::metrics_listener::METRICS_PATH)
+    );
+    assert_eq!(
+        job["static_configs"][0]["targets"][0].as_str(),
+        Some(format!("projector:{port}").as_str())
+    );
+    assert!(
+        depends_on(service(&compose, "prometheus")).contains("projector"),
+        "Prometheus starts after the projector"
+    );
 }
 
 /// The query parameters of a URL, names lowercased (the event store client ignores case).

@@ -109,7 +109,10 @@ pub async fn readyz(State(state): State<SharedState>) -> Response {
 )]
 pub async fn metrics(State(state): State<SharedState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            header::CONTENT_TYPE,
+            ledger_startup::metrics::EXPOSITION_CONTENT_TYPE,
+        )],
         state.metrics.render(),
     )
         .into_response()

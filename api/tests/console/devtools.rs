@@ -298,6 +298,35 @@ impl Browser {
         }
     }
 
+    /// Drag with the left button held, as a mouse does: move to `from`, press, move to `to`
+    /// in `steps` equal moves, release there.
+    pub fn drag(&mut self, from: (f64, f64), to: (f64, f64), steps: u32) {
+        assert!(steps > 0, "a drag moves at least once");
+        self.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": "mouseMoved", "x": from.0, "y": from.1, "button": "none", "buttons": 0}),
+        );
+        self.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": "mousePressed", "x": from.0, "y": from.1, "button": "left",
+                   "buttons": 1, "clickCount": 1}),
+        );
+        for step in 1..=steps {
+            let fraction = f64::from(step) / f64::from(steps);
+            let x = from.0 + (to.0 - from.0) * fraction;
+            let y = from.1 + (to.1 - from.1) * fraction;
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({"type": "mouseMoved", "x": x, "y": y, "button": "left", "buttons": 1}),
+            );
+        }
+        self.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": "mouseReleased", "x": to.0, "y": to.1, "button": "left",
+                   "buttons": 0, "clickCount": 1}),
+        );
+    }
+
     /// Focus the field `selector` matches, replace its text with `text`, typed.
     pub fn type_into(&mut self, selector: &str, text: &str) {
         let selector_json = serde_json::to_string(selector).expect("a string serialises");

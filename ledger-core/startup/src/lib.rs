@@ -10,9 +10,11 @@
 //! - [`backends`]: open the event store and the database the settings name: the private
 //!   cluster under the data folder by default, a shared PostgreSQL, EventStoreDB.
 //! - [`logging`]: the one log subscriber (text or JSON lines).
+//! - [`metrics`]: the one Prometheus recorder, shared by every binary that serves `/metrics`.
 
 pub mod backends;
 pub mod logging;
+pub mod metrics;
 pub mod settings;
 
 pub use backends::{Backends, BackendsOptions, EmbeddedMode, StartupError};

@@ -537,7 +537,58 @@
     if (id === renderId && poller === null && !view.hidden) poller = setInterval(tick, SAMPLE_INTERVAL_MS);
   }
 
-  // Routing: #/find, #/sku/<sku>, #/sku/<sku>/at/<version>, #/low-stock, #/projections.
+  // The anchor of the whole log, as GET /v1/anchor reports it: recomputed from the event store
+  // on each request, shown as the server sent it. The console checks nothing itself; auditors
+  // keep the anchor elsewhere and verify against it with ledger-replay.
+  function anchorList(anchor) {
+    const item = (label, field, value, wide) => h("div", { class: wide ? "wide" : null }, h("dt", {}, label), h("dd", { "data-field": field }, value));
+    const position = anchor.log_position;
+    return h("dl", { class: "balances anchor", id: "anchor" },
+      item("Log position", "log_position", position ? `${position.commit}/${position.prepare}` : "none (the log is empty)"),
+      item("Taken at", "taken_at", time(anchor.taken_at)),
+      item("Streams", "streams", String(anchor.streams)),
+      item("Events", "events", String(anchor.events)),
+      item("Merkle root", "merkle_root", h("code", { class: "hash" }, anchor.merkle_root), true),
+      item("Format", "format", anchor.format));
+  }
+
+  async function auditPage(id) {
+    heading("Audit");
+    view.append(h("p", {}, "An anchor is a digest of every stream's head at one log position. Keep it outside the system; ",
+      "later, ", h("code", {}, "ledger-replay verify --anchor FILE"), " shows whether the log up to that position changed, and ",
+      h("code", {}, "ledger-replay verify-proof"), " checks a SKU's inclusion proof against it. This page shows what the API reports; it verifies nothing itself."));
+    const part = section("anchor-now", "Anchor of the log now");
+    const again = h("button", { type: "button", id: "anchor-again" }, "Take a new anchor");
+    view.append(part);
+    const load = async () => {
+      part.replaceChildren(part.firstChild);
+      part.setAttribute("aria-busy", "true");
+      status.textContent = "Taking an anchor: the API reads and hashes the whole log.";
+      let anchor;
+      try {
+        anchor = await api("/v1/anchor");
+      } catch (error) {
+        if (id !== renderId) return;
+        part.setAttribute("aria-busy", "false");
+        failed(error, part, "read the anchor", "the audit role (auditor or admin)");
+        return;
+      }
+      if (id !== renderId) return;
+      part.setAttribute("aria-busy", "false");
+      part.append(anchorList(anchor), again,
+        h("details", {}, h("summary", {}, "The anchor as the API sent it (JSON, to keep)"),
+          h("pre", { id: "anchor-json", tabindex: "0" }, JSON.stringify(anchor, null, 2))));
+      status.textContent = `Anchor taken at log position ${anchor.log_position ? `${anchor.log_position.commit}/${anchor.log_position.prepare}` : "none"}, root ${anchor.merkle_root}.`;
+    };
+    again.addEventListener("click", () => {
+      // The button is taken out while the new anchor loads; give it the focus back.
+      load().then(() => { if (id === renderId && again.isConnected) again.focus(); });
+    });
+    await load();
+  }
+
+  // Routing: #/find, #/sku/<sku>, #/sku/<sku>/at/<version>, #/low-stock, #/projections,
+  // #/audit.
 
   async function route() {
     const hash = location.hash;
@@ -566,6 +617,7 @@
       else if (parts[0] === "sku" && parts.length === 4 && parts[2] === "at") await asOfPage(id, parts[1], parts[3]);
       else if (parts[0] === "low-stock") await lowStockPage(id);
       else if (parts[0] === "projections") await projectionsPage(id);
+      else if (parts[0] === "audit") await auditPage(id);
       else {
         heading("No such page");
         view.append(h("p", {}, "No console page has this address. ", h("a", { href: "#/find" }, "Find a SKU"), "."));
