@@ -207,6 +207,8 @@ pub struct RequestContext {
     pub idempotency_key: Option<String>,
     /// `If-Match: "<version>"`: `Some(v)` to append only at that version.
     pub if_match: Option<u64>,
+    /// The trace the request's events are recorded in (see [`crate::telemetry::TraceParent`]).
+    pub traceparent: Option<String>,
 }
 
 /// The request id the observing middleware assigned, kept in the request's extensions.
@@ -276,6 +278,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             correlation_id,
             idempotency_key,
             if_match,
+            traceparent: parts
+                .extensions
+                .get::<crate::telemetry::TraceParent>()
+                .map(|t| t.0.clone()),
         })
     }
 }

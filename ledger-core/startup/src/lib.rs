@@ -10,10 +10,12 @@
 //! - [`backends`]: open the event store and the database the settings name: the private
 //!   cluster under the data folder by default, a shared PostgreSQL, EventStoreDB.
 //! - [`logging`]: the one log subscriber (text or JSON lines).
+//! - [`traces`]: the optional OTLP span export and W3C `traceparent` handling, beside the log.
 
 pub mod backends;
 pub mod logging;
 pub mod settings;
+pub mod traces;
 
 pub use backends::{Backends, BackendsOptions, EmbeddedMode, StartupError};
 pub use logging::{init_logging, LogFormat, LogOutput};
@@ -21,3 +23,4 @@ pub use settings::{
     environment_variables, BackendArguments, LogArguments, ProjectorArguments, ProjectorSelection,
     LOG_FILTER_VARIABLE,
 };
+pub use traces::{TraceExport, TRACE_VARIABLES};
