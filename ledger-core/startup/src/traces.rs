@@ -189,9 +189,12 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
 /// before the span is first entered. Does nothing when this process does not export; values
 /// that are malformed, and repeats of one already taken, are passed over.
 pub fn join_traces<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = &'a str>) {
-    if !exporting() {
-        return;
+    if exporting() {
+        join_traces_always(span, traceparents);
     }
+}
+
+fn join_traces_always<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = &'a str>) {
     let mut parent: Option<SpanContext> = None;
     let mut linked: Vec<SpanContext> = Vec::new();
     for context in traceparents.into_iter().filter_map(parse_traceparent) {
@@ -248,6 +251,57 @@ mod tests {
     fn a_later_version_is_read_by_its_first_four_fields() {
         let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes-next";
         assert_eq!(accepted_traceparent(later).as_deref(), Some(SAMPLE));
+    }
+
+    /// What a tracer provider ended, kept in memory.
+    #[derive(Debug, Clone, Default)]
+    struct Collected(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Collected {
+        fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send
+        {
+            self.0.lock().expect("not poisoned").extend(batch);
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_batch_joins_the_first_trace_and_links_each_other_one_once() {
+        use tracing_subscriber::layer::SubscriberExt;
+        const SECOND: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        const THIRD: &str = "00-0af7651916cd43dd8448eb211c80319c-1111111111111111-00";
+        let collected = Collected::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(collected.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("projector.batch");
+            join_traces_always(&span, [SAMPLE, "malformed", SAMPLE, SECOND, THIRD, SECOND]);
+            span.in_scope(|| {});
+        });
+        let spans = collected.0.lock().unwrap().clone();
+        assert_eq!(spans.len(), 1);
+        let first = parse_traceparent(SAMPLE).unwrap();
+        assert_eq!(spans[0].span_context.trace_id(), first.trace_id());
+        assert_eq!(spans[0].parent_span_id, first.span_id());
+        assert!(spans[0].parent_span_is_remote);
+        let linked: Vec<SpanContext> = spans[0]
+            .links
+            .iter()
+            .map(|link| link.span_context.clone())
+            .collect();
+        assert_eq!(
+            linked,
+            [
+                parse_traceparent(SECOND).unwrap(),
+                parse_traceparent(THIRD).unwrap()
+            ]
+        );
     }
 
     #[test]
