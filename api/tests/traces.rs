@@ -271,5 +271,55 @@ async fn a_traced_reserve_is_one_trace_from_the_request_to_the_projector_batches
     drop(client);
 
     api.send_signal("TERM");
-    api.wait_for_clean_exit();
+    tokio::task::block_in_place(|| api.wait_for_clean_exit());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_sends_the_spans_still_queued() {
+    // With an export interval far longer than the test, spans leave the process only when it
+    // stops: a SIGTERM must flush them before the exit.
+    let (endpoint, inbox) = start_receiver().await;
+    let database = TestDatabase::create().await;
+    let mut api = ApiProcess::start_with_environment(
+        "flushed",
+        &database.url(),
+        &["--projectors", "false"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+            ("OTEL_SERVICE_NAME", "ledger-api-under-test"),
+        ],
+    )
+    .await;
+    let replenished = reqwest::Client::new()
+        .post(api.url(&format!("/v1/skus/{SKU}/replenishments")))
+        .header(
+            "traceparent",
+            format!("00-{REPLENISH_TRACE}-{REPLENISH_PARENT}-01"),
+        )
+        .json(&json!({"quantity": 10}))
+        .send()
+        .await
+        .expect("the replenishment is sent");
+    assert_eq!(replenished.status(), 200);
+    assert!(
+        trace(&inbox, REPLENISH_TRACE).is_empty(),
+        "nothing is exported before the interval or the stop"
+    );
+
+    api.send_signal("TERM");
+    tokio::task::block_in_place(|| api.wait_for_clean_exit());
+
+    let spans = trace(&inbox, REPLENISH_TRACE);
+    let names: BTreeSet<&str> = spans.iter().map(|r| r.span.name.as_str()).collect();
+    assert!(
+        names.contains("POST /v1/skus/{sku}/replenishments")
+            && names.contains("writer.batch")
+            && names.contains("event_store.group_commit"),
+        "{names:?}"
+    );
+    assert!(
+        spans.iter().all(|r| r.service == "ledger-api-under-test"),
+        "OTEL_SERVICE_NAME names the service: {spans:?}"
+    );
 }
