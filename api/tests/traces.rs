@@ -31,6 +31,9 @@ const EXPORT_INTERVAL_MS: &str = "100";
 
 const POLL_INTERVAL_MS: u64 = 50;
 
+const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+const EXPORT_INTERVAL: &str = "OTEL_BSP_SCHEDULE_DELAY";
+
 const SKU: &str = "TRACED-1";
 
 /// The callers' trace contexts: the replenishment's and the reserve's.
@@ -167,24 +170,8 @@ fn one<'a>(spans: &'a [Received], name: &str) -> &'a Span {
     &found[0].span
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_traced_reserve_is_one_trace_from_the_request_to_the_projector_batches() {
-    let (endpoint, inbox) = start_receiver().await;
-    let database = TestDatabase::create().await;
-    let mut api = ApiProcess::start_with_environment(
-        "traced",
-        &database.url(),
-        &["--projectors", "true"],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY", EXPORT_INTERVAL_MS),
-        ],
-    )
-    .await;
-    let http = reqwest::Client::new();
-
-    // Given stock, replenished in a trace of its own, and applied by every projection (so that
-    // the reserve's event is the first of its projector batches, not linked from another).
+/// Replenish [`SKU`] through `api` in the caller's trace [`REPLENISH_TRACE`].
+async fn replenish_traced(http: &reqwest::Client, api: &ApiProcess) {
     let replenished = http
         .post(api.url(&format!("/v1/skus/{SKU}/replenishments")))
         .header(
@@ -196,6 +183,27 @@ async fn a_traced_reserve_is_one_trace_from_the_request_to_the_projector_batches
         .await
         .expect("the replenishment is sent");
     assert_eq!(replenished.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traced_reserve_is_one_trace_from_the_request_to_the_projector_batches() {
+    let (endpoint, inbox) = start_receiver().await;
+    let database = TestDatabase::create().await;
+    let mut api = ApiProcess::start_with_environment(
+        "traced",
+        &database.url(),
+        &["--projectors", "true"],
+        &[
+            (OTLP_ENDPOINT, &endpoint),
+            (EXPORT_INTERVAL, EXPORT_INTERVAL_MS),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+
+    // Given stock, replenished in a trace of its own, and applied by every projection (so that
+    // the reserve's event is the first of its projector batches, not linked from another).
+    replenish_traced(&http, &api).await;
     wait_for_trace(&inbox, REPLENISH_TRACE).await;
 
     // When a reserve comes with the caller's trace context.
@@ -285,23 +293,13 @@ async fn a_graceful_stop_sends_the_spans_still_queued() {
         &database.url(),
         &["--projectors", "false"],
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+            (OTLP_ENDPOINT, &endpoint),
+            (EXPORT_INTERVAL, "600000"),
             ("OTEL_SERVICE_NAME", "ledger-api-under-test"),
         ],
     )
     .await;
-    let replenished = reqwest::Client::new()
-        .post(api.url(&format!("/v1/skus/{SKU}/replenishments")))
-        .header(
-            "traceparent",
-            format!("00-{REPLENISH_TRACE}-{REPLENISH_PARENT}-01"),
-        )
-        .json(&json!({"quantity": 10}))
-        .send()
-        .await
-        .expect("the replenishment is sent");
-    assert_eq!(replenished.status(), 200);
+    replenish_traced(&reqwest::Client::new(), &api).await;
     assert!(
         trace(&inbox, REPLENISH_TRACE).is_empty(),
         "nothing is exported before the interval or the stop"
