@@ -3,7 +3,7 @@
 //! rate and latency metrics. (Logging is set up by
 //! `ledger_startup::init_logging`, the same for every binary.)
 
-use crate::extract::{is_header_identifier, RequestId};
+use crate::extract::{is_header_identifier, RequestId, TraceParent};
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -73,13 +73,6 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 
 /// The W3C trace context header: the caller's trace, which the request span continues.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
-
-/// The `traceparent` kept with the request's events: the request span's own when spans are
-/// exported (so that the projector batches that apply the events join the request's trace),
-/// otherwise the caller's as it came, when well formed. Never made up when nothing is
-/// exported, so that a request without the header costs what it did.
-#[derive(Debug, Clone)]
-pub struct TraceParent(pub String);
 
 /// Make `span` the request's server span in the caller's trace, when spans are exported; the
 /// `traceparent` to record on the request's events, if any.
