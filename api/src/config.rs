@@ -7,10 +7,16 @@ use ledger_startup::{BackendArguments, LogArguments, ProjectorArguments};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Every environment variable the API reads: clap's own list, and the log filter.
+/// Every environment variable the API reads: clap's own list, the log filter, and the trace
+/// export's standard variables.
 pub fn environment_variables() -> Vec<String> {
     let mut names = ledger_startup::environment_variables(&Config::command());
     names.push(ledger_startup::LOG_FILTER_VARIABLE.to_owned());
+    names.extend(
+        ledger_startup::TRACE_VARIABLES
+            .iter()
+            .map(|name| (*name).to_owned()),
+    );
     names
 }
 

@@ -100,6 +100,7 @@ async fn expire(state: &SharedState, due: DueReservation) -> bool {
         fingerprint: None,
         expected_version: None,
         reservation_rights: ReservationRights::Any,
+        traceparent: None,
     };
     let command = SkuCommand::Expire(ExpireReservation {
         reservation_id: reservation_id.clone(),

@@ -207,11 +207,21 @@ pub struct RequestContext {
     pub idempotency_key: Option<String>,
     /// `If-Match: "<version>"`: `Some(v)` to append only at that version.
     pub if_match: Option<u64>,
+    /// The trace the request's events are recorded in (see [`TraceParent`]).
+    pub traceparent: Option<String>,
 }
 
 /// The request id the observing middleware assigned, kept in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+/// The `traceparent` the observing middleware keeps for the request's events, in the request's
+/// extensions: the request span's own when spans are exported (so that the projector batches
+/// that apply the events join the request's trace), otherwise the caller's as it came, when
+/// well formed. Never made up when nothing is exported, so that a request without the header
+/// costs what it did.
+#[derive(Debug, Clone)]
+pub struct TraceParent(pub String);
 
 /// Whether `value` is a well-formed request id, correlation id or idempotency key: 1 to
 /// [`HEADER_IDENTIFIER_LENGTH_MAX`] visible ASCII characters. (The HTTP parser has already
@@ -276,6 +286,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             correlation_id,
             idempotency_key,
             if_match,
+            traceparent: parts.extensions.get::<TraceParent>().map(|t| t.0.clone()),
         })
     }
 }

@@ -9,6 +9,12 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The `service.name` of this binary's spans unless `OTEL_SERVICE_NAME` says otherwise.
+const SERVICE_NAME: &str = "ledger-api";
+
+/// The exit status after a second Ctrl-C: 128 + SIGINT, as a shell reports it.
+const SECOND_INTERRUPT_EXIT_CODE: u8 = 130;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     if let Some(Command::HashToken { token }) = &config.command {
@@ -30,7 +36,11 @@ fn main() -> ExitCode {
         println!("{}", ledger_api::auth::hash_token(&token));
         return ExitCode::SUCCESS;
     }
-    ledger_startup::init_logging(config.log.log_format, ledger_startup::LogOutput::Stderr);
+    let traces = ledger_startup::init_logging(
+        config.log.log_format,
+        ledger_startup::LogOutput::Stderr,
+        SERVICE_NAME,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,7 +51,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let running = match startup::start(config).await {
             Ok(running) => running,
             Err(error) => {
@@ -57,10 +67,17 @@ fn main() -> ExitCode {
             _ = running.stop() => ExitCode::SUCCESS,
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("second interrupt: exiting without waiting");
-                ExitCode::from(130)
+                ExitCode::from(SECOND_INTERRUPT_EXIT_CODE)
             }
         }
-    })
+    });
+    if code == ExitCode::from(SECOND_INTERRUPT_EXIT_CODE) {
+        // Asked to exit at once: no waiting for the collector either.
+        std::mem::forget(traces);
+    } else if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    code
 }
 
 fn print_banner(running: &Running) {

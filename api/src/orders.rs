@@ -141,6 +141,8 @@ pub struct Actor {
     /// Whose reservations the actor may end: a client only its own, operators and workers
     /// any.
     pub rights: ReservationRights,
+    /// The request's trace, recorded on the events (see [`CommandContext::traceparent`]).
+    pub traceparent: Option<String>,
 }
 
 impl Actor {
@@ -151,6 +153,7 @@ impl Actor {
             correlation_id,
             causation_id: None,
             rights: ReservationRights::Any,
+            traceparent: None,
         }
     }
 
@@ -164,6 +167,7 @@ impl Actor {
             fingerprint: None,
             expected_version: None,
             reservation_rights: self.rights,
+            traceparent: self.traceparent.clone(),
         }
     }
 }

@@ -1,12 +1,14 @@
-//! Request observation: the middleware that gives every request an id, a span and its rate
-//! and latency metrics. (The Prometheus recorder is `ledger_startup::metrics`, shared with the
-//! projector; logging is set up by `ledger_startup::init_logging`, the same for every binary.)
+//! Request observation: the middleware that gives every request an id, a span (the server
+//! span of its trace, when spans are exported) and its rate and latency metrics. (The
+//! Prometheus recorder is `ledger_startup::metrics`, shared with the projector; logging is set
+//! up by `ledger_startup::init_logging`, the same for every binary.)
 
-use crate::extract::{is_header_identifier, RequestId};
+use crate::extract::{is_header_identifier, RequestId, TraceParent};
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use ledger_startup::traces;
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -39,6 +41,32 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+/// The W3C trace context header: the caller's trace, which the request span continues.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// Make `span` the request's server span in the caller's trace, when spans are exported; the
+/// `traceparent` to record on the request's events, if any.
+fn trace_request(
+    request: &Request,
+    span: &tracing::Span,
+    method: &str,
+    route: &str,
+) -> Option<String> {
+    let caller = request
+        .headers()
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !traces::exporting() {
+        return caller.and_then(traces::accepted_traceparent);
+    }
+    span.record("otel.name", format!("{method} {route}"));
+    span.record("otel.kind", "server");
+    if let Some(caller) = caller {
+        traces::continue_trace(span, caller);
+    }
+    traces::traceparent_of(span)
+}
+
 /// Gives the request an id (the caller's `X-Request-Id` when it sent a sane one), runs it in a
 /// span carrying that id, echoes the id in the response, and records rate and latency by route
 /// template (never by raw path, which would make one series per SKU).
@@ -52,9 +80,23 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = method_label(request.method());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        route = %route,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(traceparent) = trace_request(&request, &span, method, &route) {
+        request.extensions_mut().insert(TraceParent(traceparent));
+    }
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
+    if traces::exporting() {
+        span.record("http.response.status_code", status.as_u16());
+    }
     let elapsed = started.elapsed();
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

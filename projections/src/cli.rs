@@ -68,6 +68,11 @@ impl Arguments {
 pub fn environment_variables() -> Vec<String> {
     let mut names = ledger_startup::environment_variables(&Arguments::command());
     names.push(ledger_startup::LOG_FILTER_VARIABLE.to_owned());
+    names.extend(
+        ledger_startup::TRACE_VARIABLES
+            .iter()
+            .map(|name| (*name).to_owned()),
+    );
     names
 }
 

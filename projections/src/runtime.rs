@@ -521,7 +521,37 @@ impl Runner {
         Ok(checkpoint.position)
     }
 
+    /// Apply one batch in its own span. The span joins the traces of the requests that caused
+    /// the batch's events (the `traceparent` in their metadata), the way a consumer's batch of
+    /// messages does: a child of the first, linked to the others. Without an export nothing
+    /// is read from the events.
     async fn apply(
+        &self,
+        checkpoint: Option<Position>,
+        batch: &[RecordedEvent],
+    ) -> Result<Option<Position>, ProjectionError> {
+        // A root of its own, not a child of the runner's span, which lives as long as the
+        // runner: its trace would otherwise hold every batch ever applied.
+        let span = tracing::info_span!(
+            parent: None,
+            "projector.batch",
+            projection = self.name(),
+            events = batch.len(),
+            otel.kind = tracing::field::Empty,
+        );
+        if ledger_startup::traces::exporting() {
+            span.record("otel.kind", "consumer");
+            ledger_startup::traces::join_traces(
+                &span,
+                batch
+                    .iter()
+                    .filter_map(|e| e.metadata.traceparent.as_deref()),
+            );
+        }
+        self.apply_in_span(checkpoint, batch).instrument(span).await
+    }
+
+    async fn apply_in_span(
         &self,
         checkpoint: Option<Position>,
         batch: &[RecordedEvent],

@@ -85,6 +85,7 @@ pub fn event(event_type: &str, n: u64) -> NewEvent {
             principal: Some("contract-suite".into()),
             idempotency_key: None,
             idempotency_scope: None,
+            traceparent: None,
         },
         recorded_at: ledger_domain::chain::to_microseconds(chrono::Utc::now()),
         hash: ledger_domain::EventHash::GENESIS,
@@ -425,6 +426,7 @@ pub async fn events_read_back_exactly_as_appended<S: EventStore>(store: &S) {
         principal: Some("operator:ana".into()),
         idempotency_key: Some("key-1".into()),
         idempotency_scope: Some("principal:operator:ana".into()),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
     };
     let before = chrono::Utc::now() - chrono::Duration::seconds(5);
     store

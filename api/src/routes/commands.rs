@@ -502,6 +502,7 @@ async fn run(
         } else {
             ReservationRights::OwnOnly
         },
+        traceparent: request.traceparent.clone(),
     };
     let name = command.command.name();
     match state

@@ -101,6 +101,7 @@ fn actor(principal: &Principal, context: &RequestContext) -> Actor {
         } else {
             ReservationRights::OwnOnly
         },
+        traceparent: context.traceparent.clone(),
     }
 }
 

@@ -49,6 +49,9 @@ pub struct CommandContext {
     /// Whose reservations this caller may release or confirm; the holder of a reservation is
     /// the principal recorded on the event that made it.
     pub reservation_rights: ReservationRights,
+    /// The W3C `traceparent` of the request (see [`Metadata::traceparent`]), recorded on the
+    /// command's events.
+    pub traceparent: Option<String>,
 }
 
 impl CommandContext {
@@ -59,6 +62,7 @@ impl CommandContext {
             principal: self.principal.clone(),
             idempotency_key: self.idempotency_key.clone(),
             idempotency_scope: self.idempotency_key.as_ref().map(|_| self.scope()),
+            traceparent: self.traceparent.clone(),
         }
     }
 

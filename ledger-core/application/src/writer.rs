@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 /// Commands waiting for one SKU's writer. When the queue is full, callers wait for room: a
 /// flood on one SKU slows its own callers instead of growing memory without bound.
@@ -56,6 +57,10 @@ enum Request {
         command: Box<SkuCommand>,
         context: Box<CommandContext>,
         reply: Reply<CommandOutcome>,
+        /// The caller's span (its request's, for a command over HTTP), so that the batch that
+        /// serves the command shows up in the caller's trace. Cloning a span handle counts a
+        /// reference; no allocation.
+        caller: tracing::Span,
     },
     Read {
         reply: Reply<SkuSummary>,
@@ -181,6 +186,7 @@ impl<S: EventStore + ?Sized> SkuWriters<S> {
                 command: Box::new(command),
                 context: Box::new(context),
                 reply,
+                caller: tracing::Span::current(),
             },
         )
         .await;
@@ -318,8 +324,12 @@ impl<S: EventStore + ?Sized> Writer<S> {
         }
     }
 
-    #[tracing::instrument(name = "writer.batch", skip_all, fields(sku = %self.sku, requests = batch.len()))]
     async fn process(&mut self, batch: Vec<Request>) {
+        let span = batch_span(&self.sku, &batch);
+        self.process_in_span(batch).instrument(span).await;
+    }
+
+    async fn process_in_span(&mut self, batch: Vec<Request>) {
         let mut queued = Vec::with_capacity(batch.len());
         let mut reads = Vec::new();
         for request in batch {
@@ -328,6 +338,7 @@ impl<S: EventStore + ?Sized> Writer<S> {
                     command,
                     context,
                     reply,
+                    caller: _,
                 } => queued.push(Queued {
                     command: *command,
                     context: *context,
@@ -400,4 +411,28 @@ impl<S: EventStore + ?Sized> Writer<S> {
             }
         }
     }
+}
+
+/// The span of one batch, with messaging-style batch semantics: a child of the first traced
+/// command's caller (so that a command's trace runs request → writer batch → commit), and
+/// following from the other callers (span links, once exported), since one batch serves
+/// several requests. With no traced caller (commands of system workers, spans filtered out)
+/// the batch is a root span, as it was before batches were joined to their callers.
+fn batch_span(sku: &Sku, batch: &[Request]) -> tracing::Span {
+    let mut callers = batch.iter().filter_map(|request| match request {
+        Request::Command { caller, .. } if !caller.is_none() => Some(caller),
+        _ => None,
+    });
+    let span = match callers.next() {
+        Some(first) => {
+            tracing::info_span!(parent: first, "writer.batch", sku = %sku, requests = batch.len())
+        }
+        None => {
+            tracing::info_span!(parent: None, "writer.batch", sku = %sku, requests = batch.len())
+        }
+    };
+    for caller in callers {
+        span.follows_from(caller);
+    }
+    span
 }

@@ -278,4 +278,27 @@ mod tests {
         }
         assert_eq!(event.bytes(), expected);
     }
+
+    /// A traceparent is covered like every other metadata key when present; absent, the
+    /// metadata's canonical JSON (and so every hash written before the key existed) is as it was.
+    #[test]
+    fn a_traceparent_is_hashed_when_present_and_leaves_no_trace_when_absent() {
+        let without = Metadata {
+            principal: Some("clerk".into()),
+            ..Metadata::default()
+        };
+        let mut text = Vec::new();
+        canonical_json(&serde_json::to_value(&without).unwrap(), &mut text);
+        assert_eq!(text, br#"{"principal":"clerk"}"#);
+        let with = Metadata {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            ..without
+        };
+        text.clear();
+        canonical_json(&serde_json::to_value(&with).unwrap(), &mut text);
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            r#"{"principal":"clerk","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#
+        );
+    }
 }

@@ -160,6 +160,13 @@ pub struct Metadata {
     /// scopes never meet. Absent on events written before keys were scoped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_scope: Option<String>,
+    /// The W3C `traceparent` of the request that caused the event (version-00 form), so that
+    /// whatever later handles the event can join that trace. Absent when the request carried
+    /// none and the writer exported no trace of its own, and on every event written before it
+    /// existed: absent, it is left out of the JSON and so out of the hash chain's canonical
+    /// form, which keeps those events' hashes unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Metadata {

@@ -1323,12 +1323,16 @@ mod tests {
                 principal: Some("p".into()),
                 idempotency_key: Some("k".into()),
                 idempotency_scope: None,
+                traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             },
         };
         let json = serde_json::to_value(&stored).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"schema_version": 2, "correlation_id": "c", "principal": "p", "idempotency_key": "k"})
+            serde_json::json!({
+                "schema_version": 2, "correlation_id": "c", "principal": "p", "idempotency_key": "k",
+                "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            })
         );
         let back: StoredMetadata = serde_json::from_value(json).unwrap();
         assert_eq!(back.metadata, stored.metadata);

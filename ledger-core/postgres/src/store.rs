@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{AsyncMessage, Row};
+use tracing::Instrument;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -261,6 +262,9 @@ struct PendingAppend {
     events: Vec<NewEvent>,
     answers: Vec<NewAnswer>,
     reply: oneshot::Sender<Result<Appended, StoreError>>,
+    /// The appender's span (a writer batch's), so that the group commit that writes the
+    /// append shows up in the appender's trace; see [`Committer::commit`].
+    caller: tracing::Span,
 }
 
 impl PostgresStore {
@@ -280,6 +284,7 @@ impl PostgresStore {
             events,
             answers,
             reply,
+            caller: tracing::Span::current(),
         };
         self.queue
             .send(pending)
@@ -862,8 +867,26 @@ async fn commit_loop(committer: Committer, queue: Arc<Mutex<mpsc::Receiver<Pendi
 type Outcomes = Vec<Option<Result<Appended, StoreError>>>;
 
 impl Committer {
-    #[tracing::instrument(name = "event_store.group_commit", skip_all, fields(appends = batch.len()))]
+    /// Write `batch` in the span of a group commit, which joins its appenders' traces the way a
+    /// batch of messages does: a child of the first traced appender, following from (linked
+    /// to, once exported) the others.
     async fn commit(&self, batch: Vec<PendingAppend>) {
+        let mut callers = batch.iter().map(|p| &p.caller).filter(|c| !c.is_none());
+        let span = match callers.next() {
+            Some(first) => {
+                tracing::info_span!(parent: first, "event_store.group_commit", appends = batch.len())
+            }
+            None => {
+                tracing::info_span!(parent: None, "event_store.group_commit", appends = batch.len())
+            }
+        };
+        for caller in callers {
+            span.follows_from(caller);
+        }
+        self.commit_in_span(batch).instrument(span).await;
+    }
+
+    async fn commit_in_span(&self, batch: Vec<PendingAppend>) {
         let mut batch = batch;
         // Each pass either writes the batch, or (when some keys were answered before) answers
         // those appends and writes nothing; the rest then go again. Bounded by the batch size.

@@ -11,11 +11,13 @@
 //!   cluster under the data folder by default, a shared PostgreSQL, EventStoreDB.
 //! - [`logging`]: the one log subscriber (text or JSON lines).
 //! - [`metrics`]: the one Prometheus recorder, shared by every binary that serves `/metrics`.
+//! - [`traces`]: the optional OTLP span export and W3C `traceparent` handling, beside the log.
 
 pub mod backends;
 pub mod logging;
 pub mod metrics;
 pub mod settings;
+pub mod traces;
 
 pub use backends::{Backends, BackendsOptions, EmbeddedMode, StartupError};
 pub use logging::{init_logging, LogFormat, LogOutput};
@@ -23,3 +25,4 @@ pub use settings::{
     environment_variables, BackendArguments, LogArguments, ProjectorArguments, ProjectorSelection,
     LOG_FILTER_VARIABLE,
 };
+pub use traces::{TraceExport, TRACE_VARIABLES};
