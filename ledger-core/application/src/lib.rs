@@ -30,6 +30,7 @@ pub mod handler;
 pub mod history;
 pub mod loaded;
 pub mod snapshot;
+pub mod spans;
 pub mod store;
 pub mod writer;
 

@@ -186,7 +186,7 @@ impl<S: EventStore + ?Sized> SkuWriters<S> {
                 command: Box::new(command),
                 context: Box::new(context),
                 reply,
-                caller: tracing::Span::current(),
+                caller: crate::spans::caller_span(),
             },
         )
         .await;

@@ -1,6 +1,6 @@
 //! A writer batch that serves several callers joins their traces the way a batch of messages
-//! does: its span is a child of the first caller's span and follows from (links to, once
-//! exported) each other caller's.
+//! does, while spans are exported: its span is a child of the first caller's span and follows
+//! from (links to, once exported) each other caller's.
 
 mod support;
 
@@ -50,8 +50,8 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<
     }
 }
 
-#[test]
-fn a_batch_for_two_callers_is_the_first_ones_child_and_follows_from_the_second() {
+/// Two traced callers' commands served by one batch: the batch's span and the callers' ids.
+fn batch_for_two_callers() -> (Seen, Option<Id>, Option<Id>) {
     let spans = Spans::default();
     let _default =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
@@ -77,8 +77,22 @@ fn a_batch_for_two_callers_is_the_first_ones_child_and_follows_from_the_second()
     let seen = spans.0.lock().unwrap().clone();
     let batches: Vec<&Seen> = seen.iter().filter(|s| s.name == "writer.batch").collect();
     assert_eq!(batches.len(), 1, "{seen:?}");
-    assert_eq!(batches[0].parent, first.id());
-    assert_eq!(batches[0].follows_from, [second.id().expect("enabled")]);
+    (batches[0].clone(), first.id(), second.id())
+}
+
+/// One test for both settings: joining is process-wide, and tests of one binary run at once.
+#[test]
+fn a_batch_joins_its_callers_only_while_spans_are_exported() {
+    // Off (no export): the batch is a root and holds no handle on its callers' spans.
+    ledger_application::spans::join_caller_spans(false);
+    let (batch, _, _) = batch_for_two_callers();
+    assert_eq!((batch.parent.clone(), batch.follows_from.len()), (None, 0));
+    // On: a child of the first caller, following from the second.
+    ledger_application::spans::join_caller_spans(true);
+    let (batch, first, second) = batch_for_two_callers();
+    ledger_application::spans::join_caller_spans(false);
+    assert_eq!(batch.parent, first);
+    assert_eq!(batch.follows_from, [second.expect("enabled")]);
 }
 
 #[test]

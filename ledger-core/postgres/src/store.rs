@@ -284,7 +284,7 @@ impl PostgresStore {
             events,
             answers,
             reply,
-            caller: tracing::Span::current(),
+            caller: ledger_application::spans::caller_span(),
         };
         self.queue
             .send(pending)

@@ -100,5 +100,8 @@ fn init_with_traces(
         .with(traces.with_filter(TRACE_LEVEL))
         .try_init();
     // Another subscriber came first: this one's exporter would never see a span.
-    installed.ok().map(|()| export)
+    let export = installed.ok().map(|()| export);
+    // Batches join their callers' traces only when those traces go somewhere.
+    ledger_application::spans::join_caller_spans(export.is_some());
+    export
 }
