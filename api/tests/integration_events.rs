@@ -82,13 +82,18 @@ async fn a_configured_broker_gets_every_movement_and_the_publisher_shows_in_stat
         .post("/v1/skus/API-PUB-1/replenishments", json!({"quantity": 5}))
         .await;
     assert_eq!(status, 200);
-    let (status, reserved, _) = server
-        .post(
-            "/v1/skus/API-PUB-1/reservations",
-            json!({"quantity": 2, "reservation_id": "api-pub-r1"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{reserved}");
+    // The reserve comes from a traced caller: its trace context reaches the published message
+    // (the CloudEvents distributed-tracing extension), spans exported or not.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = server
+        .client
+        .post(server.url("/v1/skus/API-PUB-1/reservations"))
+        .header("traceparent", traceparent)
+        .json(&json!({"quantity": 2, "reservation_id": "api-pub-r1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
 
     let statuses = server
         .wait_for("/v1/projections", |body| {
@@ -132,6 +137,12 @@ async fn a_configured_broker_gets_every_movement_and_the_publisher_shows_in_stat
     );
     assert_eq!(received[1]["source"], "urn:inventory-ledger:api-test");
     assert_eq!(received[1]["data"]["reservation_id"], "api-pub-r1");
+    assert_eq!(received[1]["traceparent"], traceparent);
+    assert!(
+        received[0].get("traceparent").is_none(),
+        "an untraced request's message carries no trace context: {}",
+        received[0]
+    );
     assert_eq!(received[1]["data"]["balances_after"]["available"], 3);
 
     let metrics = server

@@ -108,6 +108,11 @@ pub struct IntegrationEvent {
     pub time: DateTime<Utc>,
     pub datacontenttype: String,
     pub data: serde_json::Value,
+    /// The CloudEvents distributed-tracing extension: the W3C trace context of the request
+    /// that caused the event, as kept in its metadata, so a consumer's work joins that trace.
+    /// Absent when the request carried none (and for events written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl IntegrationEvent {

@@ -110,6 +110,7 @@ pub fn map_event(
         time: recorded.recorded_at,
         datacontenttype: DATA_CONTENT_TYPE.to_owned(),
         data,
+        traceparent: recorded.metadata.traceparent.clone(),
     };
     let mut events = Vec::new();
     if let Some((event_type, mut data)) = movement_data(event) {

@@ -149,6 +149,8 @@ fn recorded(sku: &Sku, version: u64, event: &SkuEvent) -> RecordedEvent {
         data: event.encode(),
         metadata: Metadata {
             correlation_id: (version % 2 == 0).then(|| format!("corr-{version}")),
+            traceparent: (version % 3 == 0)
+                .then(|| format!("00-{:032x}-{:016x}-01", version + 1, version + 1)),
             ..Metadata::default()
         },
         recorded_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
@@ -305,6 +307,10 @@ fn every_message_the_mapping_produces_validates_and_every_type_is_produced() {
             "a movement's id is its event's id"
         );
         for message in &messages {
+            assert_eq!(
+                message.traceparent, stored.metadata.traceparent,
+                "a message carries its event's trace context (alerts: the causing event's)"
+            );
             let json = serde_json::to_value(message).unwrap();
             assert_valid(
                 &validators,
